@@ -1,0 +1,209 @@
+// Package api holds the wire types of the agent's local HTTP+JSON API (served
+// on a unix socket) and a small client for it. The CLI and the CNI plugin are
+// its clients.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultSocket is where the agent listens unless told otherwise.
+const DefaultSocket = "/run/netloom/netloom.sock"
+
+// Paths of the API.
+const (
+	PathStatus   = "/v1/status"
+	PathApply    = "/v1/apply"   // POST ApplyRequest -> ApplyResponse
+	PathDelete   = "/v1/delete"  // POST ApplyRequest -> ApplyResponse
+	PathObjects  = "/v1/objects" // GET ?kind=&namespace=&name= -> []json.RawMessage
+	PathJoin     = "/v1/join"    // POST JoinRequest
+	PathLeave    = "/v1/leave"   // POST, the agent leaves and exits
+	PathCNIAdd   = "/v1/cni/add"
+	PathCNIDel   = "/v1/cni/del"
+	PathCNICheck = "/v1/cni/check"
+)
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Status is what `netloom status -o json` prints. Keep it stable: it is
+// documented in the README.
+type Status struct {
+	Node    NodeStatus     `json:"node"`
+	Members []MemberStatus `json:"members"`
+}
+
+// NodeStatus describes the local node.
+type NodeStatus struct {
+	Name      string         `json:"name"`
+	Address   string         `json:"address"`
+	Subnet    string         `json:"subnet"`
+	SubnetErr string         `json:"subnetError,omitempty"`
+	Version   string         `json:"version"`
+	WireGuard LocalWireGuard `json:"wireguard"`
+}
+
+// LocalWireGuard is the local WireGuard device.
+type LocalWireGuard struct {
+	Mode      string `json:"mode"` // "kernel" or "userspace"
+	Interface string `json:"interface"`
+	PublicKey string `json:"publicKey"`
+	Port      int    `json:"port"`
+}
+
+// MemberStatus is one member of the cluster as this node sees it.
+type MemberStatus struct {
+	Name      string        `json:"name"`
+	Address   string        `json:"address"`
+	State     string        `json:"state"` // alive, suspect, dead, left
+	Subnet    string        `json:"subnet"`
+	Self      bool          `json:"self,omitempty"`
+	WireGuard PeerWireGuard `json:"wireguard"`
+}
+
+// PeerWireGuard is the WireGuard peer state for one member.
+type PeerWireGuard struct {
+	PublicKey     string     `json:"publicKey"`
+	Endpoint      string     `json:"endpoint"`
+	LastHandshake *time.Time `json:"lastHandshake"`
+	RxBytes       int64      `json:"rxBytes"`
+	TxBytes       int64      `json:"txBytes"`
+}
+
+// ApplyRequest carries a manifest file as the user wrote it (YAML or JSON,
+// several documents); the agent parses and validates it all-or-nothing.
+type ApplyRequest struct {
+	Manifest string `json:"manifest"`
+}
+
+// Object is one stored object as `netloom get` shows it.
+type Object struct {
+	Kind      string          `json:"kind"`
+	Namespace string          `json:"namespace,omitempty"`
+	Name      string          `json:"name"`
+	Object    json.RawMessage `json:"object,omitempty"`
+	// For pods: where the pod attached, when it did.
+	IP   string `json:"ip,omitempty"`
+	Node string `json:"node,omitempty"`
+}
+
+// ApplyResponse lists what changed, one line per object ("pod/default/web created").
+type ApplyResponse struct {
+	Results []string `json:"results"`
+}
+
+// JoinRequest asks the agent to join a cluster through the given addresses.
+type JoinRequest struct {
+	Addresses []string `json:"addresses"`
+}
+
+// JoinResponse says how many members were contacted.
+type JoinResponse struct {
+	Contacted int `json:"contacted"`
+}
+
+// CNIRequest is sent by the CNI plugin for ADD, DEL and CHECK.
+type CNIRequest struct {
+	ContainerID  string `json:"containerID"`
+	IfName       string `json:"ifName"`
+	Netns        string `json:"netns"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodName      string `json:"podName,omitempty"`
+}
+
+// CNIResponse is the agent's answer to ADD and CHECK.
+type CNIResponse struct {
+	IP      string `json:"ip"`      // address with the node subnet's prefix length, e.g. 10.244.3.5/24
+	Gateway string `json:"gateway"` // first address of the node subnet, on the bridge
+	MTU     int    `json:"mtu"`
+	Bridge  string `json:"bridge"`
+	Cluster string `json:"clusterCIDR"`
+}
+
+// ErrNotRunning is returned when nothing listens on the socket.
+var ErrNotRunning = errors.New("agent not running")
+
+// Client talks to the agent over its unix socket.
+type Client struct {
+	Socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the agent listening on socket.
+func NewClient(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	return &Client{
+		Socket: socket,
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+		}},
+	}
+}
+
+// Do sends in (when not nil) as JSON to path with method and decodes the
+// answer into out (when not nil). A non-2xx answer becomes an error holding the
+// agent's one-line message; an absent agent becomes an error wrapping
+// ErrNotRunning that names the socket.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://netloom"+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if isNotRunning(err) {
+			return fmt.Errorf("netloom agent is not running (nothing listens on %s; start it with 'systemctl start netloom' or 'netloom agent', or pick another with --socket): %w", c.Socket, ErrNotRunning)
+		}
+		return fmt.Errorf("talk to netloom agent at %s: %w", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read answer from netloom agent: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("netloom agent answered %s", resp.Status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode answer from netloom agent: %w", err)
+		}
+	}
+	return nil
+}
+
+func isNotRunning(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "no such file")
+}
