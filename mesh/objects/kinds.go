@@ -1,0 +1,122 @@
+package objects
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// KindInfo describes a kind netloom accepts.
+type KindInfo struct {
+	Kind        string   // canonical name, e.g. "Pod"
+	Plural      string   // lower-case plural for the CLI, e.g. "pods"
+	ShortNames  []string // further CLI aliases, e.g. "po"
+	APIVersions []string // accepted apiVersions; the first is the one to suggest
+	Namespaced  bool     // false: cluster scoped, Object.Namespace is ""
+}
+
+// kindDef is one entry of the kind table.
+type kindDef struct {
+	KindInfo
+
+	// validName checks metadata.name (returns problems, like the
+	// apimachinery validation functions).
+	validName func(string) []string
+	// decode decodes one JSON document into the kind's typed struct. It
+	// reports only decoding problems (wrong types, duplicate fields) and
+	// returns the metadata and the value to store as "spec" (nil for none).
+	decode func(doc []byte) (*metav1.ObjectMeta, any, error)
+	// check validates and defaults the spec returned by decode, in place.
+	check func(spec any) error
+	// table renders objects of this kind for `netloom get`: header + rows.
+	table func(objs []json.RawMessage) ([][]string, error)
+}
+
+// kinds is the table of kinds netloom accepts, in the order they are listed
+// to users. Add new kinds (Service, NetworkPolicy, AddressPool of
+// netloom.io/v1alpha1, ...) here.
+var kinds = []kindDef{
+	{
+		KindInfo: KindInfo{
+			Kind:        "Namespace",
+			Plural:      "namespaces",
+			ShortNames:  []string{"ns"},
+			APIVersions: []string{"v1"},
+			Namespaced:  false,
+		},
+		validName: validation.IsDNS1123Label,
+		decode:    decodeNamespaceDoc,
+		table:     NamespaceTable,
+	},
+	{
+		KindInfo: KindInfo{
+			Kind:        "Pod",
+			Plural:      "pods",
+			ShortNames:  []string{"po"},
+			APIVersions: []string{"v1"},
+			Namespaced:  true,
+		},
+		validName: validation.IsDNS1123Subdomain,
+		decode:    decodePodDoc,
+		check:     checkPodSpec,
+		table:     func(objs []json.RawMessage) ([][]string, error) { return PodTable(objs, nil) },
+	},
+}
+
+// Kinds lists the kinds netloom accepts.
+func Kinds() []KindInfo {
+	out := make([]KindInfo, len(kinds))
+	for i, k := range kinds {
+		out[i] = k.KindInfo
+		out[i].ShortNames = append([]string(nil), k.ShortNames...)
+		out[i].APIVersions = append([]string(nil), k.APIVersions...)
+	}
+	return out
+}
+
+// Lookup returns the description of a kind by its canonical name ("Pod").
+func Lookup(kind string) (KindInfo, bool) {
+	d, ok := lookup(kind)
+	if !ok {
+		return KindInfo{}, false
+	}
+	return d.KindInfo, true
+}
+
+func lookup(kind string) (*kindDef, bool) {
+	for i := range kinds {
+		if kinds[i].Kind == kind {
+			return &kinds[i], true
+		}
+	}
+	return nil, false
+}
+
+// NormalizeKind maps what a user types after `netloom get` to a canonical
+// kind: the kind name, its plural or a short name, in any case ("pods",
+// "Pod", "po" -> "Pod"; "namespaces", "ns" -> "Namespace").
+func NormalizeKind(s string) (string, error) {
+	l := strings.ToLower(strings.TrimSpace(s))
+	for _, k := range kinds {
+		if l == strings.ToLower(k.Kind) || l == k.Plural || contains(k.ShortNames, l) {
+			return k.Kind, nil
+		}
+	}
+	plurals := make([]string, len(kinds))
+	for i, k := range kinds {
+		plurals[i] = k.Plural
+	}
+	return "", fmt.Errorf("unknown kind %q (netloom knows: %s)", s, strings.Join(plurals, ", "))
+}
+
+// kindNames lists the canonical kind names, for messages.
+func kindNames() []string {
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = k.Kind
+	}
+	return out
+}
