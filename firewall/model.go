@@ -1,0 +1,196 @@
+package firewall
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// Table and family of the nftables table netloom owns.
+const (
+	TableName   = "netloom"
+	TableFamily = "inet"
+)
+
+// Model is the whole content of netloom's table. It is a plain value: build
+// it with Ruleset (and later generators), compare it, render it with String,
+// install it with Applier.Apply.
+type Model struct {
+	Family string // nft family name; only "inet" is supported by the Applier
+	Table  string
+	Sets   []Set // named sets and maps; rendered and created sorted by name
+	Chains []Chain
+}
+
+// Chain is a base chain (Hook set) or a regular chain (jump/goto target).
+type Chain struct {
+	Name string
+	// Base chains only: Type "filter" | "nat" | "route"; Hook "prerouting" |
+	// "input" | "forward" | "output" | "postrouting"; Priority as a number
+	// (rendered the way nft does: "filter", "srcnat", "dstnat + 5"...);
+	// Policy "accept" (also when empty) or "drop".
+	Type     string
+	Hook     string
+	Priority int32
+	Policy   string
+	// Rules in evaluation order (their order is meaningful and kept).
+	Rules []Rule
+}
+
+// Rule is one nft rule in two forms that must agree: Text as `nft list`
+// prints it (golden files, logs, the root test compares it with nft's own
+// listing) and Exprs, the expressions sent to the kernel.
+type Rule struct {
+	Text  string
+	Exprs []expr.Any
+}
+
+// Set is a named set or map of the table. Text fields render it; Spec and
+// the elements' Kernel fields are what the Applier sends. The Applier fills
+// in Spec.Table, Spec.Name and Spec.ID itself, and Lookup/Dynset
+// expressions that name the set get its ID in the same transaction.
+type Set struct {
+	Name     string
+	Type     string   // nft text: "ipv4_addr", "ipv4_addr . inet_service : verdict"
+	Flags    []string // nft text: "interval", "constant"...
+	Elements []Element
+	Spec     nftables.Set
+}
+
+// Element is one set element as nft prints it (Text, e.g. "10.0.0.0/8" or
+// "10.96.0.10 . 53 : goto svc-x") and as the kernel takes it (one or two
+// SetElements: an interval is a start and an IntervalEnd element).
+type Element struct {
+	Text   string
+	Kernel []nftables.SetElement
+}
+
+// BaseChain reports whether c is attached to a hook.
+func (c Chain) BaseChain() bool { return c.Hook != "" }
+
+// Chain returns the chain named name, or false.
+func (m Model) Chain(name string) (Chain, bool) {
+	for _, c := range m.Chains {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Chain{}, false
+}
+
+// String renders the model like `nft list table` does: sets first, then
+// chains, each group sorted by name (the Applier creates them in that order,
+// so nft's own listing, ordered by handle, comes out the same); rules keep
+// their order; set elements are sorted by their text.
+func (m Model) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s %s {\n", m.Family, m.Table)
+	first := true
+	sep := func() {
+		if !first {
+			b.WriteString("\n")
+		}
+		first = false
+	}
+	for _, s := range sortedSets(m.Sets) {
+		sep()
+		kind := "set"
+		if s.Spec.IsMap {
+			kind = "map"
+		}
+		fmt.Fprintf(&b, "\t%s %s {\n", kind, s.Name)
+		fmt.Fprintf(&b, "\t\ttype %s\n", s.Type)
+		if len(s.Flags) > 0 {
+			fmt.Fprintf(&b, "\t\tflags %s\n", strings.Join(s.Flags, ","))
+		}
+		if len(s.Elements) > 0 {
+			texts := make([]string, len(s.Elements))
+			for i, e := range s.Elements {
+				texts[i] = e.Text
+			}
+			slices.Sort(texts)
+			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(texts, ", "))
+		}
+		b.WriteString("\t}\n")
+	}
+	for _, c := range sortedChains(m.Chains) {
+		sep()
+		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+		if c.BaseChain() {
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy %s;\n",
+				c.Type, c.Hook, priorityText(c.Hook, c.Priority), policyText(c.Policy))
+		}
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "\t\t%s\n", r.Text)
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+func sortedSets(in []Set) []Set {
+	out := slices.Clone(in)
+	slices.SortStableFunc(out, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func sortedChains(in []Chain) []Chain {
+	out := slices.Clone(in)
+	slices.SortStableFunc(out, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func policyText(p string) string {
+	if p == "" {
+		return "accept"
+	}
+	return p
+}
+
+// Standard chain priorities (nft's names for the inet/ip/ip6 families).
+const (
+	PriorityRaw      int32 = -300
+	PriorityMangle   int32 = -150
+	PriorityDstNAT   int32 = -100
+	PriorityFilter   int32 = 0
+	PrioritySecurity int32 = 50
+	PrioritySrcNAT   int32 = 100
+)
+
+var stdPriorities = []struct {
+	name string
+	num  int32
+}{
+	{"raw", PriorityRaw},
+	{"mangle", PriorityMangle},
+	{"dstnat", PriorityDstNAT},
+	{"filter", PriorityFilter},
+	{"security", PrioritySecurity},
+	{"srcnat", PrioritySrcNAT},
+}
+
+// priorityText renders a priority as nft 1.0 does: a standard name allowed
+// on the hook, with an offset of at most 10, else the number.
+func priorityText(hook string, prio int32) string {
+	for _, sp := range stdPriorities {
+		switch {
+		case sp.num == PriorityDstNAT && hook != "prerouting" && hook != "output":
+			continue
+		case sp.num == PrioritySrcNAT && hook != "postrouting" && hook != "input":
+			continue
+		}
+		switch off := prio - sp.num; {
+		case off == 0:
+			return sp.name
+		case off > 0 && off <= 10:
+			return fmt.Sprintf("%s + %d", sp.name, off)
+		case off < 0 && off >= -10:
+			return fmt.Sprintf("%s - %d", sp.name, -off)
+		}
+	}
+	return fmt.Sprint(prio)
+}

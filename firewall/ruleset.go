@@ -1,0 +1,75 @@
+package firewall
+
+import "net/netip"
+
+// Config is what the ruleset is computed from.
+type Config struct {
+	// ClusterCIDR holds every pod address of the cluster (e.g.
+	// 10.244.0.0/16). Pod traffic to addresses outside it is masqueraded.
+	// Its family (IPv4 or IPv6) decides the family of the NAT rule. When it
+	// is not valid, no masquerade rule is generated.
+	ClusterCIDR netip.Prefix
+	// PodSubnet is this node's share of ClusterCIDR (e.g. 10.244.3.0/24).
+	// Not used by today's rules; service NAT (hairpin) and NetworkPolicy
+	// will need it.
+	PodSubnet netip.Prefix
+	// Bridge is the pod bridge and WGIface the WireGuard interface;
+	// forwarding in and out of each is accepted. Empty names are skipped.
+	Bridge  string
+	WGIface string
+}
+
+// Chain names of the table.
+const (
+	ChainPostrouting = "postrouting"
+	ChainForward     = "forward"
+)
+
+// Ruleset computes the whole table for cfg. It is pure: the same Config
+// always gives the same Model.
+//
+//	chain postrouting: type nat hook postrouting priority srcnat
+//	  ip saddr CLUSTER ip daddr != CLUSTER masquerade
+//	chain forward: type filter hook forward priority filter; policy accept
+//	  ct state established,related accept
+//	  iifname/oifname BRIDGE accept, iifname/oifname WG accept
+//
+// The forward accepts make our intent explicit and give later
+// NetworkPolicy chains a place to sit; they cannot override a drop in
+// another table (every base chain on the hook must accept).
+func Ruleset(cfg Config) Model {
+	post := Chain{
+		Name: ChainPostrouting, Type: "nat", Hook: "postrouting",
+		Priority: PrioritySrcNAT, Policy: "accept",
+	}
+	if cfg.ClusterCIDR.IsValid() {
+		cidr := cfg.ClusterCIDR.Masked()
+		post.Rules = append(post.Rules, newRule(
+			ipFamily(cidr.Addr()),
+			prefixMatch(saddr, cidr, false),
+			prefixMatch(daddr, cidr, true),
+			masquerade(),
+		))
+	}
+
+	fwd := Chain{
+		Name: ChainForward, Type: "filter", Hook: "forward",
+		Priority: PriorityFilter, Policy: "accept",
+		Rules: []Rule{newRule(ctStateEstablishedRelated(), accept())},
+	}
+	for _, name := range []string{cfg.Bridge, cfg.WGIface} {
+		if name == "" {
+			continue
+		}
+		fwd.Rules = append(fwd.Rules,
+			newRule(ifname(true, name), accept()),
+			newRule(ifname(false, name), accept()),
+		)
+	}
+
+	return Model{
+		Family: TableFamily,
+		Table:  TableName,
+		Chains: []Chain{fwd, post},
+	}
+}
