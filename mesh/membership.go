@@ -1,0 +1,474 @@
+package mesh
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Member states as shown by status.
+const (
+	StateAlive   = "alive"
+	StateSuspect = "suspect"
+	StateDead    = "dead"
+	StateLeft    = "left"
+)
+
+// Meta is what a node gossips about itself in memberlist's node metadata
+// (512 bytes at most): only what identifies it. Everything else lives in the
+// store.
+type Meta struct {
+	Addr    string `json:"a"`
+	WGKey   string `json:"k,omitempty"`
+	WGPort  int    `json:"p,omitempty"`
+	Subnet  string `json:"s,omitempty"`
+	Version string `json:"v,omitempty"`
+}
+
+// Member is one node of the cluster as this node sees it.
+type Member struct {
+	Name  string
+	Addr  netip.Addr
+	Port  int
+	State string
+	Meta  Meta
+	Self  bool
+	Since time.Time
+}
+
+// Replicator carries the store's data over memberlist (see mesh/store).
+type Replicator interface {
+	NotifyMsg([]byte)
+	GetBroadcasts(overhead, limit int) [][]byte
+	LocalState(join bool) []byte
+	MergeRemoteState(buf []byte, join bool)
+}
+
+// Timers are memberlist's failure-detection and gossip timers.
+type Timers struct {
+	ProbeInterval    time.Duration
+	ProbeTimeout     time.Duration
+	SuspicionMult    int
+	GossipInterval   time.Duration
+	PushPullInterval time.Duration
+}
+
+// DefaultTimers are tuned for a LAN of a few to a few hundred hosts.
+func DefaultTimers() Timers {
+	return Timers{
+		ProbeInterval:    time.Second,
+		ProbeTimeout:     500 * time.Millisecond,
+		SuspicionMult:    4,
+		GossipInterval:   200 * time.Millisecond,
+		PushPullInterval: 15 * time.Second,
+	}
+}
+
+// Config configures a Membership.
+type Config struct {
+	Name          string
+	BindAddr      netip.Addr // defaults to AdvertiseAddr
+	AdvertiseAddr netip.Addr
+	Port          int
+	Key           []byte // 16, 24 or 32 bytes: gossip is encrypted and authenticated with it
+	Timers        Timers
+	Log           *slog.Logger
+	// OnEvent, when set, is called for membership events ("join", "leave",
+	// "dead", "update") with the member's name.
+	OnEvent func(kind, node string)
+}
+
+// Membership is this node's view of the cluster, kept by memberlist.
+type Membership struct {
+	cfg  Config
+	log  *slog.Logger
+	ml   *memberlist.Memberlist
+	repl Replicator
+
+	mu      sync.Mutex
+	meta    []byte
+	known   map[string]Member // every node ever seen, with dead/left kept
+	kick    chan struct{}
+	started bool
+}
+
+// New returns a Membership; Start creates the memberlist.
+func New(cfg Config) *Membership {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if !cfg.BindAddr.IsValid() {
+		cfg.BindAddr = cfg.AdvertiseAddr
+	}
+	if cfg.Timers == (Timers{}) {
+		cfg.Timers = DefaultTimers()
+	}
+	return &Membership{cfg: cfg, log: cfg.Log, known: map[string]Member{}, kick: make(chan struct{}, 1)}
+}
+
+// Start creates the memberlist, listening on BindAddr:Port.
+func (m *Membership) Start(repl Replicator, meta Meta) error {
+	m.repl = repl
+	b, err := encodeMeta(meta)
+	if err != nil {
+		return err
+	}
+	m.meta = b
+	c := memberlist.DefaultLANConfig()
+	c.Name = m.cfg.Name
+	c.BindAddr = m.cfg.BindAddr.String()
+	c.BindPort = m.cfg.Port
+	c.AdvertiseAddr = m.cfg.AdvertiseAddr.String()
+	c.AdvertisePort = m.cfg.Port
+	c.ProbeInterval = m.cfg.Timers.ProbeInterval
+	c.ProbeTimeout = m.cfg.Timers.ProbeTimeout
+	c.SuspicionMult = m.cfg.Timers.SuspicionMult
+	c.GossipInterval = m.cfg.Timers.GossipInterval
+	c.PushPullInterval = m.cfg.Timers.PushPullInterval
+	c.SecretKey = m.cfg.Key
+	c.GossipVerifyIncoming = true
+	c.GossipVerifyOutgoing = true
+	c.Delegate = (*delegate)(m)
+	c.Events = (*events)(m)
+	c.Logger = log.New(&logAdapter{log: m.log}, "", 0)
+	ml, err := memberlist.Create(c)
+	if err != nil {
+		return fmt.Errorf("start gossip on %s:%d: %w", m.cfg.BindAddr, m.cfg.Port, err)
+	}
+	m.mu.Lock()
+	m.ml = ml
+	m.started = true
+	m.mu.Unlock()
+	return nil
+}
+
+// Join contacts the given addresses ("host" or "host:port"); it returns how
+// many answered.
+func (m *Membership) Join(addrs []string) (int, error) {
+	var full []string
+	for _, a := range addrs {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			a = net.JoinHostPort(a, strconv.Itoa(m.cfg.Port))
+		}
+		full = append(full, a)
+	}
+	if len(full) == 0 {
+		return 0, errors.New("join: no address given")
+	}
+	n, err := m.ml.Join(full)
+	if err != nil && n == 0 {
+		return 0, fmt.Errorf("join %s: %s (check the address and that both nodes use the same cluster token)", strings.Join(full, ","), oneLine(err.Error()))
+	}
+	return n, nil
+}
+
+// SetMeta updates what this node gossips about itself.
+func (m *Membership) SetMeta(meta Meta) error {
+	b, err := encodeMeta(meta)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	same := string(b) == string(m.meta)
+	m.meta = b
+	ml := m.ml
+	m.mu.Unlock()
+	if same || ml == nil {
+		return nil
+	}
+	if err := ml.UpdateNode(5 * time.Second); err != nil {
+		return fmt.Errorf("gossip node metadata: %w", err)
+	}
+	return nil
+}
+
+// Changes is kicked whenever membership or a member's metadata changes.
+func (m *Membership) Changes() <-chan struct{} { return m.kick }
+
+// Members lists every member this node knows of, itself included, sorted by
+// name. Dead and left members stay listed until memberlist forgets them.
+func (m *Membership) Members() []Member {
+	m.mu.Lock()
+	ml := m.ml
+	out := make(map[string]Member, len(m.known))
+	for k, v := range m.known {
+		out[k] = v
+	}
+	m.mu.Unlock()
+	if ml != nil {
+		for _, n := range ml.Members() {
+			mem := toMember(n)
+			if old, ok := out[n.Name]; ok && old.State == mem.State {
+				mem.Since = old.Since
+			}
+			out[n.Name] = mem
+		}
+	}
+	list := make([]Member, 0, len(out))
+	for _, v := range out {
+		v.Self = v.Name == m.cfg.Name
+		list = append(list, v)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	return list
+}
+
+// Alive returns the names of alive and suspect members, itself included.
+func (m *Membership) Alive() map[string]bool {
+	alive := map[string]bool{m.cfg.Name: true}
+	for _, mem := range m.Members() {
+		if mem.State == StateAlive || mem.State == StateSuspect {
+			alive[mem.Name] = true
+		}
+	}
+	return alive
+}
+
+// NumMembers is the number of alive members (store.Transport).
+func (m *Membership) NumMembers() int {
+	m.mu.Lock()
+	ml := m.ml
+	m.mu.Unlock()
+	if ml == nil {
+		return 1
+	}
+	return ml.NumMembers()
+}
+
+// SendToAll sends msg reliably (over TCP) to every other alive member
+// (store.Transport).
+func (m *Membership) SendToAll(msg []byte) {
+	m.mu.Lock()
+	ml := m.ml
+	m.mu.Unlock()
+	if ml == nil {
+		return
+	}
+	for _, n := range ml.Members() {
+		if n.Name == m.cfg.Name {
+			continue
+		}
+		n := n
+		go func() {
+			if err := ml.SendReliable(n, msg); err != nil {
+				m.log.Debug("send to member failed", "member", n.Name, "err", err)
+			}
+		}()
+	}
+}
+
+// Leave tells the cluster this node is going away and stops gossip.
+func (m *Membership) Leave(timeout time.Duration) error {
+	m.mu.Lock()
+	ml := m.ml
+	m.mu.Unlock()
+	if ml == nil {
+		return nil
+	}
+	err := ml.Leave(timeout)
+	// Give the leave message a moment to spread before the listeners close.
+	time.Sleep(m.cfg.Timers.GossipInterval * 3)
+	if serr := ml.Shutdown(); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// Shutdown stops gossip without telling anyone (the others will see the node
+// fail, which is right for a restart: its subnet and peer are kept meanwhile).
+func (m *Membership) Shutdown() error {
+	m.mu.Lock()
+	ml := m.ml
+	m.mu.Unlock()
+	if ml == nil {
+		return nil
+	}
+	return ml.Shutdown()
+}
+
+// LocalAddr is the address gossip listens on.
+func (m *Membership) LocalAddr() netip.AddrPort {
+	return netip.AddrPortFrom(m.cfg.AdvertiseAddr, uint16(m.cfg.Port))
+}
+
+func (m *Membership) notify() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Membership) record(n *memberlist.Node, kind string) {
+	mem := toMember(n)
+	m.mu.Lock()
+	old, ok := m.known[n.Name]
+	if ok && old.State == mem.State {
+		mem.Since = old.Since
+	}
+	m.known[n.Name] = mem
+	m.mu.Unlock()
+	if n.Name != m.cfg.Name {
+		switch kind {
+		case "join":
+			m.log.Info("member joined", "member", n.Name, "addr", mem.Addr)
+		case "leave":
+			if mem.State == StateLeft {
+				m.log.Info("member left", "member", n.Name)
+			} else {
+				kind = "dead"
+				m.log.Warn("member failed", "member", n.Name, "addr", mem.Addr)
+			}
+		}
+		if m.cfg.OnEvent != nil {
+			m.cfg.OnEvent(kind, n.Name)
+		}
+	}
+	m.notify()
+}
+
+func toMember(n *memberlist.Node) Member {
+	addr, _ := netip.AddrFromSlice(n.Addr)
+	mem := Member{Name: n.Name, Addr: addr.Unmap(), Port: int(n.Port), Since: time.Now()}
+	_ = json.Unmarshal(n.Meta, &mem.Meta)
+	switch n.State {
+	case memberlist.StateAlive:
+		mem.State = StateAlive
+	case memberlist.StateSuspect:
+		mem.State = StateSuspect
+	case memberlist.StateDead:
+		mem.State = StateDead
+	case memberlist.StateLeft:
+		mem.State = StateLeft
+	}
+	return mem
+}
+
+func encodeMeta(meta Meta) ([]byte, error) {
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return nil, fmt.Errorf("encode node metadata: %w", err)
+	}
+	if len(b) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("node metadata is %d bytes, more than memberlist's %d: shorten the node name", len(b), memberlist.MetaMaxSize)
+	}
+	return b, nil
+}
+
+type delegate Membership
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.meta) > limit {
+		return nil
+	}
+	return append([]byte(nil), d.meta...)
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	if d.repl != nil {
+		d.repl.NotifyMsg(b)
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	if d.repl == nil {
+		return nil
+	}
+	return d.repl.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) LocalState(join bool) []byte {
+	if d.repl == nil {
+		return nil
+	}
+	return d.repl.LocalState(join)
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	if d.repl != nil {
+		d.repl.MergeRemoteState(buf, join)
+	}
+}
+
+type events Membership
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { (*Membership)(e).record(n, "join") }
+func (e *events) NotifyLeave(n *memberlist.Node)  { (*Membership)(e).record(n, "leave") }
+func (e *events) NotifyUpdate(n *memberlist.Node) { (*Membership)(e).record(n, "update") }
+
+// logAdapter turns memberlist's log lines into slog records, and the
+// decryption failures caused by a wrong token into one clear line per peer
+// address per minute.
+type logAdapter struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	refused map[string]time.Time
+}
+
+func (l *logAdapter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
+	switch {
+	case strings.HasPrefix(line, "[ERR]"):
+		level = slog.LevelWarn
+	case strings.HasPrefix(line, "[WARN]"):
+		level = slog.LevelInfo
+	}
+	if i := strings.Index(line, "memberlist: "); i >= 0 {
+		line = line[i+len("memberlist: "):]
+	}
+	from := ""
+	if i := strings.LastIndex(line, "from="); i >= 0 {
+		from = strings.Fields(line[i+len("from="):] + " ")[0]
+	}
+	if strings.Contains(line, "no installed keys could decrypt") || strings.Contains(line, "No installed keys could decrypt") {
+		host := from
+		if h, _, err := net.SplitHostPort(from); err == nil {
+			host = h
+		}
+		l.mu.Lock()
+		if l.refused == nil {
+			l.refused = map[string]time.Time{}
+		}
+		last, seen := l.refused[host]
+		now := time.Now()
+		if !seen || now.Sub(last) > time.Minute {
+			l.refused[host] = now
+		} else {
+			host = ""
+		}
+		l.mu.Unlock()
+		if host != "" {
+			l.log.Warn("gossip refused: the peer does not use this cluster's token (give it the token from 'netloom init')", "from", host)
+		}
+		return len(p), nil
+	}
+	if strings.Contains(line, "Stream connection") || strings.Contains(line, "Initiating push/pull") {
+		level = slog.LevelDebug
+	}
+	l.log.Log(nil, level, "gossip: "+line)
+	return len(p), nil
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "\t", "")
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,62 @@
+package mesh
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/netloom/netloom/mesh/wg"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Topology is the overlay as this node must program it: one WireGuard peer
+// per other live member that holds a subnet, and a route to each of those
+// subnets through the WireGuard link. It is a pure value computed the same
+// way on every node.
+type Topology struct {
+	Peers  []wg.Peer
+	Routes []wg.Route
+}
+
+// Desired computes the topology for node self from the members and the
+// agreed subnet table (node name -> subnet). Members that are dead or left,
+// that have no usable WireGuard key or endpoint, or that hold no subnet are
+// left out. src is the address local traffic to remote pods leaves from (the
+// gateway address of self's own subnet); routes are only made when it is
+// valid, since remote peers accept only sources inside self's subnet.
+func Desired(self string, members []Member, subnets map[string]netip.Prefix, src netip.Addr, keepalive time.Duration) Topology {
+	var t Topology
+	for _, m := range members {
+		if m.Name == self || (m.State != StateAlive && m.State != StateSuspect) {
+			continue
+		}
+		sub, ok := subnets[m.Name]
+		if !ok || !sub.IsValid() {
+			continue
+		}
+		key, err := wgtypes.ParseKey(m.Meta.WGKey)
+		if err != nil || m.Meta.WGPort <= 0 {
+			continue
+		}
+		addr, err := netip.ParseAddr(m.Meta.Addr)
+		if err != nil {
+			addr = m.Addr
+		}
+		if !addr.IsValid() {
+			continue
+		}
+		t.Peers = append(t.Peers, wg.Peer{
+			Name:       m.Name,
+			PublicKey:  key,
+			Endpoint:   netip.AddrPortFrom(addr, uint16(m.Meta.WGPort)),
+			AllowedIPs: []netip.Prefix{sub},
+			Keepalive:  keepalive,
+		})
+		if src.IsValid() {
+			t.Routes = append(t.Routes, wg.Route{Dst: sub, Src: src})
+		}
+	}
+	sort.Slice(t.Peers, func(i, j int) bool { return t.Peers[i].Name < t.Peers[j].Name })
+	sort.Slice(t.Routes, func(i, j int) bool { return t.Routes[i].Dst.String() < t.Routes[j].Dst.String() })
+	return t
+}

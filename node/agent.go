@@ -1,0 +1,351 @@
+// Package node is the netloom agent: it builds the subsystems (gossip,
+// store, subnet agreement, WireGuard overlay, firewall), owns their
+// lifetimes, runs their reconcile loops and serves the local API that the
+// CLI and the CNI plugin use.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/ipam"
+	"github.com/netloom/netloom/mesh"
+	"github.com/netloom/netloom/mesh/store"
+	"github.com/netloom/netloom/mesh/wg"
+	"github.com/netloom/netloom/node/cni"
+	"github.com/netloom/netloom/systemd"
+	"github.com/vishvananda/netlink"
+)
+
+// Store kinds the agent writes itself (users write Namespace, Pod, ...).
+const (
+	KindLease   = "SubnetLease"
+	KindPodAddr = "PodAddress"
+)
+
+// PodAddress records where a pod attached: written by the node that ran CNI
+// ADD, read by every node (policies and services need pod IPs).
+type PodAddress struct {
+	Node        string `json:"node"`
+	IP          string `json:"ip"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// Agent is a running netloom node.
+type Agent struct {
+	cfg settings
+	log *slog.Logger
+
+	store   *store.Store
+	repl    *store.Replicator
+	members *mesh.Membership
+	dev     *wg.Device
+	fw      *firewall.Applier
+	secret  []byte
+	pubKey  string
+
+	mu        sync.Mutex
+	subnet    netip.Prefix
+	subnetErr string
+	alloc     *ipam.Allocator
+	joined    bool
+	settled   bool
+	ready     bool
+	leaving   bool
+	lastFW    string
+	lastMeta  mesh.Meta
+	leaveDone chan struct{}
+	kick      chan struct{}
+}
+
+// New checks the configuration and prepares an agent; Run starts it.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	s, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Agent{cfg: s, log: log, leaveDone: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
+}
+
+// Run runs the agent until ctx ends (a restart: the data plane stays in
+// place) or until a leave request (everything netloom made is removed).
+func (a *Agent) Run(ctx context.Context) error {
+	c := a.cfg
+	for _, d := range []string{c.DataDir, c.RunDir, filepath.Dir(c.Socket)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	secret, err := loadSecret(c.Token, c.TokenFile, c.DataDir)
+	if err != nil {
+		return err
+	}
+	a.secret = secret
+	if _, err := os.Stat(filepath.Join(c.DataDir, SecretFile)); errors.Is(err, os.ErrNotExist) {
+		// Keep the token so that a restart needs no flag.
+		if err := writeFileAtomic(filepath.Join(c.DataDir, SecretFile), []byte(Token(secret)+"\n"), 0o600); err != nil {
+			return fmt.Errorf("store cluster secret: %w", err)
+		}
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+
+	priv, err := wg.LoadOrCreateKey(filepath.Join(c.DataDir, "wireguard.key"))
+	if err != nil {
+		return err
+	}
+	a.pubKey = priv.PublicKey().String()
+
+	st, err := store.Open(c.DataDir, c.Name, store.Options{})
+	if err != nil {
+		return err
+	}
+	a.store = st
+	defer st.Close()
+
+	dev, err := wg.Open(ctx, wg.Config{Iface: c.WGIface, Mode: c.WireGuard, Port: c.WGPort, PrivateKey: priv, MTU: c.mtu, Exe: c.Exe, RunDir: c.RunDir}, a.log)
+	if err != nil {
+		return err
+	}
+	a.dev = dev
+	a.fw = firewall.NewApplier()
+
+	// A node that restarts gets its old subnet back from its persisted lease.
+	a.members = mesh.New(mesh.Config{
+		Name: c.Name, AdvertiseAddr: c.advertise, Port: c.GossipPort,
+		Key: GossipKey(secret), Timers: c.Timers, Log: a.log,
+	})
+	a.repl = store.NewReplicator(st, a.members)
+	if err := a.members.Start(a.repl, a.meta()); err != nil {
+		dev.Close()
+		return err
+	}
+
+	ln, err := a.listen()
+	if err != nil {
+		a.members.Shutdown()
+		dev.Close()
+		return err
+	}
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	a.log.Info("agent started", "node", c.Name, "address", c.advertise, "gossipPort", c.GossipPort,
+		"wireguard", dev.Mode(), "iface", c.WGIface, "publicKey", a.pubKey, "socket", c.Socket)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go a.joinLoop(runCtx)
+	go systemd.RunWatchdog(runCtx)
+
+	storeKick, unsub := st.Subscribe()
+	defer unsub()
+	resync := time.NewTicker(5 * time.Second)
+	defer resync.Stop()
+	expire := time.NewTicker(time.Hour)
+	defer expire.Stop()
+	for {
+		a.reconcile()
+		select {
+		case <-ctx.Done():
+			a.log.Info("agent stopping; the data plane stays in place")
+			_ = systemd.Stopping()
+			a.members.Shutdown()
+			a.dev.Close()
+			return nil
+		case <-a.leaveDone:
+			return a.finishLeave()
+		case <-storeKick:
+		case <-a.members.Changes():
+		case <-a.kick:
+		case <-resync.C:
+		case <-expire.C:
+			st.Expire()
+		}
+		// A burst of changes becomes one pass.
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// listen opens the API socket, 0600, replacing a stale one.
+func (a *Agent) listen() (net.Listener, error) {
+	path := a.cfg.Socket
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("another agent already listens on %s: stop it, or give this one another --socket", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restrict %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// joinLoop contacts --join addresses and the members this node knew before
+// a restart, retrying until one answers.
+func (a *Agent) joinLoop(ctx context.Context) {
+	peersFile := filepath.Join(a.cfg.DataDir, "peers.json")
+	var known []string
+	if b, err := os.ReadFile(peersFile); err == nil {
+		_ = json.Unmarshal(b, &known)
+	}
+	addrs := append(append([]string{}, a.cfg.Join...), known...)
+	self := a.members.LocalAddr().String()
+	var targets []string
+	for _, t := range addrs {
+		if t != "" && t != self && t != a.cfg.advertise.String() {
+			targets = append(targets, t)
+		}
+	}
+	if len(targets) == 0 {
+		a.setJoined()
+	}
+	delay := time.Second
+	startedAt := time.Now()
+	logged := false
+	for len(targets) > 0 {
+		n, err := a.members.Join(targets)
+		if n > 0 {
+			a.log.Info("joined cluster", "contacted", n)
+			a.setJoined()
+			break
+		}
+		if !logged || time.Since(startedAt) > time.Minute {
+			a.log.Warn("cannot join the cluster yet; retrying", "err", err)
+			logged, startedAt = true, time.Now()
+		}
+		if time.Since(startedAt) > 10*time.Second {
+			// Nobody answered for a while: go on alone rather than hold the
+			// data plane back; joining continues in the background.
+			a.setJoined()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		if delay < 10*time.Second {
+			delay *= 2
+		}
+	}
+	// Remember who is in the cluster, for the next start.
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		a.savePeers(peersFile)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) savePeers(path string) {
+	var list []string
+	for _, m := range a.members.Members() {
+		if !m.Self && m.State == mesh.StateAlive {
+			list = append(list, netip.AddrPortFrom(m.Addr, uint16(m.Port)).String())
+		}
+	}
+	if len(list) == 0 {
+		return
+	}
+	b, _ := json.Marshal(list)
+	_ = writeFileAtomic(path, b, 0o600)
+}
+
+func (a *Agent) setJoined() {
+	a.mu.Lock()
+	a.joined = true
+	a.mu.Unlock()
+	a.poke()
+}
+
+// requestLeave starts a graceful leave; Run finishes it and returns.
+func (a *Agent) requestLeave() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.leaving {
+		return errors.New("this node is already leaving")
+	}
+	a.leaving = true
+	close(a.leaveDone)
+	return nil
+}
+
+// finishLeave gives back the subnet, tells the cluster, and removes every
+// link, route and nftables table this node made.
+func (a *Agent) finishLeave() error {
+	c := a.cfg
+	a.log.Info("leaving the cluster", "node", c.Name)
+	_ = systemd.Stopping()
+	var errs []error
+	dels := []store.Key{{Kind: KindLease, Name: c.Name}}
+	for _, e := range a.store.List(KindPodAddr, "") {
+		var pa PodAddress
+		if json.Unmarshal(e.Value, &pa) == nil && pa.Node == c.Name {
+			dels = append(dels, e.Key)
+		}
+	}
+	if entries, err := a.store.Apply(nil, dels); err != nil {
+		errs = append(errs, err)
+	} else {
+		a.repl.Publish(entries)
+	}
+	// Let the tombstones ride a few gossip rounds before the leave message.
+	time.Sleep(time.Second)
+	if err := a.members.Leave(3 * time.Second); err != nil {
+		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
+	}
+	if err := a.dev.Destroy(); err != nil {
+		errs = append(errs, err)
+	}
+	if l, err := netlink.LinkByName(c.Bridge); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("remove bridge %s: %w", c.Bridge, err))
+		}
+	}
+	if err := a.fw.Remove(); err != nil {
+		errs = append(errs, err)
+	}
+	_ = os.Remove(filepath.Join(c.DataDir, "peers.json"))
+	_ = os.Remove(filepath.Join(c.DataDir, "pods.json"))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	a.log.Info("left the cluster; links, routes and nftables table removed", "node", c.Name)
+	return nil
+}
+
+// _ keeps the cni import for EnsureBridge used in reconcile.
+var _ = cni.EnsureBridge

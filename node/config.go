@@ -1,0 +1,171 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/netloom/netloom/mesh"
+	"github.com/vishvananda/netlink"
+)
+
+// Version is the netloom version, set at build time.
+var Version = "0.1.0-dev"
+
+// Config is the agent's configuration, from flags, a YAML file and the
+// environment (see main.go).
+type Config struct {
+	Name          string
+	DataDir       string
+	Socket        string
+	RunDir        string
+	AdvertiseAddr string
+	GossipPort    int
+	WGPort        int
+	WGIface       string
+	Bridge        string
+	ClusterCIDR   string
+	NodeMask      int
+	Join          []string
+	Token         string
+	TokenFile     string
+	WireGuard     string
+	Keepalive     time.Duration
+	SubnetGrace   time.Duration
+	Timers        mesh.Timers
+	// Exe is the path of this binary, for the userspace WireGuard companion.
+	Exe string
+}
+
+// settings is Config checked and parsed.
+type settings struct {
+	Config
+	advertise netip.Addr
+	cidr      netip.Prefix
+	mtu       int
+}
+
+func (c Config) check() (settings, error) {
+	s := settings{Config: c}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return s, fmt.Errorf("--name not given and hostname unknown: %w", err)
+		}
+		s.Name = h
+	}
+	if len(s.Name) > 128 || strings.ContainsAny(s.Name, " /\t\n") {
+		return s, fmt.Errorf("--name %q: use a host name (letters, digits, '-', '.'; at most 128)", s.Name)
+	}
+	p, err := netip.ParsePrefix(c.ClusterCIDR)
+	if err != nil {
+		return s, fmt.Errorf("--cluster-cidr %q is not a CIDR (e.g. 10.244.0.0/16)", c.ClusterCIDR)
+	}
+	if p != p.Masked() {
+		return s, fmt.Errorf("--cluster-cidr %s has host bits set; did you mean %s?", p, p.Masked())
+	}
+	s.cidr = p
+	max := 30
+	if p.Addr().Is6() {
+		max = 126
+	}
+	if c.NodeMask < p.Bits() || c.NodeMask > max {
+		return s, fmt.Errorf("--node-mask %d must be between the cluster CIDR's /%d and /%d", c.NodeMask, p.Bits(), max)
+	}
+	switch c.WireGuard {
+	case "auto", "kernel", "userspace":
+	default:
+		return s, fmt.Errorf("--wireguard %q: use auto, kernel or userspace", c.WireGuard)
+	}
+	if c.GossipPort <= 0 || c.GossipPort > 65535 {
+		return s, fmt.Errorf("--gossip-port %d is not a port", c.GossipPort)
+	}
+	if c.WGPort <= 0 || c.WGPort > 65535 {
+		return s, fmt.Errorf("--wg-port %d is not a port", c.WGPort)
+	}
+	if c.WGIface == "" || len(c.WGIface) > 15 {
+		return s, fmt.Errorf("--wg-iface %q must be 1 to 15 characters", c.WGIface)
+	}
+	if c.AdvertiseAddr != "" {
+		a, err := netip.ParseAddr(c.AdvertiseAddr)
+		if err != nil {
+			return s, fmt.Errorf("--advertise-addr %q is not an IP address", c.AdvertiseAddr)
+		}
+		s.advertise = a
+	} else {
+		a, err := defaultRouteAddr()
+		if err != nil {
+			return s, err
+		}
+		s.advertise = a
+	}
+	s.mtu = underlayMTU(s.advertise) - 80
+	if s.DataDir == "" || s.RunDir == "" || s.Socket == "" {
+		return s, errors.New("--data-dir, --run-dir and --socket must not be empty")
+	}
+	if s.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return s, fmt.Errorf("find own binary: %w", err)
+		}
+		s.Exe = exe
+	}
+	s.DataDir, _ = filepath.Abs(s.DataDir)
+	s.RunDir, _ = filepath.Abs(s.RunDir)
+	s.Socket, _ = filepath.Abs(s.Socket)
+	return s, nil
+}
+
+// defaultRouteAddr is the first global address of the interface that holds
+// the default route.
+func defaultRouteAddr() (netip.Addr, error) {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("read routes to find the advertise address: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.String() != "0.0.0.0/0" {
+			continue
+		}
+		link, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			continue
+		}
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().IsGlobalUnicast() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("no default route to pick the advertise address from: pass --advertise-addr")
+}
+
+// underlayMTU is the MTU of the link holding addr, 1500 when unknown.
+func underlayMTU(addr netip.Addr) int {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return 1500
+	}
+	for _, l := range links {
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+				if mtu := l.Attrs().MTU; mtu > 0 {
+					return mtu
+				}
+			}
+		}
+	}
+	return 1500
+}

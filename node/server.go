@@ -1,0 +1,364 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/netloom/netloom/ipam"
+	"github.com/netloom/netloom/mesh/objects"
+	"github.com/netloom/netloom/mesh/store"
+	"github.com/netloom/netloom/node/api"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, a.Status())
+	})
+	mux.HandleFunc("POST "+api.PathApply, func(w http.ResponseWriter, r *http.Request) { a.handleApply(w, r, false) })
+	mux.HandleFunc("POST "+api.PathDelete, func(w http.ResponseWriter, r *http.Request) { a.handleApply(w, r, true) })
+	mux.HandleFunc("GET "+api.PathObjects, a.handleGet)
+	mux.HandleFunc("POST "+api.PathJoin, a.handleJoin)
+	mux.HandleFunc("POST "+api.PathLeave, func(w http.ResponseWriter, r *http.Request) {
+		if err := a.requestLeave(); err != nil {
+			writeErr(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, map[string]string{"result": "leaving"})
+	})
+	mux.HandleFunc("POST "+api.PathCNIAdd, a.handleCNIAdd)
+	mux.HandleFunc("POST "+api.PathCNIDel, a.handleCNIDel)
+	mux.HandleFunc("POST "+api.PathCNICheck, a.handleCNICheck)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(api.Error{Error: err.Error()})
+}
+
+func decode(r *http.Request, v any) error {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read request: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode request: %w", err)
+	}
+	return nil
+}
+
+// Status is this node's view of itself and the cluster.
+func (a *Agent) Status() api.Status {
+	a.mu.Lock()
+	subnet, subnetErr := a.subnet, a.subnetErr
+	a.mu.Unlock()
+	st := api.Status{Node: api.NodeStatus{
+		Name: a.cfg.Name, Address: a.cfg.advertise.String(), SubnetErr: subnetErr, Version: Version,
+		WireGuard: api.LocalWireGuard{Mode: a.dev.Mode(), Interface: a.cfg.WGIface, PublicKey: a.pubKey, Port: a.cfg.WGPort},
+	}}
+	if subnet.IsValid() {
+		st.Node.Subnet = subnet.String()
+	}
+	table := a.subnetTable()
+	stats, _ := a.dev.Stats()
+	st.Members = []api.MemberStatus{}
+	for _, m := range a.members.Members() {
+		ms := api.MemberStatus{Name: m.Name, Address: m.Addr.String(), State: m.State, Self: m.Self}
+		if p, ok := table.ByNode[m.Name]; ok {
+			ms.Subnet = p.String()
+		}
+		ms.WireGuard.PublicKey = m.Meta.WGKey
+		if m.Self {
+			ms.WireGuard.Endpoint = netip.AddrPortFrom(a.cfg.advertise, uint16(a.cfg.WGPort)).String()
+		} else if k, err := wgtypes.ParseKey(m.Meta.WGKey); err == nil {
+			if ps, ok := stats[k]; ok {
+				if ps.Endpoint.IsValid() {
+					ms.WireGuard.Endpoint = ps.Endpoint.String()
+				}
+				if !ps.LastHandshake.IsZero() {
+					t := ps.LastHandshake.UTC()
+					ms.WireGuard.LastHandshake = &t
+				}
+				ms.WireGuard.RxBytes, ms.WireGuard.TxBytes = ps.RxBytes, ps.TxBytes
+			}
+		}
+		st.Members = append(st.Members, ms)
+	}
+	return st
+}
+
+func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
+	var req api.ApplyRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	objs, err := objects.Parse([]byte(req.Manifest))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	if len(objs) == 0 {
+		writeErr(w, http.StatusBadRequest, errors.New("the file holds no object"))
+		return
+	}
+	var puts []store.Put
+	var dels []store.Key
+	var results []string
+	for _, o := range objs {
+		k := store.Key{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
+		name := strings.ToLower(o.Kind) + "/" + o.Name
+		if o.Namespace != "" {
+			name = strings.ToLower(o.Kind) + "/" + o.Namespace + "/" + o.Name
+		}
+		old, exists := a.store.Get(k)
+		switch {
+		case del && exists:
+			dels = append(dels, k)
+			results = append(results, name+" deleted")
+		case del:
+			results = append(results, name+" not found")
+		case !exists:
+			puts = append(puts, store.Put{Key: k, Value: o.JSON})
+			results = append(results, name+" created")
+		case string(old.Value) == string(o.JSON):
+			results = append(results, name+" unchanged")
+		default:
+			puts = append(puts, store.Put{Key: k, Value: o.JSON})
+			results = append(results, name+" configured")
+		}
+	}
+	entries, err := a.store.Apply(puts, dels)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	a.repl.Publish(entries)
+	writeJSON(w, api.ApplyResponse{Results: results})
+}
+
+func (a *Agent) handleGet(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	kind, err := objects.NormalizeKind(q.Get("kind"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	ns, name := q.Get("namespace"), q.Get("name")
+	list := []api.Object{}
+	places := map[string]PodAddress{}
+	if kind == "Pod" {
+		for _, e := range a.store.List(KindPodAddr, ns) {
+			var pa PodAddress
+			if json.Unmarshal(e.Value, &pa) == nil {
+				places[e.Key.Namespace+"/"+e.Key.Name] = pa
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, e := range a.store.List(kind, ns) {
+		if name != "" && e.Key.Name != name {
+			continue
+		}
+		o := api.Object{Kind: kind, Namespace: e.Key.Namespace, Name: e.Key.Name, Object: e.Value}
+		if pa, ok := places[e.Key.Namespace+"/"+e.Key.Name]; ok {
+			o.IP, o.Node = pa.IP, pa.Node
+		}
+		seen[e.Key.Namespace+"/"+e.Key.Name] = true
+		list = append(list, o)
+	}
+	// Pods attached by CNI that have no Pod object are listed too.
+	for k, pa := range places {
+		if seen[k] {
+			continue
+		}
+		pns, pname, _ := strings.Cut(k, "/")
+		if name != "" && pname != name {
+			continue
+		}
+		list = append(list, api.Object{Kind: kind, Namespace: pns, Name: pname, IP: pa.IP, Node: pa.Node})
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].Namespace != list[j].Namespace {
+			return list[i].Namespace < list[j].Namespace
+		}
+		return list[i].Name < list[j].Name
+	})
+	if name != "" && len(list) == 0 {
+		where := ""
+		if ns != "" {
+			where = " in namespace " + ns
+		}
+		writeErr(w, http.StatusNotFound, fmt.Errorf("%s %q not found%s", strings.ToLower(kind), name, where))
+		return
+	}
+	writeJSON(w, list)
+}
+
+func (a *Agent) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req api.JoinRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	n, err := a.members.Join(req.Addresses)
+	if err != nil {
+		writeErr(w, http.StatusBadGateway, err)
+		return
+	}
+	a.setJoined()
+	writeJSON(w, api.JoinResponse{Contacted: n})
+}
+
+// podID identifies one attachment in the allocator.
+func podID(req api.CNIRequest) string { return req.ContainerID + "/" + req.IfName }
+
+func (a *Agent) cniAnswer(p netip.Prefix) api.CNIResponse {
+	return api.CNIResponse{
+		IP:      p.String(),
+		Gateway: ipam.Gateway(a.subnetNow()).String(),
+		MTU:     a.cfg.mtu,
+		Bridge:  a.cfg.Bridge,
+		Cluster: a.cfg.cidr.String(),
+	}
+}
+
+func (a *Agent) subnetNow() netip.Prefix {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.subnet
+}
+
+// waitAllocator waits (bounded) for the node to have a subnet and allocator.
+func (a *Agent) waitAllocator(ctx context.Context) (*ipam.Allocator, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		a.mu.Lock()
+		al, ready, serr := a.alloc, a.ready, a.subnetErr
+		a.mu.Unlock()
+		if al != nil && ready {
+			return al, nil
+		}
+		select {
+		case <-ctx.Done():
+			if serr != "" {
+				return nil, fmt.Errorf("this node has no pod subnet yet: %s", serr)
+			}
+			return nil, errors.New("this node has no pod subnet yet (it is still joining); try again shortly")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) handleCNIAdd(w http.ResponseWriter, r *http.Request) {
+	var req api.CNIRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	if req.ContainerID == "" || req.IfName == "" {
+		writeErr(w, http.StatusBadRequest, errors.New("CNI ADD needs a container ID and an interface name"))
+		return
+	}
+	al, err := a.waitAllocator(r.Context())
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	ns, name := req.PodNamespace, req.PodName
+	if name == "" {
+		ns, name = "default", req.ContainerID
+	}
+	if ns == "" {
+		ns = "default"
+	}
+	p, err := al.Allocate(podID(req), ns+"/"+name)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("allocate a pod address: %w", err))
+		return
+	}
+	pa := PodAddress{Node: a.cfg.Name, IP: p.Addr().String(), ContainerID: req.ContainerID, IfName: req.IfName}
+	b, _ := json.Marshal(pa)
+	entries, err := a.store.Apply([]store.Put{{Key: store.Key{Kind: KindPodAddr, Namespace: ns, Name: name}, Value: b}}, nil)
+	if err != nil {
+		_, _, _ = al.Release(podID(req))
+		writeErr(w, http.StatusInternalServerError, fmt.Errorf("register pod %s/%s: %w", ns, name, err))
+		return
+	}
+	a.repl.Publish(entries)
+	a.log.Info("pod attached", "pod", ns+"/"+name, "ip", p.Addr(), "container", req.ContainerID)
+	writeJSON(w, a.cniAnswer(p))
+}
+
+func (a *Agent) handleCNIDel(w http.ResponseWriter, r *http.Request) {
+	var req api.CNIRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	a.mu.Lock()
+	al := a.alloc
+	a.mu.Unlock()
+	if al != nil {
+		if _, _, err := al.Release(podID(req)); err != nil {
+			writeErr(w, http.StatusInternalServerError, fmt.Errorf("release pod address: %w", err))
+			return
+		}
+	}
+	// Drop the pod's registration if it is this attachment's.
+	var dels []store.Key
+	for _, e := range a.store.List(KindPodAddr, "") {
+		var pa PodAddress
+		if json.Unmarshal(e.Value, &pa) == nil && pa.Node == a.cfg.Name && pa.ContainerID == req.ContainerID && pa.IfName == req.IfName {
+			dels = append(dels, e.Key)
+		}
+	}
+	if len(dels) > 0 {
+		entries, err := a.store.Apply(nil, dels)
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		a.repl.Publish(entries)
+		a.log.Info("pod detached", "container", req.ContainerID)
+	}
+	writeJSON(w, map[string]string{"result": "ok"})
+}
+
+func (a *Agent) handleCNICheck(w http.ResponseWriter, r *http.Request) {
+	var req api.CNIRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	a.mu.Lock()
+	al := a.alloc
+	a.mu.Unlock()
+	if al == nil {
+		writeErr(w, http.StatusServiceUnavailable, errors.New("this node has no pod subnet yet; try again shortly"))
+		return
+	}
+	p, ok := al.Lookup(podID(req))
+	if !ok {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("container %s interface %s has no address from netloom", req.ContainerID, req.IfName))
+		return
+	}
+	writeJSON(w, a.cniAnswer(p))
+}
