@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -71,9 +72,22 @@ func demoCommand() *cli.Command {
 				return err
 			}
 			fmt.Println("\nthe demo runs until Ctrl-C (or 'netloom demo --down' from another shell)")
-			<-ctx.Done()
-			fmt.Println("removing the demo cluster")
-			return cl.Down()
+			// Stay up until Ctrl-C, or until 'demo --down' removed the cluster.
+			state := filepath.Join(cl.Opts.StateDir, demo.StateFile)
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					fmt.Println("removing the demo cluster")
+					return cl.Down()
+				case <-tick.C:
+					if _, err := os.Stat(state); errors.Is(err, os.ErrNotExist) {
+						fmt.Println("the demo cluster was removed by 'netloom demo --down'")
+						return nil
+					}
+				}
+			}
 		},
 	}
 }

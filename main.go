@@ -56,7 +56,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			initCommand(), agentCommand(), joinCommand(), leaveCommand(), statusCommand(),
 			applyCommand(), deleteCommand(), getCommand(), installCommand(), uninstallCommand(),
-			demoCommand(), companionCommand(),
+			eventsCommand(), demoCommand(), companionCommand(),
 		},
 	}
 }

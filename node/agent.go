@@ -23,7 +23,7 @@ import (
 	"github.com/netloom/netloom/mesh"
 	"github.com/netloom/netloom/mesh/store"
 	"github.com/netloom/netloom/mesh/wg"
-	"github.com/netloom/netloom/node/cni"
+	"github.com/netloom/netloom/node/events"
 	"github.com/netloom/netloom/systemd"
 	"github.com/vishvananda/netlink"
 )
@@ -55,6 +55,7 @@ type Agent struct {
 	fw      *firewall.Applier
 	secret  []byte
 	pubKey  string
+	events  *events.Log
 
 	mu        sync.Mutex
 	subnet    netip.Prefix
@@ -79,7 +80,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Agent{cfg: s, log: log, leaveDone: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
+	return &Agent{cfg: s, log: log, events: events.NewLog(s.Name, 1000), leaveDone: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
 }
 
 // Run runs the agent until ctx ends (a restart: the data plane stays in
@@ -130,6 +131,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.members = mesh.New(mesh.Config{
 		Name: c.Name, AdvertiseAddr: c.advertise, Port: c.GossipPort,
 		Key: GossipKey(secret), Timers: c.Timers, Log: a.log,
+		OnEvent: a.memberEvent,
 	})
 	a.repl = store.NewReplicator(st, a.members)
 	if err := a.members.Start(a.repl, a.meta()); err != nil {
@@ -181,6 +183,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		// A burst of changes becomes one pass.
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Events is the agent's recent events.
+func (a *Agent) Events() *events.Log { return a.events }
+
+func (a *Agent) memberEvent(kind, node string) {
+	switch kind {
+	case "join":
+		a.events.Add(events.Join, node, "member "+node+" joined")
+	case "leave":
+		a.events.Add(events.Leave, node, "member "+node+" left the cluster")
+	case "dead":
+		a.events.Add(events.Dead, node, "member "+node+" failed (no answer to probes)")
 	}
 }
 
@@ -346,6 +362,3 @@ func (a *Agent) finishLeave() error {
 	a.log.Info("left the cluster; links, routes and nftables table removed", "node", c.Name)
 	return nil
 }
-
-// _ keeps the cni import for EnsureBridge used in reconcile.
-var _ = cni.EnsureBridge

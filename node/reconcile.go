@@ -13,6 +13,7 @@ import (
 	"github.com/netloom/netloom/mesh"
 	"github.com/netloom/netloom/mesh/store"
 	"github.com/netloom/netloom/node/cni"
+	"github.com/netloom/netloom/node/events"
 	"github.com/netloom/netloom/systemd"
 )
 
@@ -130,6 +131,7 @@ func (a *Agent) claimSubnet(t ipam.Table) {
 	if next != cur {
 		if cur.Subnet.IsValid() && next.Subnet != cur.Subnet {
 			a.log.Warn("subnet conflict lost; claiming another", "lost", cur.Subnet, "winner", t.Owner[cur.Subnet], "claim", next.Subnet)
+			a.events.Add(events.SubnetConflict, cur.Subnet.String(), fmt.Sprintf("subnet %s also claimed by %s, who claimed it first; this node claims %s", cur.Subnet, t.Owner[cur.Subnet], next.Subnet))
 		} else if next.Subnet != cur.Subnet {
 			a.log.Info("claiming pod subnet", "subnet", next.Subnet)
 		}
@@ -181,9 +183,11 @@ func (a *Agent) setSubnet(p netip.Prefix, errText string) {
 	a.mu.Unlock()
 	if logErr {
 		a.log.Error("no pod subnet for this node", "err", errText)
+		a.events.Add(events.SubnetFull, "", errText)
 	}
 	if changed && p.IsValid() {
 		a.log.Info("pod subnet", "subnet", p)
+		a.events.Add(events.SubnetClaimed, p.String(), "this node's pod subnet is "+p.String())
 	}
 }
 

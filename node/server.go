@@ -16,6 +16,7 @@ import (
 	"github.com/netloom/netloom/mesh/objects"
 	"github.com/netloom/netloom/mesh/store"
 	"github.com/netloom/netloom/node/api"
+	"github.com/netloom/netloom/node/events"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -35,6 +36,7 @@ func (a *Agent) handler() http.Handler {
 		}
 		writeJSON(w, map[string]string{"result": "leaving"})
 	})
+	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
 	mux.HandleFunc("POST "+api.PathCNIAdd, a.handleCNIAdd)
 	mux.HandleFunc("POST "+api.PathCNIDel, a.handleCNIDel)
 	mux.HandleFunc("POST "+api.PathCNICheck, a.handleCNICheck)
@@ -111,6 +113,7 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 	}
 	objs, err := objects.Parse([]byte(req.Manifest))
 	if err != nil {
+		a.events.Add(events.ApplyRejected, "", "rejected a manifest: "+err.Error())
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
@@ -150,6 +153,9 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 		return
 	}
 	a.repl.Publish(entries)
+	if len(entries) > 0 {
+		a.events.Add(events.Applied, "", strings.Join(results, ", "))
+	}
 	writeJSON(w, api.ApplyResponse{Results: results})
 }
 
@@ -304,6 +310,7 @@ func (a *Agent) handleCNIAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	a.repl.Publish(entries)
 	a.log.Info("pod attached", "pod", ns+"/"+name, "ip", p.Addr(), "container", req.ContainerID)
+	a.events.Add(events.PodAttached, ns+"/"+name, fmt.Sprintf("pod %s/%s attached with %s", ns, name, p.Addr()))
 	writeJSON(w, a.cniAnswer(p))
 }
 
@@ -338,6 +345,7 @@ func (a *Agent) handleCNIDel(w http.ResponseWriter, r *http.Request) {
 		}
 		a.repl.Publish(entries)
 		a.log.Info("pod detached", "container", req.ContainerID)
+		a.events.Add(events.PodDetached, dels[0].Namespace+"/"+dels[0].Name, "pod "+dels[0].Namespace+"/"+dels[0].Name+" detached")
 	}
 	writeJSON(w, map[string]string{"result": "ok"})
 }
@@ -361,4 +369,37 @@ func (a *Agent) handleCNICheck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, a.cniAnswer(p))
+}
+
+// handleEvents lists the recent events; with ?follow=1 it then streams new
+// ones as JSON lines until the client goes away.
+func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("follow") == "" {
+		writeJSON(w, a.events.List())
+		return
+	}
+	past, ch, cancel := a.events.Follow(64)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	for _, e := range past {
+		_ = enc.Encode(e)
+	}
+	if flusher != nil {
+		flusher.Flush()
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case e := <-ch:
+			if err := enc.Encode(e); err != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	}
 }

@@ -29,6 +29,7 @@ const (
 	PathObjects  = "/v1/objects" // GET ?kind=&namespace=&name= -> []json.RawMessage
 	PathJoin     = "/v1/join"    // POST JoinRequest
 	PathLeave    = "/v1/leave"   // POST, the agent leaves and exits
+	PathEvents   = "/v1/events"  // GET -> []events.Event; ?follow=1 streams JSON lines
 	PathCNIAdd   = "/v1/cni/add"
 	PathCNIDel   = "/v1/cni/del"
 	PathCNICheck = "/v1/cni/check"
@@ -178,10 +179,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		if isNotRunning(err) {
-			return fmt.Errorf("netloom agent is not running (nothing listens on %s; start it with 'systemctl start netloom' or 'netloom agent', or pick another with --socket): %w", c.Socket, ErrNotRunning)
-		}
-		return fmt.Errorf("talk to netloom agent at %s: %w", c.Socket, err)
+		return c.connErr(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -189,11 +187,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("read answer from netloom agent: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e Error
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("netloom agent answered %s", resp.Status)
+		return answerErr(resp, data)
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -203,7 +197,43 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
+// connErr explains a failed connection to the agent.
+func (c *Client) connErr(err error) error {
+	if isNotRunning(err) {
+		return fmt.Errorf("netloom agent is not running (nothing listens on %s; start it with 'systemctl start netloom' or 'netloom agent', or pick another with --socket): %w", c.Socket, ErrNotRunning)
+	}
+	return fmt.Errorf("talk to netloom agent at %s: %w", c.Socket, err)
+}
+
+// answerErr turns a non-2xx answer into the agent's one-line message.
+func answerErr(resp *http.Response, body []byte) error {
+	var e Error
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return errors.New(e.Error)
+	}
+	return fmt.Errorf("netloom agent answered %s", resp.Status)
+}
+
 func isNotRunning(err error) bool {
 	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "no such file")
+}
+
+// Stream sends a GET to path and returns the body for reading as a stream;
+// the caller closes it. Errors are as for Do.
+func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://netloom"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.connErr(err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return nil, answerErr(resp, data)
+	}
+	return resp.Body, nil
 }
