@@ -1,0 +1,56 @@
+package node
+
+import (
+	"strings"
+	"testing"
+)
+
+func validConfig() Config {
+	return Config{
+		Name: "n1", DataDir: "/tmp/d", Socket: "/tmp/s.sock", RunDir: "/tmp/r", AdvertiseAddr: "192.0.2.1",
+		GossipPort: 7946, WGPort: 51820, WGIface: "netloom0", Bridge: "netloom-br0",
+		ClusterCIDR: "10.244.0.0/16", NodeMask: 24, WireGuard: "auto", Exe: "/bin/true",
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		errHas string // "" = valid
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"bad cidr", func(c *Config) { c.ClusterCIDR = "10.244.0.0" }, "--cluster-cidr"},
+		{"host bits", func(c *Config) { c.ClusterCIDR = "10.244.1.0/16" }, "did you mean 10.244.0.0/16"},
+		{"mask too small", func(c *Config) { c.NodeMask = 8 }, "--node-mask"},
+		{"mask too large", func(c *Config) { c.NodeMask = 31 }, "--node-mask"},
+		{"wireguard mode", func(c *Config) { c.WireGuard = "fast" }, "--wireguard"},
+		{"gossip port", func(c *Config) { c.GossipPort = 70000 }, "--gossip-port"},
+		{"wg port", func(c *Config) { c.WGPort = 0 }, "--wg-port"},
+		{"iface too long", func(c *Config) { c.WGIface = "a-very-long-iface" }, "--wg-iface"},
+		{"advertise", func(c *Config) { c.AdvertiseAddr = "host.example" }, "--advertise-addr"},
+		{"name with space", func(c *Config) { c.Name = "a b" }, "--name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.mutate(&c)
+			s, err := c.check()
+			if tt.errHas == "" {
+				if err != nil {
+					t.Fatalf("check() error: %v", err)
+				}
+				if s.cidr.String() != "10.244.0.0/16" || s.advertise.String() != "192.0.2.1" || s.mtu <= 0 {
+					t.Errorf("check() = cidr %s advertise %s mtu %d", s.cidr, s.advertise, s.mtu)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.errHas) {
+				t.Fatalf("check() error = %v, want one containing %q", err, tt.errHas)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error has several lines: %q", err)
+			}
+		})
+	}
+}
