@@ -34,6 +34,9 @@ type Meta struct {
 	WGPort  int    `json:"p,omitempty"`
 	Subnet  string `json:"s,omitempty"`
 	Version string `json:"v,omitempty"`
+	// Leaving is set just before a graceful leave, so that the others tell
+	// "left" from "dead" (memberlist reports both as a leave).
+	Leaving bool `json:"l,omitempty"`
 }
 
 // Member is one node of the cluster as this node sees it.
@@ -172,9 +175,31 @@ func (m *Membership) Join(addrs []string) (int, error) {
 	}
 	n, err := m.ml.Join(full)
 	if err != nil && n == 0 {
-		return 0, fmt.Errorf("join %s: %s (check the address and that both nodes use the same cluster token)", strings.Join(full, ","), oneLine(err.Error()))
+		if IsTokenRefused(err) {
+			return 0, fmt.Errorf("join %s: refused: this node's token is not the cluster's (copy the token from 'netloom init' on a member): %w", strings.Join(full, ","), ErrTokenRefused)
+		}
+		msg := oneLine(err.Error())
+		msg = strings.TrimPrefix(msg, "1 error occurred: * ")
+		return 0, fmt.Errorf("join %s: %s (check the address, the gossip port and that the member's agent runs)", strings.Join(full, ","), msg)
 	}
 	return n, nil
+}
+
+// ErrTokenRefused means a member could not decrypt this node's gossip: the
+// two use different cluster tokens.
+var ErrTokenRefused = errors.New("cluster token refused")
+
+// IsTokenRefused tells whether err comes from a member that holds another
+// cluster key.
+func IsTokenRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrTokenRefused) {
+		return true
+	}
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "no installed keys could decrypt") || strings.Contains(s, "remote state is encrypted") || strings.Contains(s, "encryption is configured but remote state is not encrypted")
 }
 
 // SetMeta updates what this node gossips about itself.
@@ -211,8 +236,9 @@ func (m *Membership) Members() []Member {
 	}
 	m.mu.Unlock()
 	if ml != nil {
+		// memberlist lists only members it holds alive (or suspects).
 		for _, n := range ml.Members() {
-			mem := toMember(n)
+			mem := toMember(n, StateAlive)
 			if old, ok := out[n.Name]; ok && old.State == mem.State {
 				mem.Since = old.Since
 			}
@@ -280,6 +306,17 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	if ml == nil {
 		return nil
 	}
+	m.mu.Lock()
+	var meta Meta
+	_ = json.Unmarshal(m.meta, &meta)
+	m.mu.Unlock()
+	meta.Leaving = true
+	if b, err := encodeMeta(meta); err == nil {
+		m.mu.Lock()
+		m.meta = b
+		m.mu.Unlock()
+		_ = ml.UpdateNode(timeout)
+	}
 	err := ml.Leave(timeout)
 	// Give the leave message a moment to spread before the listeners close.
 	time.Sleep(m.cfg.Timers.GossipInterval * 3)
@@ -314,7 +351,17 @@ func (m *Membership) notify() {
 }
 
 func (m *Membership) record(n *memberlist.Node, kind string) {
-	mem := toMember(n)
+	// memberlist does not keep Node.State up to date (the real state is in
+	// an unexported struct), so the state comes from the event.
+	state := StateAlive
+	if kind == "leave" {
+		state = StateDead
+		var meta Meta
+		if json.Unmarshal(n.Meta, &meta) == nil && meta.Leaving {
+			state = StateLeft
+		}
+	}
+	mem := toMember(n, state)
 	m.mu.Lock()
 	old, ok := m.known[n.Name]
 	if ok && old.State == mem.State {
@@ -341,20 +388,10 @@ func (m *Membership) record(n *memberlist.Node, kind string) {
 	m.notify()
 }
 
-func toMember(n *memberlist.Node) Member {
+func toMember(n *memberlist.Node, state string) Member {
 	addr, _ := netip.AddrFromSlice(n.Addr)
-	mem := Member{Name: n.Name, Addr: addr.Unmap(), Port: int(n.Port), Since: time.Now()}
+	mem := Member{Name: n.Name, Addr: addr.Unmap(), Port: int(n.Port), State: state, Since: time.Now()}
 	_ = json.Unmarshal(n.Meta, &mem.Meta)
-	switch n.State {
-	case memberlist.StateAlive:
-		mem.State = StateAlive
-	case memberlist.StateSuspect:
-		mem.State = StateSuspect
-	case memberlist.StateDead:
-		mem.State = StateDead
-	case memberlist.StateLeft:
-		mem.State = StateLeft
-	}
 	return mem
 }
 
