@@ -25,6 +25,8 @@ import (
 	"github.com/netloom/netloom/mesh/wg"
 	"github.com/netloom/netloom/node/events"
 	"github.com/netloom/netloom/systemd"
+	"github.com/netloom/netloom/webui"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 )
 
@@ -56,6 +58,9 @@ type Agent struct {
 	secret  []byte
 	pubKey  string
 	events  *events.Log
+	// metrics are the agent's hooks into /metrics, gathered in registry.
+	metrics  *webui.Metrics
+	registry *prometheus.Registry
 
 	mu        sync.Mutex
 	subnet    netip.Prefix
@@ -80,7 +85,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Agent{cfg: s, log: log, events: events.NewLog(s.Name, 1000), leaveDone: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
+	reg := prometheus.NewRegistry()
+	return &Agent{cfg: s, log: log, events: events.NewLog(s.Name, 1000), leaveDone: make(chan struct{}), kick: make(chan struct{}, 1),
+		metrics: webui.NewMetrics(reg), registry: reg}, nil
 }
 
 // Run runs the agent until ctx ends (a restart: the data plane stays in
@@ -156,6 +163,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	go a.joinLoop(runCtx)
 	go systemd.RunWatchdog(runCtx)
+	a.serveUI(runCtx, c.UIAddr, a.registry)
 
 	storeKick, unsub := st.Subscribe()
 	defer unsub()
@@ -259,9 +267,11 @@ func (a *Agent) joinLoop(ctx context.Context) {
 			a.log.Warn("cannot join the cluster yet; retrying", "err", err)
 			logged, startedAt = true, time.Now()
 		}
-		if time.Since(startedAt) > 10*time.Second {
+		if time.Since(startedAt) > 10*time.Second && !mesh.IsTokenRefused(err) {
 			// Nobody answered for a while: go on alone rather than hold the
-			// data plane back; joining continues in the background.
+			// data plane back; joining continues in the background. A
+			// member that refused our token is a configuration error, not
+			// an outage: this node waits for the right token.
 			a.setJoined()
 		}
 		select {
@@ -352,6 +362,9 @@ func (a *Agent) finishLeave() error {
 		}
 	}
 	if err := a.fw.Remove(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeClusterUnreachable(c.cidr); err != nil {
 		errs = append(errs, err)
 	}
 	_ = os.Remove(filepath.Join(c.DataDir, "peers.json"))

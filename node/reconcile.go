@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/netloom/netloom/node/cni"
 	"github.com/netloom/netloom/node/events"
 	"github.com/netloom/netloom/systemd"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // reconcile runs one pass of every subsystem: subnet agreement, the
@@ -35,6 +38,16 @@ func (a *Agent) reconcile() {
 	subnet := a.subnet
 	a.mu.Unlock()
 
+	// The bridge first: routes to remote pods leave from its address.
+	if subnet.IsValid() {
+		start := time.Now()
+		err := a.local(subnet)
+		a.metrics.ObserveReconcile("local", time.Since(start), err)
+		if err != nil {
+			a.log.Warn("node data plane", "err", err)
+		}
+	}
+	meshOK := false
 	if joined {
 		a.mu.Lock()
 		a.settled = true
@@ -45,24 +58,31 @@ func (a *Agent) reconcile() {
 		if subnet.IsValid() {
 			src = ipam.Gateway(subnet)
 		}
+		start := time.Now()
 		topo := mesh.Desired(a.cfg.Name, a.members.Members(), table.ByNode, src, a.cfg.Keepalive)
-		if err := a.dev.SetPeers(topo.Peers); err != nil {
-			a.log.Warn("set WireGuard peers", "err", err)
+		perr := a.dev.SetPeers(topo.Peers)
+		if perr != nil {
+			a.log.Warn("set WireGuard peers", "err", perr)
 		}
-		if err := a.dev.SetRoutes(topo.Routes); err != nil {
-			a.log.Warn("set routes to remote pod subnets", "err", err)
+		rerr := a.dev.SetRoutes(topo.Routes)
+		if rerr != nil {
+			a.log.Warn("set routes to remote pod subnets", "err", rerr)
 		}
-	}
-	if subnet.IsValid() {
-		if err := a.local(subnet); err != nil {
-			a.log.Warn("node data plane", "err", err)
+		err := errors.Join(perr, rerr)
+		a.metrics.ObserveReconcile("mesh", time.Since(start), err)
+		meshOK = err == nil
+		if !meshOK {
+			time.AfterFunc(500*time.Millisecond, a.poke)
 		}
 	}
 	if err := a.members.SetMeta(a.meta()); err != nil {
 		a.log.Warn("update node metadata", "err", err)
 	}
+	// Ready (pods may attach, systemd hears READY=1) once the subnet is
+	// ours and the overlay to every known member is programmed, so that no
+	// pod packet can leave before its route exists.
 	a.mu.Lock()
-	becameReady := !a.ready && a.settled && subnet.IsValid()
+	becameReady := !a.ready && a.settled && subnet.IsValid() && meshOK
 	if becameReady {
 		a.ready = true
 	}
@@ -131,6 +151,7 @@ func (a *Agent) claimSubnet(t ipam.Table) {
 	if next != cur {
 		if cur.Subnet.IsValid() && next.Subnet != cur.Subnet {
 			a.log.Warn("subnet conflict lost; claiming another", "lost", cur.Subnet, "winner", t.Owner[cur.Subnet], "claim", next.Subnet)
+			a.metrics.SubnetConflict()
 			a.events.Add(events.SubnetConflict, cur.Subnet.String(), fmt.Sprintf("subnet %s also claimed by %s, who claimed it first; this node claims %s", cur.Subnet, t.Owner[cur.Subnet], next.Subnet))
 		} else if next.Subnet != cur.Subnet {
 			a.log.Info("claiming pod subnet", "subnet", next.Subnet)
@@ -200,6 +221,9 @@ func (a *Agent) local(subnet netip.Prefix) error {
 	if err := cni.EnsureBridge(c.Bridge, gw, c.mtu); err != nil {
 		errs = append(errs, err)
 	}
+	if err := ensureClusterUnreachable(c.cidr); err != nil {
+		errs = append(errs, err)
+	}
 	a.mu.Lock()
 	if a.alloc == nil {
 		al, err := ipam.OpenAllocator(filepath.Join(c.DataDir, "pods.json"), subnet)
@@ -223,4 +247,39 @@ func (a *Agent) local(subnet netip.Prefix) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// clusterRouteProto marks the routes netloom owns (as mesh/wg does).
+const clusterRouteProto = 78
+
+// ensureClusterUnreachable installs "unreachable <cluster CIDR>": traffic to
+// a cluster address that has no more specific route (a remote node that is
+// gone, or not yet known) is refused instead of leaving by the default route
+// unencrypted.
+func ensureClusterUnreachable(cidr netip.Prefix) error {
+	r := clusterUnreachable(cidr)
+	if err := netlink.RouteReplace(r); err != nil {
+		return fmt.Errorf("install unreachable route for %s: %w", cidr, err)
+	}
+	return nil
+}
+
+func removeClusterUnreachable(cidr netip.Prefix) error {
+	if err := netlink.RouteDel(clusterUnreachable(cidr)); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("remove unreachable route for %s: %w", cidr, err)
+	}
+	return nil
+}
+
+func clusterUnreachable(cidr netip.Prefix) *netlink.Route {
+	family := netlink.FAMILY_V4
+	if cidr.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	return &netlink.Route{
+		Dst:      &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), cidr.Addr().BitLen())},
+		Type:     unix.RTN_UNREACHABLE,
+		Protocol: clusterRouteProto,
+		Family:   family,
+	}
 }
