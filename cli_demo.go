@@ -24,6 +24,7 @@ func demoCommand() *cli.Command {
 			&cli.IntFlag{Name: "pods", Value: demo.DefaultPodsPerNode, Usage: "pods per node"},
 			&cli.StringFlag{Name: "state-dir", Value: demo.DefaultStateDir},
 			&cli.StringFlag{Name: "wireguard", Value: "auto", Usage: "auto, kernel or userspace"},
+			&cli.IntFlag{Name: "ui-port", Usage: "host port (on 127.0.0.1) of node1's dashboard; 0: 7947 or the next free one"},
 		},
 		Action: func(c *cli.Context) error {
 			if os.Geteuid() != 0 {
@@ -67,6 +68,14 @@ func demoCommand() *cli.Command {
 					err = errors.Join(err, derr)
 				}
 				return err
+			}
+			// node1's dashboard, reachable from the host through a forwarder
+			// in this process (nothing is added to the host's network).
+			if fwd, err := cl.ForwardDashboard(cl.Nodes[0], c.Int("ui-port")); err != nil {
+				fmt.Fprintln(os.Stderr, "netloom demo: no dashboard on the host: "+err.Error())
+			} else {
+				defer fwd.Close()
+				go fwd.Run(ctx)
 			}
 			if err := cl.Describe(os.Stdout); err != nil {
 				return err

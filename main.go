@@ -136,6 +136,7 @@ func agentFlags() []cli.Flag {
 		&cli.IntFlag{Name: "suspicion-mult", Value: t.SuspicionMult, EnvVars: env("SUSPICION_MULT"), Usage: "suspicion timeout in probe intervals (scaled by log of cluster size)"},
 		&cli.DurationFlag{Name: "gossip-interval", Value: t.GossipInterval, EnvVars: env("GOSSIP_INTERVAL")},
 		&cli.DurationFlag{Name: "push-pull-interval", Value: t.PushPullInterval, EnvVars: env("PUSH_PULL_INTERVAL")},
+		&cli.StringFlag{Name: "ui-addr", Value: "127.0.0.1:7947", EnvVars: env("UI_ADDR"), Usage: "dashboard and /metrics (host:port; empty turns them off); a non-loopback address asks for the cluster token"},
 	)
 }
 
@@ -206,6 +207,7 @@ func agentCommand() *cli.Command {
 				WGIface: c.String("wg-iface"), Bridge: c.String("bridge"), ClusterCIDR: c.String("cluster-cidr"),
 				NodeMask: c.Int("node-mask"), Join: join, Token: c.String("token"), TokenFile: c.String("token-file"),
 				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), SubnetGrace: c.Duration("subnet-grace"),
+				UIAddr: c.String("ui-addr"),
 				Timers: mesh.Timers{
 					ProbeInterval: c.Duration("probe-interval"), ProbeTimeout: c.Duration("probe-timeout"),
 					SuspicionMult: c.Int("suspicion-mult"), GossipInterval: c.Duration("gossip-interval"),

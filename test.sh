@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 
-packages=(iproute2 nftables wireguard-tools wireguard-go iperf3 iputils-ping iputils-arping tcpdump socat conntrack procps)
+packages=(iproute2 nftables wireguard-tools wireguard-go iperf3 iputils-ping iputils-arping tcpdump socat conntrack procps chromium)
 if command -v apt-get >/dev/null; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq

@@ -39,6 +39,9 @@ type Config struct {
 	Timers        mesh.Timers
 	// Exe is the path of this binary, for the userspace WireGuard companion.
 	Exe string
+	// UIAddr is where the dashboard and /metrics listen (host:port); empty
+	// turns them off. A non-loopback address requires the cluster token.
+	UIAddr string
 }
 
 // settings is Config checked and parsed.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"sort"
 	"strings"
 	"time"
 
@@ -167,45 +166,7 @@ func (a *Agent) handleGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns, name := q.Get("namespace"), q.Get("name")
-	list := []api.Object{}
-	places := map[string]PodAddress{}
-	if kind == "Pod" {
-		for _, e := range a.store.List(KindPodAddr, ns) {
-			var pa PodAddress
-			if json.Unmarshal(e.Value, &pa) == nil {
-				places[e.Key.Namespace+"/"+e.Key.Name] = pa
-			}
-		}
-	}
-	seen := map[string]bool{}
-	for _, e := range a.store.List(kind, ns) {
-		if name != "" && e.Key.Name != name {
-			continue
-		}
-		o := api.Object{Kind: kind, Namespace: e.Key.Namespace, Name: e.Key.Name, Object: e.Value}
-		if pa, ok := places[e.Key.Namespace+"/"+e.Key.Name]; ok {
-			o.IP, o.Node = pa.IP, pa.Node
-		}
-		seen[e.Key.Namespace+"/"+e.Key.Name] = true
-		list = append(list, o)
-	}
-	// Pods attached by CNI that have no Pod object are listed too.
-	for k, pa := range places {
-		if seen[k] {
-			continue
-		}
-		pns, pname, _ := strings.Cut(k, "/")
-		if name != "" && pname != name {
-			continue
-		}
-		list = append(list, api.Object{Kind: kind, Namespace: pns, Name: pname, IP: pa.IP, Node: pa.Node})
-	}
-	sort.Slice(list, func(i, j int) bool {
-		if list[i].Namespace != list[j].Namespace {
-			return list[i].Namespace < list[j].Namespace
-		}
-		return list[i].Name < list[j].Name
-	})
+	list := a.objectList(kind, ns, name)
 	if name != "" && len(list) == 0 {
 		where := ""
 		if ns != "" {

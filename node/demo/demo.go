@@ -218,6 +218,9 @@ type Cluster struct {
 	Procs   []*Process `json:"processes"`
 
 	mu sync.Mutex
+	// dashboard is the host URL of a node's dashboard (ForwardDashboard),
+	// served by this process only, so it is not recorded.
+	dashboard, dashboardNode string
 }
 
 // Node is one node of the cluster.

@@ -52,6 +52,12 @@ func (c *Cluster) Describe(w io.Writer) error {
 		tw.Flush()
 	}
 
+	c.mu.Lock()
+	dash, dashNode := c.dashboard, c.dashboardNode
+	c.mu.Unlock()
+	if dash != "" {
+		fmt.Fprintf(b, "\nDashboard: %s (%s)\n", dash, dashNode)
+	}
 	if len(c.Nodes) > 0 {
 		n := c.Nodes[0]
 		fmt.Fprintf(b, "\nStatus of a node:\n  ip netns exec %s %s status --socket %s\n", n.NS, exe, n.Socket)

@@ -1,0 +1,215 @@
+package webui
+
+import (
+	"math"
+	"time"
+
+	"github.com/netloom/netloom/node/api"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// memberStates are always exported, at 0 when no member is in them, so
+// that alerts on them need no absent().
+var memberStates = []string{"alive", "suspect", "dead", "left"}
+
+// family is one metric family computed from a Source at scrape time. To add
+// one (VIPs owned, policy rules, ...), add its Desc and a collect function to
+// newCollector.
+type family struct {
+	desc    *prometheus.Desc
+	collect func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric)
+}
+
+// view is what one scrape read from the Source.
+type view struct {
+	status  api.Status
+	objects map[string][]api.Object // kinds the source knows
+	now     time.Time
+}
+
+// collector reads the Source on every scrape.
+type collector struct {
+	src      Source
+	now      func() time.Time
+	families []family
+}
+
+func newCollector(src Source) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	c := &collector{src: src, now: time.Now}
+	c.families = []family{
+		{d("netloom_info", "This node: name, version, WireGuard mode and pod subnet (value 1).", "node", "version", "wireguard_mode", "subnet"),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				n := v.status.Node
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, 1, n.Name, n.Version, n.WireGuard.Mode, n.Subnet)
+			}},
+		{d("netloom_members", "Cluster members this node knows, by state (alive, suspect, dead, left); includes this node.", "state"),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				count := map[string]int{}
+				for _, s := range memberStates {
+					count[s] = 0
+				}
+				for _, m := range v.status.Members {
+					count[m.State]++
+				}
+				for s, n := range count {
+					ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(n), s)
+				}
+			}},
+		{d("netloom_wireguard_peers", "WireGuard peers configured on this node's device."),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				n := 0
+				for _, m := range v.status.Members {
+					if isPeer(m) {
+						n++
+					}
+				}
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(n))
+			}},
+		{d("netloom_wireguard_peer_last_handshake_age_seconds", "Seconds since the last WireGuard handshake with a peer; +Inf when there was none yet.", "peer"),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				for _, m := range v.status.Members {
+					if !isPeer(m) {
+						continue
+					}
+					age := math.Inf(1)
+					if hs := m.WireGuard.LastHandshake; hs != nil {
+						age = max(v.now.Sub(*hs).Seconds(), 0)
+					}
+					ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, age, m.Name)
+				}
+			}},
+		{d("netloom_wireguard_peer_rx_bytes_total", "Bytes received from a WireGuard peer (since the device started).", "peer"),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				for _, m := range v.status.Members {
+					if isPeer(m) {
+						ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(m.WireGuard.RxBytes), m.Name)
+					}
+				}
+			}},
+		{d("netloom_wireguard_peer_tx_bytes_total", "Bytes sent to a WireGuard peer (since the device started).", "peer"),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				for _, m := range v.status.Members {
+					if isPeer(m) {
+						ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(m.WireGuard.TxBytes), m.Name)
+					}
+				}
+			}},
+		{d("netloom_store_objects", "Objects in the replicated store, by kind.", "kind"),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				for _, k := range Kinds {
+					if list, ok := v.objects[k]; ok {
+						ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(len(list)), k)
+					}
+				}
+			}},
+		{d("netloom_pods", "Pods attached on this node."),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				n := 0
+				for _, p := range v.objects["Pod"] {
+					if p.Node == v.status.Node.Name {
+						n++
+					}
+				}
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(n))
+			}},
+	}
+	return c
+}
+
+// isPeer tells a member that is a WireGuard peer of this node: not itself,
+// and on the device (the status has an endpoint only for those).
+func isPeer(m api.MemberStatus) bool {
+	return !m.Self && m.WireGuard.Endpoint != "" && (m.State == "alive" || m.State == "suspect")
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, f := range c.families {
+		ch <- f.desc
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	v := &view{status: c.src.Status(), objects: map[string][]api.Object{}, now: c.now()}
+	for _, k := range Kinds {
+		if list := c.src.Objects(k); list != nil {
+			v.objects[k] = list
+		}
+	}
+	for _, f := range c.families {
+		f.collect(v, f.desc, ch)
+	}
+}
+
+// Metrics are the hooks the agent calls as things happen. A nil *Metrics
+// does nothing, so callers need no checks.
+type Metrics struct {
+	reconcileDuration *prometheus.HistogramVec
+	reconcileErrors   *prometheus.CounterVec
+	subnetConflicts   prometheus.Counter
+	storeSyncLag      prometheus.Histogram
+}
+
+// NewMetrics creates the agent's event-driven metrics and registers them on
+// reg (when not nil). It panics when they are registered there already, as
+// a programming error.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		reconcileDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "netloom_reconcile_duration_seconds",
+			Help:    "Duration of one reconcile pass of a subsystem.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"subsystem"}),
+		reconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "netloom_reconcile_errors_total",
+			Help: "Reconcile passes of a subsystem that failed.",
+		}, []string{"subsystem"}),
+		subnetConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "netloom_subnet_conflicts_total",
+			Help: "Pod subnet conflicts this node lost (it claimed another subnet).",
+		}),
+		storeSyncLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "netloom_store_sync_lag_seconds",
+			Help:    "How long a remote store write took to arrive here (its clock time to its merge).",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.reconcileDuration, m.reconcileErrors, m.subnetConflicts, m.storeSyncLag)
+	}
+	return m
+}
+
+// ObserveReconcile records one reconcile pass of subsystem ("subnet",
+// "mesh", "firewall", ...) that took d and ended with err.
+func (m *Metrics) ObserveReconcile(subsystem string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.reconcileDuration.WithLabelValues(subsystem).Observe(d.Seconds())
+	c := m.reconcileErrors.WithLabelValues(subsystem) // exported at 0 from the first pass on
+	if err != nil {
+		c.Inc()
+	}
+}
+
+// SubnetConflict counts a subnet conflict this node lost.
+func (m *Metrics) SubnetConflict() {
+	if m == nil {
+		return
+	}
+	m.subnetConflicts.Inc()
+}
+
+// StoreSyncLag records how long a remote write took to arrive (negative
+// values, from clock skew, count as 0).
+func (m *Metrics) StoreSyncLag(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.storeSyncLag.Observe(max(d, 0).Seconds())
+}
