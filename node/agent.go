@@ -141,6 +141,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		OnEvent: a.memberEvent,
 	})
 	a.repl = store.NewReplicator(st, a.members)
+	a.repl.OnRemote = func(changed []store.Entry) {
+		for _, e := range changed {
+			if e.Version.Node != c.Name {
+				a.metrics.StoreSyncLag(time.Since(time.UnixMilli(e.Version.Wall)))
+			}
+		}
+	}
 	if err := a.members.Start(a.repl, a.meta()); err != nil {
 		dev.Close()
 		return err

@@ -55,6 +55,11 @@ type Replicator struct {
 	log *slog.Logger
 
 	mu sync.Mutex // orders "check version, queue" against other queuers
+
+	// OnRemote, when set before memberlist starts, is called with the
+	// entries a broadcast from another node changed here (for the sync lag
+	// metric). It must not block.
+	OnRemote func(changed []Entry)
 }
 
 // NewReplicator returns a Replicator for s over t.
@@ -145,7 +150,11 @@ func (r *Replicator) NotifyMsg(b []byte) {
 	}
 	// Large entries are not re-sent: their origin sent them to everyone
 	// reliably already.
-	r.queue(r.s.Merge(es), false)
+	changed := r.s.Merge(es)
+	if r.OnRemote != nil && len(changed) > 0 {
+		r.OnRemote(changed)
+	}
+	r.queue(changed, false)
 }
 
 // GetBroadcasts returns queued broadcasts that fit in limit bytes, each

@@ -259,3 +259,19 @@ func TestReplicatorPushPull(t *testing.T) {
 		t.Errorf("push/pull queued %d broadcasts, want none", q-queuedB)
 	}
 }
+
+func TestReplicatorOnRemoteSeesOnlyChanges(t *testing.T) {
+	fn := &fakeNet{}
+	a := fn.add(t, "a")
+	var got [][]Entry
+	a.r.OnRemote = func(changed []Entry) { got = append(got, changed) }
+	msg, err := encodeEntries([]Entry{live(key("x"), `1`, 100, 0, "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.r.NotifyMsg(msg)
+	a.r.NotifyMsg(msg) // a duplicate changes nothing and is not reported
+	if len(got) != 1 || len(got[0]) != 1 || got[0][0].Key != key("x") || got[0][0].Version.Node != "b" {
+		t.Fatalf("OnRemote calls = %+v, want one call with x from b", got)
+	}
+}
