@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -50,9 +52,39 @@ func EnsureBridge(name string, gw netip.Prefix, mtu int) error {
 			return fmt.Errorf("ensure bridge %q: add address %s: %w", name, gw, err)
 		}
 	}
+	if err := routeBetweenPorts(name); err != nil {
+		return fmt.Errorf("ensure bridge %q: %w", name, err)
+	}
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {
 			return fmt.Errorf("ensure bridge %q: set up: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// routeBetweenPorts makes the node route traffic between pods of the
+// bridge: their ports are isolated, so the bridge answers ARP for the other
+// pods (proxy_arp_pvlan) and forwards what comes back in on the same
+// interface, without ICMP redirects (which would send pods to a neighbour
+// they cannot reach), and at once. The kernel sends redirects if either the interface's
+// or the "all" setting allows them, so both are turned off.
+func routeBetweenPorts(bridge string) error {
+	settings := []struct{ key, value string }{
+		{"net/ipv4/conf/" + bridge + "/forwarding", "1"},
+		{"net/ipv4/conf/" + bridge + "/proxy_arp_pvlan", "1"},
+		{"net/ipv4/conf/" + bridge + "/send_redirects", "0"},
+		{"net/ipv4/conf/all/send_redirects", "0"},
+		// Proxied ARP answers are otherwise held back up to 0.8 s.
+		{"net/ipv4/neigh/" + bridge + "/proxy_delay", "0"},
+	}
+	for _, s := range settings {
+		path := "/proc/sys/" + s.key
+		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == s.value {
+			continue
+		}
+		if err := os.WriteFile(path, []byte(s.value), 0o644); err != nil {
+			return fmt.Errorf("set %s=%s: %w", strings.ReplaceAll(s.key, "/", "."), s.value, err)
 		}
 	}
 	return nil

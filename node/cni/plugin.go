@@ -231,6 +231,12 @@ func plugHost(hostName, bridge string) error {
 	if err := netlink.LinkSetMaster(hl, br); err != nil {
 		return fmt.Errorf("attach host veth %q to bridge %q: %w", hostName, bridge, err)
 	}
+	// Pods on one node do not talk at layer 2: the bridge answers their ARP
+	// (proxy_arp_pvlan, see EnsureBridge) and the node routes between them,
+	// so every pod packet passes the forward hook where policy is enforced.
+	if err := netlink.LinkSetIsolated(hl, true); err != nil {
+		return fmt.Errorf("isolate bridge port %q: %w", hostName, err)
+	}
 	if err := netlink.LinkSetUp(hl); err != nil {
 		return fmt.Errorf("set host veth %q up: %w", hostName, err)
 	}
