@@ -64,6 +64,19 @@ var kinds = []kindDef{
 		check:     checkPodSpec,
 		table:     func(objs []json.RawMessage) ([][]string, error) { return PodTable(objs, nil) },
 	},
+	{
+		KindInfo: KindInfo{
+			Kind:        "NetworkPolicy",
+			Plural:      "networkpolicies",
+			ShortNames:  []string{"netpol"},
+			APIVersions: []string{"networking.k8s.io/v1"},
+			Namespaced:  true,
+		},
+		validName: validation.IsDNS1123Subdomain,
+		decode:    decodeNetworkPolicyDoc,
+		check:     checkNetworkPolicySpec,
+		table:     func(objs []json.RawMessage) ([][]string, error) { return NetworkPolicyTable(objs, nil) },
+	},
 }
 
 // Kinds lists the kinds netloom accepts.

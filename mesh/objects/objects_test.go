@@ -253,17 +253,17 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown kind",
 			in:   yamlNS + "---\n" + yamlWeb + "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n",
-			want: `document 3: unknown kind "Deployment" (netloom accepts Namespace, Pod)`,
+			want: `document 3: unknown kind "Deployment" (netloom accepts Namespace, Pod, NetworkPolicy)`,
 		},
 		{
 			name: "kind in the wrong case",
 			in:   "apiVersion: v1\nkind: pod\nmetadata:\n  name: web\n",
-			want: `document 1: unknown kind "pod" (netloom accepts Namespace, Pod)`,
+			want: `document 1: unknown kind "pod" (netloom accepts Namespace, Pod, NetworkPolicy)`,
 		},
 		{
 			name: "missing kind",
 			in:   "apiVersion: v1\nmetadata:\n  name: web\n",
-			want: `document 1: kind: required (netloom accepts Namespace, Pod)`,
+			want: `document 1: kind: required (netloom accepts Namespace, Pod, NetworkPolicy)`,
 		},
 		{
 			name: "wrong apiVersion",
@@ -488,7 +488,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "empty documents are not counted",
 			in:   "---\n# a comment\n---\n" + yamlNS + "---\n\n---\napiVersion: v1\nkind: Service\n",
-			want: `document 2: unknown kind "Service" (netloom accepts Namespace, Pod)`,
+			want: `document 2: unknown kind "Service" (netloom accepts Namespace, Pod, NetworkPolicy)`,
 		},
 	}
 	for _, tt := range tests {
@@ -651,8 +651,8 @@ func TestNormalizeKind(t *testing.T) {
 		{in: "namespace", want: "Namespace"},
 		{in: "ns", want: "Namespace"},
 		{in: "NameSpace", want: "Namespace"},
-		{in: "deployments", err: `unknown kind "deployments" (netloom knows: namespaces, pods)`},
-		{in: "", err: `unknown kind "" (netloom knows: namespaces, pods)`},
+		{in: "deployments", err: `unknown kind "deployments" (netloom knows: namespaces, pods, networkpolicies)`},
+		{in: "", err: `unknown kind "" (netloom knows: namespaces, pods, networkpolicies)`},
 	}
 	for _, tt := range tests {
 		k, err := NormalizeKind(tt.in)
@@ -670,6 +670,7 @@ func TestKinds(t *testing.T) {
 	want := []KindInfo{
 		{Kind: "Namespace", Plural: "namespaces", ShortNames: []string{"ns"}, APIVersions: []string{"v1"}},
 		{Kind: "Pod", Plural: "pods", ShortNames: []string{"po"}, APIVersions: []string{"v1"}, Namespaced: true},
+		{Kind: "NetworkPolicy", Plural: "networkpolicies", ShortNames: []string{"netpol"}, APIVersions: []string{"networking.k8s.io/v1"}, Namespaced: true},
 	}
 	if diff := cmp.Diff(want, Kinds()); diff != "" {
 		t.Errorf("Kinds (-want +got):\n%s", diff)
