@@ -112,26 +112,44 @@ func getCommand() *cli.Command {
 				return fmt.Errorf("--output %q: use json or yaml", c.String("output"))
 			}
 			if len(list) == 0 {
-				fmt.Fprintf(os.Stderr, "no %s found\n", strings.ToLower(kind)+"s")
+				plural := strings.ToLower(kind) + "s"
+				if info, ok := objects.Lookup(kind); ok {
+					plural = info.Plural
+				}
+				fmt.Fprintf(os.Stderr, "no %s found\n", plural)
 				return nil
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			defer tw.Flush()
+			var rows [][]string
 			switch kind {
 			case "Pod":
-				fmt.Fprintln(tw, "NAMESPACE\tNAME\tIP\tNODE\tLABELS")
+				// Pods attached by CNI may have no Pod object: the table is
+				// built from what the agent knows.
+				rows = [][]string{{"NAMESPACE", "NAME", "IP", "NODE", "LABELS"}}
 				for _, o := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Namespace, o.Name, orDash(o.IP), orDash(o.Node), labels(o.Object))
+					rows = append(rows, []string{o.Namespace, o.Name, orDash(o.IP), orDash(o.Node), labels(o.Object)})
 				}
+			case "NetworkPolicy":
+				selected := map[string][]string{}
+				for _, o := range list {
+					selected[o.Namespace+"/"+o.Name] = nonNilStrings(o.Selects)
+				}
+				rows, err = objects.NetworkPolicyTable(docs, selected)
 			default:
-				fmt.Fprintln(tw, "NAME\tNAMESPACE\tLABELS")
-				for _, o := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", o.Name, orDash(o.Namespace), labels(o.Object))
-				}
+				rows, err = objects.Table(kind, docs)
 			}
-			return nil
+			if err != nil {
+				return err
+			}
+			return objects.WriteTable(os.Stdout, rows)
 		},
 	}
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func nonNil(d []json.RawMessage) []json.RawMessage {

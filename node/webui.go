@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"github.com/netloom/netloom/firewall/policy"
 	"sort"
 	"strings"
 
@@ -40,6 +41,10 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 			}
 		}
 	}
+	var snap *policy.Snapshot
+	if kind == "NetworkPolicy" {
+		snap = a.policySnapshot()
+	}
 	seen := map[string]bool{}
 	for _, e := range a.store.List(kind, ns) {
 		if name != "" && e.Key.Name != name {
@@ -48,6 +53,14 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 		o := api.Object{Kind: kind, Namespace: e.Key.Namespace, Name: e.Key.Name, Object: e.Value}
 		if pa, ok := places[e.Key.Namespace+"/"+e.Key.Name]; ok {
 			o.IP, o.Node = pa.IP, pa.Node
+		}
+		if snap != nil {
+			if pol, err := objects.DecodeNetworkPolicy(e.Value); err == nil {
+				o.Selects = []string{}
+				for _, p := range policy.Selects(snap, pol) {
+					o.Selects = append(o.Selects, p.Key())
+				}
+			}
 		}
 		seen[e.Key.Namespace+"/"+e.Key.Name] = true
 		list = append(list, o)

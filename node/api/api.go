@@ -99,6 +99,8 @@ type Object struct {
 	// For pods: where the pod attached, when it did.
 	IP   string `json:"ip,omitempty"`
 	Node string `json:"node,omitempty"`
+	// For network policies: the pods ("ns/name") the policy selects.
+	Selects []string `json:"selects,omitempty"`
 }
 
 // ApplyResponse lists what changed, one line per object ("pod/default/web created").
