@@ -77,6 +77,32 @@ var kinds = []kindDef{
 		check:     checkNetworkPolicySpec,
 		table:     func(objs []json.RawMessage) ([][]string, error) { return NetworkPolicyTable(objs, nil) },
 	},
+	{
+		KindInfo: KindInfo{
+			Kind:        "Service",
+			Plural:      "services",
+			ShortNames:  []string{"svc"},
+			APIVersions: []string{"v1"},
+			Namespaced:  true,
+		},
+		validName: validation.IsDNS1035Label,
+		decode:    decodeServiceDoc,
+		check:     checkServiceSpec,
+		table:     func(objs []json.RawMessage) ([][]string, error) { return ServiceTable(objs, nil) },
+	},
+	{
+		KindInfo: KindInfo{
+			Kind:        "AddressPool",
+			Plural:      "addresspools",
+			ShortNames:  []string{"pool", "pools"},
+			APIVersions: []string{AddressPoolAPIVersion},
+			Namespaced:  false,
+		},
+		validName: validation.IsDNS1123Label,
+		decode:    decodeAddressPoolDoc,
+		check:     checkAddressPoolSpec,
+		table:     AddressPoolTable,
+	},
 }
 
 // Kinds lists the kinds netloom accepts.

@@ -253,17 +253,17 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown kind",
 			in:   yamlNS + "---\n" + yamlWeb + "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n",
-			want: `document 3: unknown kind "Deployment" (netloom accepts Namespace, Pod, NetworkPolicy)`,
+			want: `document 3: unknown kind "Deployment" (netloom accepts Namespace, Pod, NetworkPolicy, Service, AddressPool)`,
 		},
 		{
 			name: "kind in the wrong case",
 			in:   "apiVersion: v1\nkind: pod\nmetadata:\n  name: web\n",
-			want: `document 1: unknown kind "pod" (netloom accepts Namespace, Pod, NetworkPolicy)`,
+			want: `document 1: unknown kind "pod" (netloom accepts Namespace, Pod, NetworkPolicy, Service, AddressPool)`,
 		},
 		{
 			name: "missing kind",
 			in:   "apiVersion: v1\nmetadata:\n  name: web\n",
-			want: `document 1: kind: required (netloom accepts Namespace, Pod, NetworkPolicy)`,
+			want: `document 1: kind: required (netloom accepts Namespace, Pod, NetworkPolicy, Service, AddressPool)`,
 		},
 		{
 			name: "wrong apiVersion",
@@ -487,8 +487,8 @@ func TestParseErrors(t *testing.T) {
 		},
 		{
 			name: "empty documents are not counted",
-			in:   "---\n# a comment\n---\n" + yamlNS + "---\n\n---\napiVersion: v1\nkind: Service\n",
-			want: `document 2: unknown kind "Service" (netloom accepts Namespace, Pod, NetworkPolicy)`,
+			in:   "---\n# a comment\n---\n" + yamlNS + "---\n\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\n",
+			want: `document 2: unknown kind "Ingress" (netloom accepts Namespace, Pod, NetworkPolicy, Service, AddressPool)`,
 		},
 	}
 	for _, tt := range tests {
@@ -651,8 +651,8 @@ func TestNormalizeKind(t *testing.T) {
 		{in: "namespace", want: "Namespace"},
 		{in: "ns", want: "Namespace"},
 		{in: "NameSpace", want: "Namespace"},
-		{in: "deployments", err: `unknown kind "deployments" (netloom knows: namespaces, pods, networkpolicies)`},
-		{in: "", err: `unknown kind "" (netloom knows: namespaces, pods, networkpolicies)`},
+		{in: "deployments", err: `unknown kind "deployments" (netloom knows: namespaces, pods, networkpolicies, services, addresspools)`},
+		{in: "", err: `unknown kind "" (netloom knows: namespaces, pods, networkpolicies, services, addresspools)`},
 	}
 	for _, tt := range tests {
 		k, err := NormalizeKind(tt.in)
@@ -671,6 +671,8 @@ func TestKinds(t *testing.T) {
 		{Kind: "Namespace", Plural: "namespaces", ShortNames: []string{"ns"}, APIVersions: []string{"v1"}},
 		{Kind: "Pod", Plural: "pods", ShortNames: []string{"po"}, APIVersions: []string{"v1"}, Namespaced: true},
 		{Kind: "NetworkPolicy", Plural: "networkpolicies", ShortNames: []string{"netpol"}, APIVersions: []string{"networking.k8s.io/v1"}, Namespaced: true},
+		{Kind: "Service", Plural: "services", ShortNames: []string{"svc"}, APIVersions: []string{"v1"}, Namespaced: true},
+		{Kind: "AddressPool", Plural: "addresspools", ShortNames: []string{"pool", "pools"}, APIVersions: []string{"netloom.io/v1alpha1"}},
 	}
 	if diff := cmp.Diff(want, Kinds()); diff != "" {
 		t.Errorf("Kinds (-want +got):\n%s", diff)

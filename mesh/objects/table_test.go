@@ -80,7 +80,7 @@ func TestTable(t *testing.T) {
 	if err != nil || len(rows) != 1 {
 		t.Errorf("Table(Pod, nil) = %v, %v; want the header only", rows, err)
 	}
-	if _, err := Table("Deployment", nil); err == nil || err.Error() != `table: unknown kind "Deployment" (netloom knows: Namespace, Pod, NetworkPolicy)` {
+	if _, err := Table("Deployment", nil); err == nil || err.Error() != `table: unknown kind "Deployment" (netloom knows: Namespace, Pod, NetworkPolicy, Service, AddressPool)` {
 		t.Errorf("Table(Deployment) error = %v", err)
 	}
 	if _, err := Table("Pod", []json.RawMessage{json.RawMessage(nsTeamA)}); err == nil || err.Error() != `pod table: decode Pod: object is of kind "Namespace"` {
