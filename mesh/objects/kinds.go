@@ -36,8 +36,7 @@ type kindDef struct {
 }
 
 // kinds is the table of kinds netloom accepts, in the order they are listed
-// to users. Add new kinds (Service, NetworkPolicy, AddressPool of
-// netloom.io/v1alpha1, ...) here.
+// to users.
 var kinds = []kindDef{
 	{
 		KindInfo: KindInfo{
