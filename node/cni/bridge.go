@@ -78,6 +78,13 @@ func routeBetweenPorts(bridge string) error {
 		// Proxied ARP answers are otherwise held back up to 0.8 s.
 		{"net/ipv4/neigh/" + bridge + "/proxy_delay", "0"},
 	}
+	// Where br_netfilter is loaded, frames crossing a bridge would also go
+	// through the IP hooks: a DNAT to a pod of this bridge would then turn
+	// into a bridged frame that the isolated ports drop. netloom routes all
+	// pod traffic, so the bridge need not call them.
+	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+		settings = append(settings, struct{ key, value string }{"net/bridge/bridge-nf-call-iptables", "0"})
+	}
 	for _, s := range settings {
 		path := "/proc/sys/" + s.key
 		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == s.value {
