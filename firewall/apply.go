@@ -9,30 +9,69 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Applier installs Models in the kernel. It is safe for concurrent use;
 // Apply calls are serialized.
+//
+// The Applier remembers the last model it installed. The next Apply sends
+// only the difference (new and deleted chains, sets and counters, chains
+// whose rules changed refilled, set and map elements added and deleted),
+// still as one transaction; when the difference cannot be expressed that way
+// (a base chain's hook or priority, a set's type) or the kernel refuses it,
+// Apply replaces the whole table instead. Call Invalidate to force the next
+// Apply to replace the table (a periodic resync that also removes anything
+// added by hand).
 type Applier struct {
 	mu    sync.Mutex
 	conn  *nftables.Conn
 	owned bool // conn was made by us: drop it after an error, close it in Close
+	netns int  // namespace fd for our own connection; 0 = the calling thread's
+
+	last  *Model // what the kernel holds after our last Apply; nil = unknown
+	stats ApplyStats
+}
+
+// ApplyStats describes the last Apply.
+type ApplyStats struct {
+	// Incremental is true when only the difference to the previous model
+	// was sent (Messages may then be 0: nothing changed).
+	Incremental bool
+	// Messages is the number of netlink messages of the transaction.
+	Messages int
+	// Change summarizes an incremental update ("chains +1 -0 ~2, ...").
+	Change string
+	// FullReason says why the table was replaced: "first apply", "set x
+	// changed its type", or the error of a refused incremental batch.
+	FullReason string
 }
 
 // Option configures an Applier.
 type Option func(*Applier)
 
-// WithConn makes the Applier use c instead of opening its own connection
-// (tests pass one made with nftables.WithNetNSFd to work inside a network
-// namespace). c must not be used for anything else while the Applier uses
-// it: the Applier queues a whole transaction on it and flushes it.
+// WithConn makes the Applier use c instead of opening its own connection.
+// c must not be used for anything else while the Applier uses it: the
+// Applier queues a whole transaction on it and flushes it. Large models
+// need large socket buffers (a transaction is one sendmsg, and the kernel
+// acknowledges every message of it before we read): give c
+// nftables.WithSockOptions(LargeBuffers) or prefer WithNetNS.
 func WithConn(c *nftables.Conn) Option {
 	return func(a *Applier) { a.conn = c }
 }
 
+// WithNetNS makes the Applier open its own connection in the network
+// namespace fd refers to (tests pass a namespace they created). fd must stay
+// open while the Applier is used.
+func WithNetNS(fd int) Option {
+	return func(a *Applier) { a.netns = fd }
+}
+
 // NewApplier returns an Applier. Without WithConn it opens a netlink
-// connection at first use, in the network namespace of the calling thread
-// at that moment, and keeps it (Close releases it).
+// connection at first use, in the network namespace given with WithNetNS or
+// else of the calling thread at that moment, and keeps it (Close releases
+// it).
 func NewApplier(opts ...Option) *Applier {
 	a := &Applier{}
 	for _, o := range opts {
@@ -41,11 +80,15 @@ func NewApplier(opts ...Option) *Applier {
 	return a
 }
 
-// Apply makes the kernel's table exactly m, in one transaction: add the
-// table (a no-op when it exists, so that the delete cannot fail), delete it,
-// add it again with all its sets, chains and rules. nf_tables commits a
-// batch atomically, so packets never see a missing or partial table, and
-// nothing left from an earlier Apply (or added by hand) survives.
+// Apply makes the kernel's table exactly m, in one transaction. When the
+// previous Apply succeeded, only the difference is sent (see Applier);
+// otherwise, and as the fallback, the table is replaced: add the table (a
+// no-op when it exists, so that the delete cannot fail), delete it, add it
+// again with all its content. nf_tables commits a batch atomically, so
+// packets see the old table or the new one, never a half.
+//
+// m is kept (not copied) to compute the next difference: do not modify it
+// after Apply.
 func (a *Applier) Apply(m Model) error {
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("apply nftables table: %w", err)
@@ -56,7 +99,41 @@ func (a *Applier) Apply(m Model) error {
 	if err != nil {
 		return fmt.Errorf("apply nftables table %s %s: %w", m.Family, m.Table, err)
 	}
-	if err := queueModel(c, m); err != nil {
+
+	reason := "first apply"
+	if a.last != nil {
+		u, why := planUpdate(*a.last, m)
+		switch {
+		case why != "":
+			reason = why
+		case u.empty():
+			a.last = &m
+			a.stats = ApplyStats{Incremental: true}
+			return nil
+		default:
+			fam, _ := tableFamily(m.Family)
+			n, err := queueUpdate(c, &nftables.Table{Name: m.Table, Family: fam}, u)
+			if err == nil {
+				err = c.Flush()
+			}
+			if err == nil {
+				a.last = &m
+				a.stats = ApplyStats{Incremental: true, Messages: n, Change: u.summary()}
+				return nil
+			}
+			// Refused as a whole (the batch is atomic): replace instead.
+			reason = "incremental update refused: " + oneLine(err).Error()
+			a.dropLocked()
+			if c, err = a.connLocked(); err != nil {
+				a.last = nil
+				return fmt.Errorf("apply nftables table %s %s: %w", m.Family, m.Table, err)
+			}
+		}
+	}
+
+	a.last = nil // unknown until the replacement succeeds
+	n, err := queueModel(c, m)
+	if err != nil {
 		a.dropLocked()
 		return fmt.Errorf("apply nftables table %s %s: %w", m.Family, m.Table, err)
 	}
@@ -64,7 +141,66 @@ func (a *Applier) Apply(m Model) error {
 		a.dropLocked()
 		return fmt.Errorf("apply nftables table %s %s: %w", m.Family, m.Table, oneLine(err))
 	}
+	a.last = &m
+	a.stats = ApplyStats{Messages: n, FullReason: reason}
 	return nil
+}
+
+// LastApply describes the last successful Apply.
+func (a *Applier) LastApply() ApplyStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stats
+}
+
+// Invalidate forgets the last applied model: the next Apply replaces the
+// whole table (and resets its counters).
+func (a *Applier) Invalidate() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.last = nil
+}
+
+// CounterValue is what a named counter has counted.
+type CounterValue struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters reads the named counters of netloom's table (inet netloom, or
+// the table of the last applied model): name -> value. A missing table
+// gives an error.
+func (a *Applier) Counters() (map[string]CounterValue, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	family, name := TableFamily, TableName
+	if a.last != nil {
+		family, name = a.last.Family, a.last.Table
+	}
+	fam, err := tableFamily(family)
+	if err != nil {
+		return nil, fmt.Errorf("read nftables counters: %w", err)
+	}
+	c, err := a.connLocked()
+	if err != nil {
+		return nil, fmt.Errorf("read nftables counters of %s %s: %w", family, name, err)
+	}
+	objs, err := c.GetNamedObjects(&nftables.Table{Name: name, Family: fam})
+	if err != nil {
+		a.dropLocked()
+		return nil, fmt.Errorf("read nftables counters of %s %s: %w", family, name, oneLine(err))
+	}
+	out := make(map[string]CounterValue, len(objs))
+	for _, o := range objs {
+		no, ok := o.(*nftables.NamedObj)
+		if !ok || no.Type != nftables.ObjTypeCounter {
+			continue
+		}
+		if ctr, ok := no.Obj.(*expr.Counter); ok {
+			out[no.Name] = CounterValue{Packets: ctr.Packets, Bytes: ctr.Bytes}
+		}
+	}
+	return out, nil
 }
 
 // Remove deletes netloom's table (inet netloom) if it exists.
@@ -88,6 +224,7 @@ func (a *Applier) RemoveTable(family, name string) error {
 	t := &nftables.Table{Name: name, Family: fam}
 	c.AddTable(t)
 	c.DelTable(t)
+	a.last = nil
 	if err := c.Flush(); err != nil {
 		a.dropLocked()
 		return fmt.Errorf("remove nftables table %s %s: %w", family, name, oneLine(err))
@@ -112,7 +249,11 @@ func (a *Applier) connLocked() (*nftables.Conn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	c, err := nftables.New(nftables.AsLasting())
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(LargeBuffers)}
+	if a.netns != 0 {
+		opts = append(opts, nftables.WithNetNSFd(a.netns))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
 	}
@@ -130,51 +271,76 @@ func (a *Applier) dropLocked() {
 	a.conn, a.owned = nil, false
 }
 
-// queueModel queues the replacing transaction for m on c.
-func queueModel(c *nftables.Conn, m Model) error {
+// batchBuffer is the socket buffer size for transactions: a batch is sent
+// in one sendmsg (the kernel refuses one larger than the send buffer), and
+// every message of it is acknowledged before we read (acks that do not fit
+// in the receive buffer are lost and the read fails with ENOBUFS, although
+// the batch committed). Both are limits, not allocations. A table of ten
+// thousand NetworkPolicies is some 10^5 messages.
+const batchBuffer = 1 << 28
+
+// LargeBuffers is a socket option for nftables connections that raises the
+// send and receive buffers to batchBuffer (SO_SNDBUFFORCE/SO_RCVBUFFORCE
+// need CAP_NET_ADMIN; without it the ordinary, capped options are used).
+func LargeBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netlink socket buffers: %w", err)
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], batchBuffer); e != nil {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], batchBuffer); e != nil {
+					serr = e
+				}
+			}
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("netlink socket buffers: %w", err)
+	}
+	return nil
+}
+
+// queueModel queues the replacing transaction for m on c and returns the
+// number of messages.
+func queueModel(c *nftables.Conn, m Model) (int, error) {
 	fam, _ := tableFamily(m.Family) // checked by Validate
 	t := &nftables.Table{Name: m.Table, Family: fam}
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
+	n := 3
 
+	for _, name := range sortedStrings(m.Counters) {
+		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
+		n++
+	}
 	chains := make(map[string]*nftables.Chain, len(m.Chains))
 	for _, ch := range sortedChains(m.Chains) {
-		kc := &nftables.Chain{Name: ch.Name, Table: t}
-		if ch.BaseChain() {
-			hook, _ := chainHook(ch.Hook)
-			policy := nftables.ChainPolicyAccept
-			if ch.Policy == "drop" {
-				policy = nftables.ChainPolicyDrop
-			}
-			kc.Type = nftables.ChainType(ch.Type)
-			kc.Hooknum = hook
-			kc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(ch.Priority))
-			kc.Policy = &policy
-		}
-		chains[ch.Name] = c.AddChain(kc)
+		chains[ch.Name] = c.AddChain(kernelChain(t, ch))
+		n++
 	}
-
 	setIDs := make(map[string]uint32, len(m.Sets))
 	for _, s := range sortedSets(m.Sets) {
-		spec := s.Spec
-		spec.Table, spec.Name, spec.ID = t, s.Name, 0
-		var elems []nftables.SetElement
-		for _, e := range s.Elements {
-			elems = append(elems, e.Kernel...)
+		id, k, err := addSet(c, t, s)
+		if err != nil {
+			return n, err
 		}
-		if err := c.AddSet(&spec, elems); err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
-		}
-		setIDs[s.Name] = spec.ID
+		setIDs[s.Name] = id
+		n += k
 	}
-
 	for _, ch := range sortedChains(m.Chains) {
 		for _, r := range ch.Rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: chains[ch.Name], Exprs: withSetIDs(r.Exprs, setIDs)})
+			n++
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // withSetIDs returns exprs with the set IDs of this transaction filled into
@@ -259,10 +425,24 @@ func (m Model) Validate() error {
 			errs = append(errs, fmt.Errorf("set %q: key type missing", s.Name))
 		}
 	}
+	counters := map[string]bool{}
+	for _, n := range m.Counters {
+		if n == "" {
+			errs = append(errs, errors.New("counter with empty name"))
+		}
+		if counters[n] {
+			errs = append(errs, fmt.Errorf("counter %q defined twice", n))
+		}
+		counters[n] = true
+	}
 	for _, c := range m.Chains {
 		for i, r := range c.Rules {
 			for _, e := range r.Exprs {
 				switch e := e.(type) {
+				case *expr.Objref:
+					if e.Type == int(nftables.ObjTypeCounter) && !counters[e.Name] {
+						errs = append(errs, fmt.Errorf("chain %q rule %d (%s): counter %q missing", c.Name, i, r.Text, e.Name))
+					}
 				case *expr.Verdict:
 					if (e.Kind == expr.VerdictJump || e.Kind == expr.VerdictGoto) && !chains[e.Chain] {
 						errs = append(errs, fmt.Errorf("chain %q rule %d (%s): target chain %q missing", c.Name, i, r.Text, e.Chain))

@@ -23,6 +23,10 @@ type Model struct {
 	Table  string
 	Sets   []Set // named sets and maps; rendered and created sorted by name
 	Chains []Chain
+	// Counters are named counter objects (`counter NAME { }`), referenced
+	// by rules with `counter name "NAME"`; rendered and created sorted.
+	// Their values survive incremental Applies; Applier.Counters reads them.
+	Counters []string
 }
 
 // Chain is a base chain (Hook set) or a regular chain (jump/goto target).
@@ -95,6 +99,10 @@ func (m Model) String() string {
 		}
 		first = false
 	}
+	for _, name := range sortedStrings(m.Counters) {
+		sep()
+		fmt.Fprintf(&b, "\tcounter %s {\n\t\tpackets 0 bytes 0\n\t}\n", name)
+	}
 	for _, s := range sortedSets(m.Sets) {
 		sep()
 		kind := "set"
@@ -135,6 +143,12 @@ func (m Model) String() string {
 func sortedSets(in []Set) []Set {
 	out := slices.Clone(in)
 	slices.SortStableFunc(out, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func sortedStrings(in []string) []string {
+	out := slices.Clone(in)
+	slices.Sort(out)
 	return out
 }
 
