@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/lb"
+)
+
+// bigInput is services LoadBalancer services (every third with policy
+// Local) with one TCP port and endpoints endpoints each, spread over 10
+// nodes.
+func bigInput(services, endpoints int) Input {
+	in := Input{
+		Node:        "node0",
+		ClusterCIDR: netip.MustParsePrefix("10.0.0.0/8"),
+		PodSubnet:   netip.MustParsePrefix("10.0.0.0/16"),
+		WGIface:     "nlwg0",
+		Endpoints:   make(map[lb.ServiceKey][]lb.Endpoint, services),
+	}
+	for i := range services {
+		s := svc(fmt.Sprintf("svc-%05d", i), lb.TypeLoadBalancer,
+			netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}).String(),
+			netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}).String(),
+			tcp(80, 8080))
+		if i%3 == 0 {
+			s.Service.ExternalTrafficPolicy = lb.PolicyLocal
+		}
+		in.Services = append(in.Services, s)
+		var eps []lb.Endpoint
+		for j := range endpoints {
+			k := i*endpoints + j
+			node := k % 10
+			eps = append(eps, lb.Endpoint{
+				PodNamespace: "default", PodName: fmt.Sprintf("svc-%05d-%d", i, j),
+				IP:   netip.AddrFrom4([4]byte{10, byte(node), byte(k >> 8), byte(k)}),
+				Node: fmt.Sprintf("node%d", node), Ready: true,
+			})
+		}
+		in.Endpoints[s.Service.Key()] = eps
+	}
+	return in
+}
+
+// withOneChange returns in with the first endpoint of one service moved to
+// another address (a pod replaced).
+func withOneChange(in Input, which int) Input {
+	out := in
+	out.Endpoints = make(map[lb.ServiceKey][]lb.Endpoint, len(in.Endpoints))
+	for k, v := range in.Endpoints {
+		out.Endpoints[k] = v
+	}
+	k := in.Services[which].Service.Key()
+	eps := append([]lb.Endpoint(nil), in.Endpoints[k]...)
+	eps[0].IP = netip.MustParseAddr("10.250.0.1")
+	out.Endpoints[k] = eps
+	return out
+}
+
+// BenchmarkCompile is the pure compile of 10,000 services with 10
+// endpoints each.
+func BenchmarkCompile(b *testing.B) {
+	in := bigInput(10000, 10)
+	b.ReportAllocs()
+	for b.Loop() {
+		Compile(in)
+	}
+}
+
+// BenchmarkApply installs the compiled model of 10,000 services x 10
+// endpoints (with the base ruleset) in a test network namespace: "full" is
+// a whole-table replacement, "one-change" the incremental Apply after one
+// service's endpoint changed (alternating between two models), and
+// "one-change-with-compile" the same including Compile. Needs root.
+func BenchmarkApply(b *testing.B) {
+	needRoot(b)
+	in := bigInput(10000, 10)
+	base := firewall.Ruleset(firewall.Config{ClusterCIDR: in.ClusterCIDR, PodSubnet: in.PodSubnet, WGIface: in.WGIface})
+	m1 := firewall.Merge(base, Compile(in))
+	m2 := firewall.Merge(base, Compile(withOneChange(in, 4242)))
+	b.Logf("model: %d chains, %d sets, %d set elements", len(m1.Chains), len(m1.Sets), countElements(m1))
+
+	b.Run("full", func(b *testing.B) {
+		ns := newNS(b)
+		a := nsApplier(b, ns)
+		for b.Loop() {
+			a.Invalidate()
+			if err := a.Apply(m1); err != nil {
+				b.Fatalf("Apply: %v", err)
+			}
+		}
+		st := a.LastApply()
+		b.ReportMetric(float64(st.Messages), "msgs")
+	})
+	b.Run("one-change", func(b *testing.B) {
+		ns := newNS(b)
+		a := nsApplier(b, ns)
+		start := time.Now()
+		if err := a.Apply(m1); err != nil {
+			b.Fatalf("Apply: %v", err)
+		}
+		b.Logf("first full apply: %v", time.Since(start))
+		ms := []firewall.Model{m2, m1}
+		i := 0
+		for b.Loop() {
+			if err := a.Apply(ms[i%2]); err != nil {
+				b.Fatalf("Apply: %v", err)
+			}
+			i++
+		}
+		st := a.LastApply()
+		b.ReportMetric(float64(st.Messages), "msgs")
+		b.Logf("last apply: %+v", st)
+	})
+	// What a reconcile pass costs for one changed service: compile the
+	// whole input, merge, Apply the difference.
+	b.Run("one-change-with-compile", func(b *testing.B) {
+		ns := newNS(b)
+		a := nsApplier(b, ns)
+		if err := a.Apply(m1); err != nil {
+			b.Fatalf("Apply: %v", err)
+		}
+		ins := []Input{withOneChange(in, 4242), in}
+		i := 0
+		for b.Loop() {
+			m := firewall.Merge(base, Compile(ins[i%2]))
+			if err := a.Apply(m); err != nil {
+				b.Fatalf("Apply: %v", err)
+			}
+			i++
+		}
+	})
+}
+
+func countElements(m firewall.Model) int {
+	n := 0
+	for _, s := range m.Sets {
+		n += len(s.Elements)
+	}
+	return n
+}

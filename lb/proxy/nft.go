@@ -1,0 +1,501 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/netloom/netloom/firewall"
+	"golang.org/x/sys/unix"
+)
+
+// The building blocks of the proxy's rules, in the style of the firewall
+// package (whose own are unexported): each frag carries its nft text, as
+// `nft list` prints it (empty for the `meta nfproto` dependency nft hides),
+// next to the expressions sent to the kernel, so the two cannot drift
+// apart. The root test compares nft's listing of an applied model with
+// Model.String. The expressions are what nft 1.0.6 generates for the same
+// text (checked with `nft --debug=netlink` and by decoding nft's rules).
+
+type frag struct {
+	text  string
+	exprs []expr.Any
+}
+
+func rule(fs ...frag) firewall.Rule {
+	var texts []string
+	var exprs []expr.Any
+	for _, f := range fs {
+		if f.text != "" {
+			texts = append(texts, f.text)
+		}
+		exprs = append(exprs, f.exprs...)
+	}
+	return firewall.Rule{Text: strings.Join(texts, " "), Exprs: exprs}
+}
+
+// Registers: NFT_REG_1 is the first 16-byte register; the 32-bit registers
+// NFT_REG32_00 (8), 01 (9), 02 (10)... overlay the same storage, so a
+// concatenation loaded from reg 1 continues in reg 9, 10, 11.
+const (
+	reg1   = 1
+	reg2   = 2
+	reg32a = 9
+	reg32b = 10
+	reg32c = 11
+)
+
+// ipv4 is the `meta nfproto ipv4` dependency nft adds before ip payload
+// matches in an inet table (and hides when listing).
+func ipv4() frag {
+	return frag{exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.NFPROTO_IPV4}},
+	}}
+}
+
+func loadSaddr(reg uint32) expr.Any {
+	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}
+}
+
+func loadDaddr(reg uint32) expr.Any {
+	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
+}
+
+func loadDport(reg uint32) expr.Any {
+	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}
+}
+
+// saddrIn is "ip saddr 10.244.0.0/16" (neg: "ip saddr != ...").
+func saddrIn(p netip.Prefix, neg bool) frag {
+	p = p.Masked()
+	op, opText := expr.CmpOpEq, ""
+	if neg {
+		op, opText = expr.CmpOpNeq, "!= "
+	}
+	exprs := []expr.Any{loadSaddr(reg1)}
+	text := p.Addr().String()
+	if !p.IsSingleIP() {
+		text = p.String()
+		mask := make([]byte, 4)
+		for i := 0; i < p.Bits(); i++ {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		exprs = append(exprs, &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
+	}
+	exprs = append(exprs, &expr.Cmp{Op: op, Register: reg1, Data: p.Addr().AsSlice()})
+	return frag{text: "ip saddr " + opText + text, exprs: exprs}
+}
+
+// l4proto is "meta l4proto tcp".
+func l4proto(p proto) frag {
+	return frag{text: "meta l4proto " + p.String(), exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{byte(p)}},
+	}}
+}
+
+// ctStateNew is "ct state new".
+func ctStateNew() frag {
+	return frag{text: "ct state new", exprs: []expr.Any{
+		&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{
+			SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}}
+}
+
+// dispatch is "ip daddr . meta l4proto . th dport vmap @set": the one
+// lookup per new connection that finds the service port.
+func dispatch(set string) frag {
+	f := ipv4()
+	f.text = "ip daddr . meta l4proto . th dport vmap @" + set
+	f.exprs = append(f.exprs,
+		loadDaddr(reg1),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32a},
+		loadDport(reg32b),
+		&expr.Lookup{SourceRegister: reg1, SetName: set, IsDestRegSet: true},
+	)
+	return f
+}
+
+// notAllowed is "ip daddr . meta l4proto . th dport . ip saddr != @set".
+func notAllowed(set string) frag {
+	f := ipv4()
+	f.text = "ip daddr . meta l4proto . th dport . ip saddr != @" + set
+	f.exprs = append(f.exprs,
+		loadDaddr(reg1),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32a},
+		loadDport(reg32b),
+		loadSaddr(reg32c),
+		&expr.Lookup{SourceRegister: reg1, SetName: set, Invert: true},
+	)
+	return f
+}
+
+// saddrDaddrIn is "ip saddr . ip daddr @set".
+func saddrDaddrIn(set string) frag {
+	f := ipv4()
+	f.text = "ip saddr . ip daddr @" + set
+	f.exprs = append(f.exprs, loadSaddr(reg1), loadDaddr(reg32a), &expr.Lookup{SourceRegister: reg1, SetName: set})
+	return f
+}
+
+// saddrInSet is "ip saddr @set".
+func saddrInSet(set string) frag {
+	f := ipv4()
+	f.text = "ip saddr @" + set
+	f.exprs = append(f.exprs, loadSaddr(reg1), &expr.Lookup{SourceRegister: reg1, SetName: set})
+	return f
+}
+
+// fibSaddrLocal is "fib saddr type local": the packet comes from an
+// address of this node.
+func fibSaddrLocal() frag {
+	return frag{text: "fib saddr type local", exprs: []expr.Any{
+		&expr.Fib{Register: reg1, ResultADDRTYPE: true, FlagSADDR: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}}
+}
+
+// ipsDstNAT is IPS_DST_NAT of linux/netfilter/nf_conntrack_common.h.
+const ipsDstNAT = 1 << 5
+
+// ctStatusDNAT is "ct status dnat": the connection's destination was
+// translated.
+func ctStatusDNAT() frag {
+	return frag{text: "ct status dnat", exprs: []expr.Any{
+		&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{
+			SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}}
+}
+
+// oifname is `oifname "name"`.
+func oifname(name string) frag {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return frag{text: fmt.Sprintf("oifname %q", name), exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: b},
+	}}
+}
+
+// pickKey loads "ip daddr . meta l4proto . th dport . numgen random mod N"
+// from reg 1 on: the service address and port the client asked for and a
+// random index, the key of the endpoint maps.
+func pickKey(n uint32) frag {
+	f := ipv4()
+	f.text = fmt.Sprintf("ip daddr . meta l4proto . th dport . numgen random mod %d", n)
+	f.exprs = append(f.exprs,
+		loadDaddr(reg1),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32a},
+		loadDport(reg32b),
+		&expr.Numgen{Register: reg32c, Modulus: n, Type: unix.NFT_NG_RANDOM},
+	)
+	return f
+}
+
+// pickVmap is "ip daddr . meta l4proto . th dport . numgen random mod N
+// vmap @set".
+func pickVmap(n uint32, set string) frag {
+	f := pickKey(n)
+	f.text += " vmap @" + set
+	f.exprs = append(f.exprs, &expr.Lookup{SourceRegister: reg1, SetName: set, IsDestRegSet: true})
+	return f
+}
+
+// pickDNAT is "dnat ip to ip daddr . meta l4proto . th dport . numgen
+// random mod N map @set": the map gives address and port of the chosen
+// endpoint (reg 1 and reg 9).
+func pickDNAT(n uint32, set string) frag {
+	f := pickKey(n)
+	f.text = "dnat ip to " + f.text + " map @" + set
+	f.exprs = append(f.exprs,
+		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: set},
+		&expr.NAT{
+			Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4,
+			RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: reg32a, RegProtoMax: reg32a,
+			Specified: true,
+		},
+	)
+	return f
+}
+
+// dnatTo is "dnat ip to 10.244.1.5:8080".
+func dnatTo(ap netip.AddrPort) frag {
+	return frag{text: "dnat ip to " + ap.String(), exprs: []expr.Any{
+		&expr.Immediate{Register: reg1, Data: ap.Addr().AsSlice()},
+		&expr.Immediate{Register: reg2, Data: binaryutil.BigEndian.PutUint16(ap.Port())},
+		&expr.NAT{
+			Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4,
+			RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: reg2, RegProtoMax: reg2,
+			Specified: true,
+		},
+	}}
+}
+
+// snatTo is "snat ip to 10.244.3.1".
+func snatTo(a netip.Addr) frag {
+	return frag{text: "snat ip to " + a.String(), exprs: []expr.Any{
+		&expr.Immediate{Register: reg1, Data: a.AsSlice()},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegAddrMax: reg1},
+	}}
+}
+
+func masquerade() frag {
+	return frag{text: "masquerade", exprs: []expr.Any{&expr.Masq{}}}
+}
+
+// updateSaddr is "update @set { ip saddr timeout 3h }": remember the client
+// in a dynamic set, refreshing its timeout.
+func updateSaddr(set string, timeout time.Duration) frag {
+	f := ipv4()
+	f.text = fmt.Sprintf("update @%s { ip saddr timeout %s }", set, nftDuration(timeout))
+	f.exprs = append(f.exprs, loadSaddr(reg1), &expr.Dynset{
+		SrcRegKey: reg1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: timeout,
+	})
+	return f
+}
+
+// rejectTCPReset is "reject with tcp reset" (after a meta l4proto tcp).
+func rejectTCPReset() frag {
+	return frag{text: "reject with tcp reset", exprs: []expr.Any{
+		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+	}}
+}
+
+// rejectPortUnreachable is "reject": icmpx port unreachable, which the
+// inet family turns into ICMP port unreachable for IPv4.
+func rejectPortUnreachable() frag {
+	return frag{text: "reject", exprs: []expr.Any{
+		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH},
+	}}
+}
+
+func drop() frag {
+	return frag{text: "drop", exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}}
+}
+
+func gotoChain(chain string) frag {
+	return frag{text: "goto " + chain, exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}}}
+}
+
+// nftDuration prints a duration as nft does: days, hours, minutes,
+// seconds and milliseconds, each when not zero ("3h", "1m30s").
+func nftDuration(d time.Duration) string {
+	ms := d.Milliseconds()
+	if ms <= 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	for _, u := range []struct {
+		ms   int64
+		name string
+	}{{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}} {
+		if n := ms / u.ms; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.name)
+			ms -= n * u.ms
+		}
+	}
+	return b.String()
+}
+
+// proto is an L4 protocol number.
+type proto byte
+
+const (
+	protoTCP  proto = unix.IPPROTO_TCP
+	protoUDP  proto = unix.IPPROTO_UDP
+	protoSCTP proto = unix.IPPROTO_SCTP
+)
+
+func (p proto) String() string {
+	switch p {
+	case protoTCP:
+		return "tcp"
+	case protoUDP:
+		return "udp"
+	case protoSCTP:
+		return "sctp"
+	}
+	return fmt.Sprint(byte(p))
+}
+
+// parseProto maps a Kubernetes protocol name ("" is TCP) to its number.
+func parseProto(s string) (proto, bool) {
+	switch strings.ToUpper(s) {
+	case "", "TCP":
+		return protoTCP, true
+	case "UDP":
+		return protoUDP, true
+	case "SCTP":
+		return protoSCTP, true
+	}
+	return 0, false
+}
+
+// Set types and elements. Concatenated keys pad every field to 4 bytes.
+
+var (
+	addrProtoPortType     = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	addrProtoPortAddrType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeIPAddr)
+	addrAddrType          = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)
+	addrPortType          = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	endpointKeyType       = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark)
+)
+
+func addrProtoPortKey(a netip.Addr, p proto, port uint16) []byte {
+	b := a.As4()
+	return []byte{b[0], b[1], b[2], b[3], byte(p), 0, 0, 0, byte(port >> 8), byte(port), 0, 0}
+}
+
+// appendAddrProtoPort appends "10.96.0.10 . tcp . 80".
+func appendAddrProtoPort(buf []byte, a netip.Addr, p proto, port uint16) []byte {
+	buf = a.AppendTo(buf)
+	buf = append(buf, " . "...)
+	buf = append(buf, p.String()...)
+	buf = append(buf, " . "...)
+	return strconv.AppendUint(buf, uint64(port), 10)
+}
+
+// dispatchElement is "10.96.0.10 . tcp . 80 : goto chain".
+func dispatchElement(a netip.Addr, p proto, port uint16, chain string) firewall.Element {
+	buf := make([]byte, 0, 32+len(chain))
+	buf = appendAddrProtoPort(buf, a, p, port)
+	buf = append(buf, " : goto "...)
+	buf = append(buf, chain...)
+	return firewall.Element{
+		Text: string(buf),
+		Kernel: []nftables.SetElement{{
+			Key:         addrProtoPortKey(a, p, port),
+			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain},
+		}},
+	}
+}
+
+// allowElement is "VIP . tcp . 80 . 192.0.2.0/24": a pipapo element with an
+// inclusive key end.
+func allowElement(vip netip.Addr, p proto, port uint16, src netip.Prefix) firewall.Element {
+	src = src.Masked()
+	lo := src.Addr().As4()
+	hi := lastAddr(src).As4()
+	key := append(addrProtoPortKey(vip, p, port), lo[:]...)
+	end := append(addrProtoPortKey(vip, p, port), hi[:]...)
+	text := src.String()
+	if src.IsSingleIP() {
+		text = src.Addr().String()
+	}
+	return firewall.Element{
+		Text:   string(appendAddrProtoPort(nil, vip, p, port)) + " . " + text,
+		Kernel: []nftables.SetElement{{Key: key, KeyEnd: end}},
+	}
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v |= uint32(1)<<(32-p.Bits()) - 1
+	if p.Bits() == 0 {
+		v = ^uint32(0)
+	}
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func hairpinElement(a netip.Addr) firewall.Element {
+	b := a.As4()
+	buf := make([]byte, 0, 32)
+	buf = a.AppendTo(buf)
+	buf = append(buf, " . "...)
+	buf = a.AppendTo(buf)
+	return firewall.Element{
+		Text:   string(buf),
+		Kernel: []nftables.SetElement{{Key: []byte{b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]}}},
+	}
+}
+
+// endpointKey is the key of the endpoint maps: address . proto . port .
+// index (the index host-endian, as numgen writes it).
+func endpointKey(b []byte, a netip.Addr, p proto, port uint16, index uint32) {
+	a4 := a.As4()
+	copy(b, a4[:])
+	b[4] = byte(p)
+	b[8], b[9] = byte(port>>8), byte(port)
+	copy(b[12:16], binaryutil.NativeEndian.PutUint32(index))
+}
+
+// appendEndpointKey appends "10.96.0.10 . tcp . 80 . 0x00000002" (the
+// index printed as nft prints a mark).
+func appendEndpointKey(buf []byte, a netip.Addr, p proto, port uint16, index uint32) []byte {
+	const digits = "0123456789abcdef"
+	buf = appendAddrProtoPort(buf, a, p, port)
+	buf = append(buf, " . 0x"...)
+	for shift := 28; shift >= 0; shift -= 4 {
+		buf = append(buf, digits[(index>>shift)&0xf])
+	}
+	return buf
+}
+
+// elemStore hands out kernel elements and their bytes from a few large
+// blocks: a big model has 10^5 endpoint elements.
+type elemStore struct {
+	kernel []nftables.SetElement
+	bytes  []byte
+	text   []byte // scratch for element texts
+}
+
+func (s *elemStore) next(nbytes int) (*nftables.SetElement, []nftables.SetElement, []byte) {
+	if len(s.kernel) == 0 {
+		s.kernel = make([]nftables.SetElement, 1024)
+	}
+	if len(s.bytes) < nbytes {
+		s.bytes = make([]byte, 32<<10)
+	}
+	k := s.kernel[:1:1]
+	s.kernel = s.kernel[1:]
+	b := s.bytes[:nbytes:nbytes]
+	s.bytes = s.bytes[nbytes:]
+	return &k[0], k, b
+}
+
+// endpointElement is "10.96.0.10 . tcp . 80 . 0x00000001 : 10.244.1.5 . 8080".
+func (s *elemStore) endpointElement(a netip.Addr, p proto, port uint16, index uint32, ep netip.AddrPort) firewall.Element {
+	e, kernel, b := s.next(24)
+	endpointKey(b, a, p, port, index)
+	e4 := ep.Addr().As4()
+	copy(b[16:20], e4[:])
+	b[20], b[21] = byte(ep.Port()>>8), byte(ep.Port())
+	e.Key, e.Val = b[:16], b[16:24]
+	buf := appendEndpointKey(s.text[:0], a, p, port, index)
+	buf = append(buf, " : "...)
+	buf = ep.Addr().AppendTo(buf)
+	buf = append(buf, " . "...)
+	buf = strconv.AppendUint(buf, uint64(ep.Port()), 10)
+	s.text = buf
+	return firewall.Element{Text: string(buf), Kernel: kernel}
+}
+
+// endpointChainElement is "10.96.0.10 . tcp . 80 . 0x00000001 : goto chain".
+func (s *elemStore) endpointChainElement(a netip.Addr, p proto, port uint16, index uint32, chain string) firewall.Element {
+	e, kernel, b := s.next(16)
+	endpointKey(b, a, p, port, index)
+	e.Key = b
+	e.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}
+	buf := appendEndpointKey(s.text[:0], a, p, port, index)
+	buf = append(buf, " : goto "...)
+	buf = append(buf, chain...)
+	s.text = buf
+	return firewall.Element{Text: string(buf), Kernel: kernel}
+}
