@@ -134,6 +134,12 @@ func getCommand() *cli.Command {
 					selected[o.Namespace+"/"+o.Name] = nonNilStrings(o.Selects)
 				}
 				rows, err = objects.NetworkPolicyTable(docs, selected)
+			case "Service":
+				where := map[string]objects.ServicePlace{}
+				for _, o := range list {
+					where[o.Namespace+"/"+o.Name] = objects.ServicePlace{ClusterIP: o.ClusterIP, ExternalIP: o.ExternalIP, Owner: o.Owner, Pending: o.Pending}
+				}
+				rows, err = objects.ServiceTable(docs, where)
 			default:
 				rows, err = objects.Table(kind, docs)
 			}

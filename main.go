@@ -32,7 +32,8 @@ func main() {
 		cni.Main()
 		return
 	}
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	if err := app.Run(interspersed(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "netloom: "+oneLine(err.Error()))
 		os.Exit(1)
 	}
@@ -56,7 +57,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			initCommand(), agentCommand(), joinCommand(), leaveCommand(), statusCommand(),
 			applyCommand(), deleteCommand(), getCommand(), installCommand(), uninstallCommand(),
-			eventsCommand(), demoCommand(), companionCommand(),
+			eventsCommand(), policyCommand(), demoCommand(), companionCommand(),
 		},
 	}
 }
@@ -124,12 +125,15 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "wg-iface", Value: "netloom0", EnvVars: env("WG_IFACE")},
 		&cli.StringFlag{Name: "bridge", Value: "netloom-br0", EnvVars: env("BRIDGE"), Usage: "the pod bridge"},
 		&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", EnvVars: env("CLUSTER_CIDR")},
+		&cli.StringFlag{Name: "service-cidr", Value: "10.96.0.0/16", EnvVars: env("SERVICE_CIDR"), Usage: "ClusterIPs of services"},
 		&cli.IntFlag{Name: "node-mask", Value: 24, EnvVars: env("NODE_MASK")},
 		&cli.StringSliceFlag{Name: "join", EnvVars: env("JOIN"), Usage: "host[:port] of members to join (comma separated)"},
 		&cli.StringFlag{Name: "token", EnvVars: env("TOKEN"), Usage: "the cluster's join token (from 'netloom init')"},
 		&cli.StringFlag{Name: "token-file", EnvVars: env("TOKEN_FILE")},
 		&cli.StringFlag{Name: "wireguard", Value: "auto", EnvVars: env("WIREGUARD"), Usage: "auto, kernel or userspace"},
 		&cli.DurationFlag{Name: "keepalive", EnvVars: env("KEEPALIVE"), Usage: "WireGuard persistent keepalive (for nodes behind NAT), 0 = off"},
+		&cli.DurationFlag{Name: "garp-interval", EnvVars: env("GARP_INTERVAL"), Usage: "keep repeating gratuitous ARP for owned VIPs at this interval (0: only a burst on takeover)"},
+		&cli.BoolFlag{Name: "policy-log-drops", EnvVars: env("POLICY_LOG_DROPS"), Usage: "log packets NetworkPolicy drops (kernel log, 5/s per class, prefix netloom-pol)"},
 		&cli.DurationFlag{Name: "subnet-grace", Value: 24 * time.Hour, EnvVars: env("SUBNET_GRACE"), Usage: "how long a node that died without leaving keeps its subnet"},
 		&cli.DurationFlag{Name: "probe-interval", Value: t.ProbeInterval, EnvVars: env("PROBE_INTERVAL"), Usage: "gossip failure-detection probe interval"},
 		&cli.DurationFlag{Name: "probe-timeout", Value: t.ProbeTimeout, EnvVars: env("PROBE_TIMEOUT")},
@@ -204,7 +208,7 @@ func agentCommand() *cli.Command {
 			a, err := node.New(node.Config{
 				Name: c.String("name"), DataDir: c.String("data-dir"), Socket: c.String("socket"), RunDir: c.String("run-dir"),
 				AdvertiseAddr: c.String("advertise-addr"), GossipPort: c.Int("gossip-port"), WGPort: c.Int("wg-port"),
-				WGIface: c.String("wg-iface"), Bridge: c.String("bridge"), ClusterCIDR: c.String("cluster-cidr"),
+				WGIface: c.String("wg-iface"), Bridge: c.String("bridge"), ClusterCIDR: c.String("cluster-cidr"), ServiceCIDR: c.String("service-cidr"), GARPInterval: c.Duration("garp-interval"), PolicyLogDrops: c.Bool("policy-log-drops"),
 				NodeMask: c.Int("node-mask"), Join: join, Token: c.String("token"), TokenFile: c.String("token-file"),
 				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), SubnetGrace: c.Duration("subnet-grace"),
 				UIAddr: c.String("ui-addr"),

@@ -77,9 +77,10 @@ func TestWebUI(t *testing.T) {
 			`document.querySelectorAll('#pods tr[data-pod]').length === 3`)
 		b.poll(t, "the live stream", `document.querySelector('#live').dataset.mode === 'live'`)
 		b.poll(t, "join events", `document.querySelectorAll('#events tr[data-kind="join"]').length >= 2`)
-		// Sections of features that do not exist yet are hidden.
-		b.poll(t, "no services or policies section",
-			`document.querySelector('#sec-services').hidden && document.querySelector('#sec-policies').hidden`)
+		// Services and policies are features of the agent: their sections
+		// show, empty, before any object exists.
+		b.poll(t, "empty services and policies sections",
+			`!document.querySelector('#sec-services').hidden && !document.querySelector('#sec-policies').hidden`)
 		for _, p := range pods {
 			b.poll(t, "pod "+p.Name+" with its IP",
 				fmt.Sprintf(`document.querySelector('#pods tr[data-pod="default/%s"]')?.textContent.includes(%q)`, p.Name, p.IP.String()))

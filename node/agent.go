@@ -19,7 +19,9 @@ import (
 	"time"
 
 	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/firewall/policy"
 	"github.com/netloom/netloom/ipam"
+	"github.com/netloom/netloom/lb/arp"
 	"github.com/netloom/netloom/mesh"
 	"github.com/netloom/netloom/mesh/store"
 	"github.com/netloom/netloom/mesh/wg"
@@ -70,7 +72,9 @@ type Agent struct {
 	settled   bool
 	ready     bool
 	leaving   bool
-	lastFW    string
+	lbView    lbState
+	policyRun *policy.Compiled
+	announcer *arp.Announcer
 	lastMeta  mesh.Meta
 	leaveDone chan struct{}
 	kick      chan struct{}
@@ -170,6 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	go a.joinLoop(runCtx)
 	go systemd.RunWatchdog(runCtx)
+	go a.runAnnouncer(runCtx)
 	a.serveUI(runCtx, c.UIAddr, a.registry)
 
 	storeKick, unsub := st.Subscribe()
@@ -208,6 +213,9 @@ func (a *Agent) memberEvent(kind, node string) {
 	switch kind {
 	case "join":
 		a.events.Add(events.Join, node, "member "+node+" joined")
+		// A member (re)joining may have been on the other side of a
+		// partition, where its clients learned another owner for our VIPs.
+		a.reannounce()
 	case "leave":
 		a.events.Add(events.Leave, node, "member "+node+" left the cluster")
 	case "dead":
@@ -324,6 +332,11 @@ func (a *Agent) setJoined() {
 	a.poke()
 }
 
+// handoverWait is how long a leaving node keeps forwarding for its VIPs
+// after it told the others it is leaving, so that the new owners have
+// announced them before it goes.
+const handoverWait = 2 * time.Second
+
 // requestLeave starts a graceful leave; Run finishes it and returns.
 func (a *Agent) requestLeave() error {
 	a.mu.Lock()
@@ -343,6 +356,21 @@ func (a *Agent) finishLeave() error {
 	a.log.Info("leaving the cluster", "node", c.Name)
 	_ = systemd.Stopping()
 	var errs []error
+	// Hand the VIPs over first: the others see this node leaving, take its
+	// VIPs and announce them, while it still forwards what reaches it.
+	if err := a.members.SetMeta(a.meta()); err != nil {
+		errs = append(errs, err)
+	}
+	a.mu.Lock()
+	owned := 0
+	if a.announcer != nil {
+		owned = len(a.announcer.Owned())
+	}
+	a.mu.Unlock()
+	if owned > 0 {
+		time.Sleep(handoverWait)
+		a.reconcile()
+	}
 	dels := []store.Key{{Kind: KindLease, Name: c.Name}}
 	for _, e := range a.store.List(KindPodAddr, "") {
 		var pa PodAddress

@@ -29,6 +29,7 @@ type Config struct {
 	WGIface       string
 	Bridge        string
 	ClusterCIDR   string
+	ServiceCIDR   string
 	NodeMask      int
 	Join          []string
 	Token         string
@@ -36,7 +37,12 @@ type Config struct {
 	WireGuard     string
 	Keepalive     time.Duration
 	SubnetGrace   time.Duration
-	Timers        mesh.Timers
+	// GARPInterval, when not zero, repeats gratuitous ARP for owned VIPs
+	// (for switches with short forwarding-table timers).
+	GARPInterval time.Duration
+	// PolicyLogDrops logs packets NetworkPolicy drops (rate limited).
+	PolicyLogDrops bool
+	Timers         mesh.Timers
 	// Exe is the path of this binary, for the userspace WireGuard companion.
 	Exe string
 	// UIAddr is where the dashboard and /metrics listen (host:port); empty
@@ -47,9 +53,10 @@ type Config struct {
 // settings is Config checked and parsed.
 type settings struct {
 	Config
-	advertise netip.Addr
-	cidr      netip.Prefix
-	mtu       int
+	advertise   netip.Addr
+	cidr        netip.Prefix
+	serviceCIDR netip.Prefix
+	mtu         int
 }
 
 func (c Config) check() (settings, error) {
@@ -72,6 +79,17 @@ func (c Config) check() (settings, error) {
 		return s, fmt.Errorf("--cluster-cidr %s has host bits set; did you mean %s?", p, p.Masked())
 	}
 	s.cidr = p
+	if c.ServiceCIDR == "" {
+		c.ServiceCIDR = "10.96.0.0/16"
+	}
+	sp, err := netip.ParsePrefix(c.ServiceCIDR)
+	if err != nil || sp != sp.Masked() {
+		return s, fmt.Errorf("--service-cidr %q is not a CIDR without host bits (e.g. 10.96.0.0/16)", c.ServiceCIDR)
+	}
+	if sp.Overlaps(p) {
+		return s, fmt.Errorf("--service-cidr %s overlaps --cluster-cidr %s; pick ranges that do not overlap", sp, p)
+	}
+	s.serviceCIDR = sp
 	max := 30
 	if p.Addr().Is6() {
 		max = 126

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/mesh"
 	"github.com/netloom/netloom/mesh/store"
@@ -75,6 +74,14 @@ func (a *Agent) reconcile() {
 			time.AfterFunc(500*time.Millisecond, a.poke)
 		}
 	}
+	if subnet.IsValid() {
+		start := time.Now()
+		err := a.dataplane(subnet)
+		a.metrics.ObserveReconcile("firewall", time.Since(start), err)
+		if err != nil {
+			a.log.Warn("services and network policy", "err", err)
+		}
+	}
 	if err := a.members.SetMeta(a.meta()); err != nil {
 		a.log.Warn("update node metadata", "err", err)
 	}
@@ -97,7 +104,7 @@ func (a *Agent) reconcile() {
 func (a *Agent) meta() mesh.Meta {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	m := mesh.Meta{Addr: a.cfg.advertise.String(), WGKey: a.pubKey, WGPort: a.cfg.WGPort, Version: Version}
+	m := mesh.Meta{Addr: a.cfg.advertise.String(), WGKey: a.pubKey, WGPort: a.cfg.WGPort, Version: Version, Leaving: a.leaving}
 	if a.subnet.IsValid() {
 		m.Subnet = a.subnet.String()
 	}
@@ -238,14 +245,6 @@ func (a *Agent) local(subnet netip.Prefix) error {
 		}
 	}
 	a.mu.Unlock()
-	m := firewall.Ruleset(firewall.Config{ClusterCIDR: c.cidr, PodSubnet: subnet, Bridge: c.Bridge, WGIface: c.WGIface})
-	if text := m.String(); text != a.lastFW {
-		if err := a.fw.Apply(m); err != nil {
-			errs = append(errs, fmt.Errorf("apply nftables table: %w", err))
-		} else {
-			a.lastFW = text
-		}
-	}
 	return errors.Join(errs...)
 }
 

@@ -36,6 +36,7 @@ func (a *Agent) handler() http.Handler {
 		writeJSON(w, map[string]string{"result": "leaving"})
 	})
 	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
+	mux.HandleFunc("POST "+api.PathTrace, a.handleTrace)
 	mux.HandleFunc("POST "+api.PathCNIAdd, a.handleCNIAdd)
 	mux.HandleFunc("POST "+api.PathCNIDel, a.handleCNIDel)
 	mux.HandleFunc("POST "+api.PathCNICheck, a.handleCNICheck)
@@ -76,6 +77,14 @@ func (a *Agent) Status() api.Status {
 	if subnet.IsValid() {
 		st.Node.Subnet = subnet.String()
 	}
+	a.mu.Lock()
+	if a.policyRun != nil {
+		for _, ch := range a.policyRun.Model.Chains {
+			st.Node.PolicyRules += len(ch.Rules)
+		}
+	}
+	a.mu.Unlock()
+	st.VIPs = a.vipStatus()
 	table := a.subnetTable()
 	stats, _ := a.dev.Stats()
 	st.Members = []api.MemberStatus{}
@@ -120,6 +129,13 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 		writeErr(w, http.StatusBadRequest, errors.New("the file holds no object"))
 		return
 	}
+	if !del {
+		if err := a.validateServices(objs); err != nil {
+			a.events.Add(events.ApplyRejected, "", "rejected a manifest: "+err.Error())
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+	}
 	var puts []store.Put
 	var dels []store.Key
 	var results []string
@@ -130,6 +146,14 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 			name = strings.ToLower(o.Kind) + "/" + o.Namespace + "/" + o.Name
 		}
 		old, exists := a.store.Get(k)
+		if o.Kind == "Service" && !del {
+			stamped, err := stampCreated(o.JSON, old.Value, exists, a.cfg.Name)
+			if err != nil {
+				writeErr(w, http.StatusBadRequest, fmt.Errorf("%s: %w", name, err))
+				return
+			}
+			o.JSON = stamped
+		}
 		switch {
 		case del && exists:
 			dels = append(dels, k)

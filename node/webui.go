@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/lb"
 	"sort"
 	"strings"
 
@@ -42,9 +43,14 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 		}
 	}
 	var snap *policy.Snapshot
+	var counters map[string]policy.DirCounters
 	if kind == "NetworkPolicy" {
 		snap = a.policySnapshot()
+		counters = a.policyCounters()
 	}
+	a.mu.Lock()
+	lbv := a.lbView
+	a.mu.Unlock()
 	seen := map[string]bool{}
 	for _, e := range a.store.List(kind, ns) {
 		if name != "" && e.Key.Name != name {
@@ -60,7 +66,25 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 				for _, p := range policy.Selects(snap, pol) {
 					o.Selects = append(o.Selects, p.Key())
 				}
+				c := counters[e.Key.Namespace+"/"+e.Key.Name]
+				o.Counters = &api.PolicyCounters{Node: a.cfg.Name, Ingress: api.PolicyCounts(c.Ingress), Egress: api.PolicyCounts(c.Egress)}
+				o.Object = withPolicyStatus(e.Value, o.Selects, o.Counters)
 			}
+		}
+		if kind == "Service" {
+			r := lbv.Plan.Results[lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name}]
+			if r.ClusterIP.IsValid() {
+				o.ClusterIP = r.ClusterIP.String()
+			}
+			if r.VIP.IsValid() {
+				o.ExternalIP = r.VIP.String()
+				o.Owner = lbv.Owners[r.VIP]
+			}
+			o.Pending = r.Pending
+			for _, ep := range lbv.Endpoints[lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name}] {
+				o.Endpoints = append(o.Endpoints, api.Endpoint{Pod: ep.PodNamespace + "/" + ep.PodName, IP: ep.IP.String(), Node: ep.Node, Ready: ep.Ready})
+			}
+			o.Object = withServiceStatus(e.Value, o)
 		}
 		seen[e.Key.Namespace+"/"+e.Key.Name] = true
 		list = append(list, o)
@@ -102,4 +126,78 @@ func (a *Agent) serveUI(ctx context.Context, addr string, reg *prometheus.Regist
 			a.log.Error("web UI stopped", "addr", addr, "err", err)
 		}
 	}()
+}
+
+// policyCounters reads this node's policy counters from the kernel.
+func (a *Agent) policyCounters() map[string]policy.DirCounters {
+	a.mu.Lock()
+	run := a.policyRun
+	a.mu.Unlock()
+	if run == nil {
+		return nil
+	}
+	values, err := a.fw.Counters()
+	if err != nil {
+		a.log.Warn("read policy counters", "err", err)
+		return nil
+	}
+	return policy.CountersFor(run, values)
+}
+
+// withServiceStatus returns the stored Service with what netloom decided
+// filled in the Kubernetes way: spec.clusterIP and
+// status.loadBalancer.ingress, and the announcing node as an annotation.
+func withServiceStatus(raw json.RawMessage, o api.Object) json.RawMessage {
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return raw
+	}
+	spec, _ := m["spec"].(map[string]any)
+	if spec == nil {
+		spec = map[string]any{}
+		m["spec"] = spec
+	}
+	if o.ClusterIP != "" {
+		spec["clusterIP"] = o.ClusterIP
+		spec["clusterIPs"] = []string{o.ClusterIP}
+	}
+	lbStatus := map[string]any{}
+	if o.ExternalIP != "" {
+		lbStatus["ingress"] = []map[string]string{{"ip": o.ExternalIP}}
+	}
+	m["status"] = map[string]any{"loadBalancer": lbStatus}
+	meta, _ := m["metadata"].(map[string]any)
+	if meta != nil && (o.Owner != "" || o.Pending != "") {
+		ann, _ := meta["annotations"].(map[string]any)
+		if ann == nil {
+			ann = map[string]any{}
+			meta["annotations"] = ann
+		}
+		if o.Owner != "" {
+			ann["netloom.io/announced-by"] = o.Owner
+		}
+		if o.Pending != "" {
+			ann["netloom.io/pending"] = o.Pending
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return raw
+	}
+	return b
+}
+
+// withPolicyStatus adds to a stored NetworkPolicy a status with the pods it
+// selects and this node's counters.
+func withPolicyStatus(raw json.RawMessage, selects []string, c *api.PolicyCounters) json.RawMessage {
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return raw
+	}
+	m["status"] = map[string]any{"selectedPods": selects, "counters": c}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return raw
+	}
+	return b
 }

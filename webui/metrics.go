@@ -105,6 +105,46 @@ func newCollector(src Source) *collector {
 					}
 				}
 			}},
+		{d("netloom_vips_owned", "LoadBalancer VIPs this node announces."),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				n := 0
+				for _, vip := range v.status.VIPs {
+					if vip.Owner == v.status.Node.Name {
+						n++
+					}
+				}
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(n))
+			}},
+		{d("netloom_vips", "LoadBalancer VIPs of the cluster, by whether a node announces them.", "announced"),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				yes, no := 0, 0
+				for _, vip := range v.status.VIPs {
+					if vip.Owner != "" {
+						yes++
+					} else {
+						no++
+					}
+				}
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(yes), "true")
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(no), "false")
+			}},
+		{d("netloom_policy_rules", "nftables rules this node's NetworkPolicy compiled to."),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(v.status.Node.PolicyRules))
+			}},
+		{d("netloom_policy_packets_total", "First packets of connections a NetworkPolicy allowed, and packets dropped for pods it isolates, on this node.", "policy", "direction", "verdict"),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				for _, o := range v.objects["NetworkPolicy"] {
+					if o.Counters == nil {
+						continue
+					}
+					key := o.Namespace + "/" + o.Name
+					for dir, c := range map[string]api.PolicyCounts{"ingress": o.Counters.Ingress, "egress": o.Counters.Egress} {
+						ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(c.AllowedPackets), key, dir, "allowed")
+						ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(c.DroppedPackets), key, dir, "dropped")
+					}
+				}
+			}},
 		{d("netloom_pods", "Pods attached on this node."),
 			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
 				n := 0
@@ -152,6 +192,8 @@ type Metrics struct {
 	reconcileErrors   *prometheus.CounterVec
 	subnetConflicts   prometheus.Counter
 	storeSyncLag      prometheus.Histogram
+	vipConflicts      prometheus.Counter
+	vipFailovers      prometheus.Counter
 }
 
 // NewMetrics creates the agent's event-driven metrics and registers them on
@@ -177,9 +219,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long a remote store write took to arrive here (its clock time to its merge).",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
+		vipConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "netloom_vip_conflicts_total",
+			Help: "Service address conflicts seen (a younger service lost an address to an older one).",
+		}),
+		vipFailovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "netloom_vip_failovers_total",
+			Help: "VIPs that moved from one announcing node to another, as seen by this node.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.reconcileDuration, m.reconcileErrors, m.subnetConflicts, m.storeSyncLag)
+		reg.MustRegister(m.reconcileDuration, m.reconcileErrors, m.subnetConflicts, m.storeSyncLag, m.vipConflicts, m.vipFailovers)
 	}
 	return m
 }
@@ -212,4 +262,20 @@ func (m *Metrics) StoreSyncLag(d time.Duration) {
 		return
 	}
 	m.storeSyncLag.Observe(max(d, 0).Seconds())
+}
+
+// VIPConflict counts a service address conflict.
+func (m *Metrics) VIPConflict() {
+	if m == nil {
+		return
+	}
+	m.vipConflicts.Inc()
+}
+
+// VIPFailover counts a VIP that moved to another node.
+func (m *Metrics) VIPFailover() {
+	if m == nil {
+		return
+	}
+	m.vipFailovers.Inc()
 }

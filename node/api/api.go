@@ -24,12 +24,13 @@ const DefaultSocket = "/run/netloom/netloom.sock"
 // Paths of the API.
 const (
 	PathStatus   = "/v1/status"
-	PathApply    = "/v1/apply"   // POST ApplyRequest -> ApplyResponse
-	PathDelete   = "/v1/delete"  // POST ApplyRequest -> ApplyResponse
-	PathObjects  = "/v1/objects" // GET ?kind=&namespace=&name= -> []json.RawMessage
-	PathJoin     = "/v1/join"    // POST JoinRequest
-	PathLeave    = "/v1/leave"   // POST, the agent leaves and exits
-	PathEvents   = "/v1/events"  // GET -> []events.Event; ?follow=1 streams JSON lines
+	PathApply    = "/v1/apply"        // POST ApplyRequest -> ApplyResponse
+	PathDelete   = "/v1/delete"       // POST ApplyRequest -> ApplyResponse
+	PathObjects  = "/v1/objects"      // GET ?kind=&namespace=&name= -> []json.RawMessage
+	PathJoin     = "/v1/join"         // POST JoinRequest
+	PathLeave    = "/v1/leave"        // POST, the agent leaves and exits
+	PathEvents   = "/v1/events"       // GET -> []events.Event; ?follow=1 streams JSON lines
+	PathTrace    = "/v1/policy/trace" // POST TraceRequest -> TraceResponse
 	PathCNIAdd   = "/v1/cni/add"
 	PathCNIDel   = "/v1/cni/del"
 	PathCNICheck = "/v1/cni/check"
@@ -45,6 +46,15 @@ type Error struct {
 type Status struct {
 	Node    NodeStatus     `json:"node"`
 	Members []MemberStatus `json:"members"`
+	VIPs    []VIPStatus    `json:"vips"`
+}
+
+// VIPStatus is a LoadBalancer address and the node announcing it ("" while
+// no node can: e.g. externalTrafficPolicy Local without a ready endpoint).
+type VIPStatus struct {
+	IP      string `json:"ip"`
+	Service string `json:"service"` // namespace/name
+	Owner   string `json:"owner"`
 }
 
 // NodeStatus describes the local node.
@@ -55,6 +65,9 @@ type NodeStatus struct {
 	SubnetErr string         `json:"subnetError,omitempty"`
 	Version   string         `json:"version"`
 	WireGuard LocalWireGuard `json:"wireguard"`
+	// PolicyRules is the number of nftables rules NetworkPolicy compiled to
+	// on this node.
+	PolicyRules int `json:"policyRules"`
 }
 
 // LocalWireGuard is the local WireGuard device.
@@ -99,8 +112,41 @@ type Object struct {
 	// For pods: where the pod attached, when it did.
 	IP   string `json:"ip,omitempty"`
 	Node string `json:"node,omitempty"`
-	// For network policies: the pods ("ns/name") the policy selects.
-	Selects []string `json:"selects,omitempty"`
+	// For network policies: the pods ("ns/name") the policy selects, and
+	// the packet counters of the node that answered.
+	Selects  []string        `json:"selects,omitempty"`
+	Counters *PolicyCounters `json:"counters,omitempty"`
+	// For services: the addresses and the announcing node.
+	ClusterIP  string `json:"clusterIP,omitempty"`
+	ExternalIP string `json:"externalIP,omitempty"`
+	Owner      string `json:"owner,omitempty"`
+	Pending    string `json:"pending,omitempty"`
+	// Endpoints are the service's pods ("namespace/name ip node").
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// Endpoint is a pod behind a service.
+type Endpoint struct {
+	Pod   string `json:"pod"` // namespace/name
+	IP    string `json:"ip"`
+	Node  string `json:"node"`
+	Ready bool   `json:"ready"`
+}
+
+// PolicyCounters are a NetworkPolicy's packet counters on one node.
+type PolicyCounters struct {
+	Node    string       `json:"node"`
+	Ingress PolicyCounts `json:"ingress"`
+	Egress  PolicyCounts `json:"egress"`
+}
+
+// PolicyCounts count, in one direction, the first packets of connections
+// the policy allowed and the packets dropped for pods it isolates.
+type PolicyCounts struct {
+	AllowedPackets uint64 `json:"allowedPackets"`
+	AllowedBytes   uint64 `json:"allowedBytes"`
+	DroppedPackets uint64 `json:"droppedPackets"`
+	DroppedBytes   uint64 `json:"droppedBytes"`
 }
 
 // ApplyResponse lists what changed, one line per object ("pod/default/web created").
@@ -238,4 +284,38 @@ func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error)
 		return nil, answerErr(resp, data)
 	}
 	return resp.Body, nil
+}
+
+// TraceRequest asks for the NetworkPolicy verdict of a connection. Src and
+// Dst are pods ("namespace/name") or addresses; Port is "80/tcp".
+type TraceRequest struct {
+	Src  string `json:"src"`
+	Dst  string `json:"dst"`
+	Port string `json:"port"`
+}
+
+// TraceResponse is the verdict and how the compiled tables reached it.
+type TraceResponse struct {
+	Allowed    bool             `json:"allowed"`
+	Reason     string           `json:"reason"`
+	Directions []TraceDirection `json:"directions"`
+	Hops       []TraceHop       `json:"hops"`
+}
+
+// TraceDirection is the verdict of one direction (the source's egress, the
+// destination's ingress).
+type TraceDirection struct {
+	Direction string   `json:"direction"`
+	Isolated  bool     `json:"isolated"`
+	Allowed   bool     `json:"allowed"`
+	Policies  []string `json:"policies,omitempty"`
+	Policy    string   `json:"policy,omitempty"`
+	Rule      int      `json:"rule"`
+}
+
+// TraceHop is the walk through one node's table.
+type TraceHop struct {
+	Node    string   `json:"node"`
+	Allowed bool     `json:"allowed"`
+	Steps   []string `json:"steps"`
 }

@@ -20,6 +20,8 @@ const (
 	Applied        = "applied"
 	PodAttached    = "pod-attached"
 	PodDetached    = "pod-detached"
+	VIPConflict    = "vip-conflict"
+	VIPFailover    = "vip-failover"
 )
 
 // Event is one thing that happened, seen by Node.

@@ -1,0 +1,164 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/lb/arp"
+	"github.com/netloom/netloom/lb/proxy"
+	"github.com/netloom/netloom/node/api"
+	"github.com/netloom/netloom/node/events"
+	"github.com/vishvananda/netlink"
+)
+
+// dataplane computes load balancing and network policy from the store and
+// programs them: one nftables transaction for the whole netloom table
+// (masquerade, service proxy, policy), and the VIPs this node announces.
+func (a *Agent) dataplane(subnet netip.Prefix) error {
+	c := a.cfg
+	st := a.computeLB()
+	a.writeAssignments(st.Plan)
+	a.noteLBChanges(st)
+
+	var owned []netip.Addr
+	for vip, owner := range st.Owners {
+		if owner == c.Name {
+			owned = append(owned, vip)
+		}
+	}
+	sort.Slice(owned, func(i, j int) bool { return owned[i].Less(owned[j]) })
+	if a.announcer != nil {
+		a.announcer.SetOwned(owned)
+	}
+
+	in := proxy.Input{Node: c.Name, Endpoints: st.Endpoints, ClusterCIDR: c.cidr, PodSubnet: subnet, WGIface: c.WGIface}
+	for _, s := range st.Services {
+		r := st.Plan.Results[s.Key()]
+		in.Services = append(in.Services, proxy.ServiceAddrs{Service: s, ClusterIP: r.ClusterIP, VIP: r.VIP})
+	}
+	pol := policy.Compile(a.policySnapshot(), c.Name, policy.Options{LogDrops: c.PolicyLogDrops})
+	m := firewall.Merge(
+		firewall.Ruleset(firewall.Config{ClusterCIDR: c.cidr, PodSubnet: subnet, Bridge: c.Bridge, WGIface: c.WGIface}),
+		proxy.Compile(in),
+		pol.Model,
+	)
+	a.mu.Lock()
+	a.lbView = st
+	a.policyRun = pol
+	a.mu.Unlock()
+	if err := a.fw.Apply(m); err != nil {
+		return fmt.Errorf("apply nftables table: %w", err)
+	}
+	return nil
+}
+
+// noteLBChanges logs and records VIP conflicts and owner changes.
+func (a *Agent) noteLBChanges(st lbState) {
+	a.mu.Lock()
+	prev := a.lbView
+	a.mu.Unlock()
+	for _, s := range st.Services {
+		r := st.Plan.Results[s.Key()]
+		old := prev.Plan.Results[s.Key()]
+		if r.Conflict != "" && r.Conflict != old.Conflict {
+			a.log.Warn("service address conflict", "service", s.Key().String(), "conflict", r.Conflict)
+			a.events.Add(events.VIPConflict, s.Key().String(), "service "+s.Key().String()+": "+r.Conflict)
+			a.metrics.VIPConflict()
+		}
+		if r.Pending != "" && r.Pending != old.Pending {
+			a.log.Warn("service pending", "service", s.Key().String(), "reason", r.Pending)
+		}
+	}
+	for vip, owner := range st.Owners {
+		was, had := prev.Owners[vip]
+		if had && was != owner {
+			a.log.Info("VIP moved", "vip", vip, "from", was, "to", owner)
+			a.events.Add(events.VIPFailover, vip.String(), fmt.Sprintf("VIP %s moved from %s to %s", vip, was, owner))
+			a.metrics.VIPFailover()
+		}
+	}
+}
+
+// vipStatus lists the VIPs of the cluster for status.
+func (a *Agent) vipStatus() []api.VIPStatus {
+	a.mu.Lock()
+	st := a.lbView
+	a.mu.Unlock()
+	out := []api.VIPStatus{}
+	for _, s := range st.Services {
+		r := st.Plan.Results[s.Key()]
+		if !r.VIP.IsValid() {
+			continue
+		}
+		out = append(out, api.VIPStatus{IP: r.VIP.String(), Service: s.Key().String(), Owner: st.Owners[r.VIP]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
+	return out
+}
+
+// runAnnouncer answers ARP for the VIPs this node owns on the underlay
+// interface, restarting the announcer if its socket fails.
+func (a *Agent) runAnnouncer(ctx context.Context) {
+	iface, err := ifaceOf(a.cfg.advertise)
+	if err != nil {
+		a.log.Error("no ARP announcements for VIPs", "err", err)
+		return
+	}
+	for {
+		an := arp.NewAnnouncer(iface, a.log)
+		an.SetGARPInterval(a.cfg.GARPInterval)
+		a.mu.Lock()
+		if prev := a.announcer; prev != nil {
+			an.SetOwned(prev.Owned())
+		}
+		a.announcer = an
+		a.mu.Unlock()
+		a.poke()
+		err := an.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("ARP announcer stopped; restarting", "iface", iface, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// reannounce sends gratuitous ARP for every owned VIP: after a partition
+// heals, switches and clients may have learned another owner.
+func (a *Agent) reannounce() {
+	a.mu.Lock()
+	an := a.announcer
+	a.mu.Unlock()
+	if an != nil {
+		an.Reannounce()
+	}
+}
+
+// ifaceOf names the interface holding addr.
+func ifaceOf(addr netip.Addr) (string, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return "", fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, x := range addrs {
+			if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == addr {
+				return l.Attrs().Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no interface holds the advertise address %s", addr)
+}
