@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/node/demo"
 )
 
@@ -80,13 +82,93 @@ func TestWebUI(t *testing.T) {
 		// Services and policies are features of the agent: their sections
 		// show, empty, before any object exists.
 		b.poll(t, "empty services and policies sections",
-			`!document.querySelector('#sec-services').hidden && !document.querySelector('#sec-policies').hidden`)
+			`!document.querySelector('#sec-services').hidden && !document.querySelector('#sec-policies').hidden &&
+			 !document.querySelector('#services-empty').hidden && !document.querySelector('#policies-empty').hidden`)
 		for _, p := range pods {
 			b.poll(t, "pod "+p.Name+" with its IP",
 				fmt.Sprintf(`document.querySelector('#pods tr[data-pod="default/%s"]')?.textContent.includes(%q)`, p.Name, p.IP.String()))
 		}
 		b.screenshot(t, artifacts, "overview.png")
 		b.withDarkScheme(t, func() { b.screenshot(t, artifacts, "overview-dark.png") })
+	})
+
+	// Two VIPs, one that node1 announces and one that node3 does (so that
+	// node3's leaving later moves it), as every node ranks them.
+	all := []string{n1.Name, n2.Name, n3.Name}
+	vipWeb, vipAPI := webuiPickVIP(t, all, n1.Name), webuiPickVIP(t, all, n3.Name)
+
+	t.Run("services", func(t *testing.T) {
+		// Labels for the demo pods, a pool with room for two VIPs, two
+		// LoadBalancer services that ask for them and a third that finds
+		// the pool full.
+		webuiApply(t, n1, webuiManifest(vipWeb, vipAPI))
+		row := `document.querySelector('#services tr[data-service="default/web"]')`
+		b.poll(t, "service web with its VIP, announced by this node",
+			row+`?.dataset.vip === '`+vipWeb.String()+`' && `+row+`.dataset.owner === 'node1' &&
+			 `+row+`.classList.contains('mine') && `+row+`.querySelector('td.owner').textContent.includes('this node')`)
+		b.poll(t, "service web's endpoints: node1-p1 and node2-p1, ready, with their addresses",
+			fmt.Sprintf(`(() => { const eps = Array.from(%s.querySelectorAll('table.eps tr[data-pod]'));
+			  return eps.length === 2 && eps.every(e => e.dataset.ready === 'true') &&
+			    eps[0].dataset.pod === 'default/node1-p1' && eps[0].textContent.includes(%q) && eps[0].textContent.includes('node1') &&
+			    eps[1].dataset.pod === 'default/node2-p1' && eps[1].textContent.includes(%q) && eps[1].textContent.includes('node2'); })()`,
+				row, c.Pod("node1-p1").IP.String(), c.Pod("node2-p1").IP.String()))
+		b.poll(t, "service api with its VIP, announced by node3",
+			`document.querySelector('#services tr[data-service="default/api"]')?.dataset.vip === '`+vipAPI.String()+`' &&
+			 document.querySelector('#services tr[data-service="default/api"]').dataset.owner === 'node3'`)
+		b.poll(t, "service queue pending: the pool is full",
+			`document.querySelector('#services tr[data-service="default/queue"] td.ext')?.textContent.includes('pending: address pool "lan" is full')`)
+		b.poll(t, "the cluster IPs", `Array.from(document.querySelectorAll('#services > tbody > tr')).every(r => /^10\.96\./.test(r.children[2].textContent))`)
+		b.poll(t, "the VIP badges on node1 and node3 in the topology",
+			`document.querySelector('#topology g.vip-badge[data-node="node1"]')?.dataset.vips === '`+vipWeb.String()+`' &&
+			 document.querySelector('#topology g.vip-badge[data-node="node3"]')?.dataset.vips === '`+vipAPI.String()+`' &&
+			 !document.querySelector('#topology g.vip-badge[data-node="node2"]')`)
+		b.poll(t, "the pool", `document.querySelector('#pools')?.textContent.includes('lan')`)
+		b.poll(t, "the pods' labels", `document.querySelector('#pods tr[data-pod="default/node3-p1"]')?.textContent.includes('role=client')`)
+		b.screenshotOf(t, artifacts, "services.png", "sec-services")
+		b.screenshotOf(t, artifacts, "topology-vips.png", "sec-topology")
+		b.screenshot(t, artifacts, "dashboard-services.png")
+		b.withDarkScheme(t, func() {
+			b.screenshotOf(t, artifacts, "services-dark.png", "sec-services")
+			b.screenshotOf(t, artifacts, "topology-vips-dark.png", "sec-topology")
+		})
+	})
+
+	t.Run("policies", func(t *testing.T) {
+		row := `document.querySelector('#policies tr[data-policy="default/web-from-clients"]')`
+		b.poll(t, "the policy with the two pods it selects and its rule",
+			row+` && Array.from(`+row+`.querySelectorAll('.chip.pod')).map(c => c.dataset.pod).join(' ') === 'default/node1-p1 default/node2-p1' &&
+			 `+row+`.querySelector('td.rules').dataset.rules === '1' && `+row+`.textContent.includes('role=client')`)
+		b.poll(t, "the local pod marked", row+`.querySelector('.chip.pod.local')?.dataset.pod === 'default/node1-p1'`)
+		// node3-p1 is a client: let in. node2-p1 is not: dropped at node1,
+		// where node1-p1 lives. The policy may still be on its way to node1's
+		// table, so try until the counters show it.
+		client, other, web := c.Pod("node3-p1"), c.Pod("node2-p1"), c.Pod("node1-p1")
+		ingress := row + `?.querySelector('td.counters[data-dir="ingress"]')`
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			denied := inNS(other.NS, nil, nil, "ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", web.IP.String())
+			_ = demo.Ping(client.NS, web.IP)
+			if denied.err != nil && b.eval(t, `Number(`+ingress+`?.dataset.dropped) > 0 && Number(`+ingress+`?.dataset.allowed) > 0`) == "true" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no dropped and allowed packets on the page after pinging %s from %s (last ping: %v) and from %s; ingress cell: %s",
+					web.Name, other.Name, denied, client.Name, b.eval(t, ingress+`?.outerHTML`))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err := demo.Ping(client.NS, web.IP); err != nil {
+			t.Errorf("the client %s cannot reach %s through the policy: %v", client.Name, web.Name, err)
+		}
+		b.poll(t, "the drops stand out", ingress+`.querySelector('.cnt.dropped.some')?.textContent.trim().endsWith('dropped')`)
+		b.poll(t, "no egress counting for an ingress policy", row+`.querySelector('td.counters[data-dir="egress"]').textContent.trim() === '—'`)
+		b.poll(t, "the compiled rules", `/\d+ nftables rules? on node1/.test(document.querySelector('#policy-rules').textContent)`)
+		b.screenshotOf(t, artifacts, "policies.png", "sec-policies")
+		b.screenshot(t, artifacts, "dashboard-policies.png")
+		b.withDarkScheme(t, func() {
+			b.screenshotOf(t, artifacts, "policies-dark.png", "sec-policies")
+			b.screenshot(t, artifacts, "dashboard-dark.png")
+		})
 	})
 
 	t.Run("node leaves", func(t *testing.T) {
@@ -102,10 +184,19 @@ func TestWebUI(t *testing.T) {
 			 document.querySelectorAll('#topology line.tunnel').length === 1`)
 		b.poll(t, "a leave event for node3",
 			`Array.from(document.querySelectorAll('#events tr[data-kind="leave"]')).some(r => r.textContent.includes('node3'))`)
+		// node3 handed its VIP over before it went.
+		b.poll(t, "a VIP failover event for "+vipAPI.String(),
+			`Array.from(document.querySelectorAll('#events tr[data-kind="vip-failover"]')).some(r => r.textContent.includes('`+vipAPI.String()+`') &&
+			 r.classList.contains('ev-vip') && !!r.querySelector('.kind.badge'))`)
+		b.poll(t, "service api announced by another node",
+			`['node1', 'node2'].includes(document.querySelector('#services tr[data-service="default/api"]')?.dataset.owner) &&
+			 !document.querySelector('#topology g.vip-badge[data-node="node3"]') &&
+			 Array.from(document.querySelectorAll('#topology g.vip-badge')).some(g => g.dataset.vips.split(' ').includes('`+vipAPI.String()+`'))`)
 		if v := b.eval(t, `window.__netloomMarker === 42`); v != "true" {
 			t.Error("the page was reloaded; it should have updated in place")
 		}
 		b.screenshot(t, artifacts, "node3-left.png")
+		b.screenshotOf(t, artifacts, "events-failover.png", "sec-events")
 	})
 
 	t.Run("polling fallback", func(t *testing.T) {
@@ -142,6 +233,120 @@ func TestWebUI(t *testing.T) {
 	})
 
 	b.check(t, []string{ui1, ui2})
+}
+
+// webuiPickVIP returns the first address of 10.77.0.200-10.77.0.250 (on
+// the demo underlay) whose announcer among nodes is owner.
+func webuiPickVIP(t *testing.T, nodes []string, owner string) netip.Addr {
+	t.Helper()
+	a := netip.MustParseAddr("10.77.0.200")
+	for range 50 {
+		if lb.Owner(a, nodes) == owner {
+			return a
+		}
+		a = a.Next()
+	}
+	t.Fatalf("no address in 10.77.0.200-10.77.0.250 is announced by %s", owner)
+	return netip.Addr{}
+}
+
+// webuiManifest labels the three demo pods (node1-p1 and node2-p1 are
+// app=web, node3-p1 is a client), and adds a pool of exactly the two VIPs,
+// services web and api asking for them, service queue for which the pool
+// is full, and a policy that lets only clients into the web pods.
+func webuiManifest(vipWeb, vipAPI netip.Addr) string {
+	return fmt.Sprintf(`apiVersion: netloom.io/v1alpha1
+kind: AddressPool
+metadata:
+  name: lan
+spec:
+  addresses: [%[1]s, %[2]s]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: node1-p1
+  labels: {app: web}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: node2-p1
+  labels: {app: web}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: node3-p1
+  labels: {app: api, role: client}
+spec:
+  containers:
+  - name: api
+    image: api
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: LoadBalancer
+  loadBalancerIP: %[1]s
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: api
+spec:
+  type: LoadBalancer
+  loadBalancerIP: %[2]s
+  selector: {app: api}
+  ports: [{port: 9000, targetPort: 9000}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: queue
+spec:
+  type: LoadBalancer
+  selector: {app: queue}
+  ports: [{port: 5672}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web-from-clients
+spec:
+  podSelector:
+    matchLabels: {app: web}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {role: client}
+`, vipWeb, vipAPI)
+}
+
+// webuiApply runs `netloom apply -f -` with the manifest against node n's
+// socket.
+func webuiApply(t *testing.T, n *demo.Node, manifest string) {
+	t.Helper()
+	r := inNS(n.NS, nil, []byte(manifest), exe, "apply", "--socket", n.Socket, "-f", "-")
+	if r.err != nil {
+		t.Fatalf("netloom apply on %s: %v", n.Name, r)
+	}
+	t.Logf("netloom apply on %s:\n%s", n.Name, strings.TrimSpace(r.stdout))
 }
 
 // webuiChromium finds the Chromium binary or fails with what to do.
@@ -406,6 +611,22 @@ func (b *webuiBrowser) screenshot(t *testing.T, dir, name string) {
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s", p)
+}
+
+// screenshotOf saves a picture of the element with the given id.
+func (b *webuiBrowser) screenshotOf(t *testing.T, dir, name, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.ID(id)))
+	if err != nil {
+		t.Fatalf("screenshot %s of #%s: %v", name, id, err)
 	}
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, png, 0o644); err != nil {

@@ -84,3 +84,34 @@ func (f *fakeSource) setObjects(kind string, list []api.Object) {
 	defer f.mu.Unlock()
 	f.objs[kind] = list
 }
+
+// addLB gives the fake cluster an address pool, two services (one
+// LoadBalancer announced by node1, one pending) and a network policy with
+// counters, and node1's VIP in the status.
+func (f *fakeSource) addLB() {
+	f.mu.Lock()
+	f.st.VIPs = []api.VIPStatus{{IP: "10.77.0.200", Service: "default/web", Owner: "node1"}, {IP: "10.77.0.201", Service: "default/api", Owner: "node2"}}
+	f.st.Node.PolicyRules = 14
+	f.mu.Unlock()
+	f.setObjects("AddressPool", []api.Object{{Kind: "AddressPool", Name: "lan",
+		Object: json.RawMessage(`{"apiVersion":"netloom.io/v1alpha1","kind":"AddressPool","metadata":{"name":"lan"},"spec":{"addresses":["10.77.0.200-10.77.0.201"],"autoAssign":true}}`)}})
+	f.setObjects("Service", []api.Object{
+		{Kind: "Service", Namespace: "default", Name: "api", ClusterIP: "10.96.0.11", ExternalIP: "10.77.0.201", Owner: "node2",
+			Object: json.RawMessage(`{"metadata":{"name":"api","namespace":"default"},"spec":{"type":"LoadBalancer","selector":{"app":"api"},"ports":[{"name":"grpc","port":9000,"protocol":"TCP"}]}}`)},
+		{Kind: "Service", Namespace: "default", Name: "queue", ClusterIP: "10.96.0.12", Pending: `address pool "lan" is full`,
+			Object: json.RawMessage(`{"metadata":{"name":"queue","namespace":"default"},"spec":{"type":"LoadBalancer","selector":{"app":"queue"},"ports":[{"port":5672,"protocol":"TCP"}]}}`)},
+		{Kind: "Service", Namespace: "default", Name: "web", ClusterIP: "10.96.0.10", ExternalIP: "10.77.0.200", Owner: "node1",
+			Endpoints: []api.Endpoint{{Pod: "default/web", IP: "10.244.20.2", Node: "node1", Ready: true}, {Pod: "default/web-2", IP: "10.244.45.3", Node: "node2", Ready: false}},
+			Object:    json.RawMessage(`{"metadata":{"name":"web","namespace":"default"},"spec":{"type":"LoadBalancer","selector":{"app":"web"},"ports":[{"name":"http","port":80,"targetPort":8080,"protocol":"TCP"}]}}`)},
+	})
+	f.setObjects("NetworkPolicy", []api.Object{
+		{Kind: "NetworkPolicy", Namespace: "default", Name: "web-from-clients", Selects: []string{"default/web"},
+			Counters: &api.PolicyCounters{Node: "node1",
+				Ingress: api.PolicyCounts{AllowedPackets: 12, AllowedBytes: 1008, DroppedPackets: 3, DroppedBytes: 252}},
+			Object: json.RawMessage(`{"metadata":{"name":"web-from-clients","namespace":"default"},"spec":{"podSelector":{"matchLabels":{"app":"web"}},"policyTypes":["Ingress"],` +
+				`"ingress":[{"from":[{"podSelector":{"matchLabels":{"role":"client"}}}],"ports":[{"protocol":"TCP","port":8080}]}]}}`)},
+		{Kind: "NetworkPolicy", Namespace: "default", Name: "db-egress", Selects: []string{},
+			Counters: &api.PolicyCounters{Node: "node1"},
+			Object:   json.RawMessage(`{"metadata":{"name":"db-egress","namespace":"default"},"spec":{"podSelector":{"matchLabels":{"app":"db"}},"policyTypes":["Egress"]}}`)},
+	})
+}

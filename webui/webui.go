@@ -39,10 +39,11 @@ import (
 // DefaultAddr is where the dashboard listens unless told otherwise.
 const DefaultAddr = "127.0.0.1:7947"
 
-// Kinds are the object kinds the dashboard asks its Source for, in the order
-// they are shown. A Source returns nil for a kind it does not know yet, and
-// the dashboard hides that kind's section.
-var Kinds = []string{"Namespace", "Pod", "Service", "NetworkPolicy"}
+// Kinds are the object kinds the dashboard asks its Source for. A Source
+// returns nil for a kind it does not know; the snapshot then has no entry
+// for it, and the page shows the sections of services and network policies
+// empty.
+var Kinds = []string{"Namespace", "Pod", "Service", "AddressPool", "NetworkPolicy"}
 
 // Source is what the dashboard shows: one agent's view of the cluster.
 type Source interface {

@@ -138,7 +138,8 @@
       }
       const subnet = m.subnet || (m.self && self.subnet) || "";
       body.append(el("tr", { class: m.self ? "self" : "", "data-node": m.name, "data-state": m.state },
-        el("td", {}, m.name, m.self ? el("span", { class: "you", text: "this node" }) : null),
+        el("td", {}, m.name, m.self ? el("span", { class: "you", text: "this node" }) : null,
+          ...(vipsByOwner().get(m.name) || []).map((v) => el("span", { class: "vip-chip", text: "VIP " + v.ip, title: "announces " + v.ip + " for " + v.service }))),
         el("td", {}, el("span", { class: "state " + m.state, text: m.state })),
         el("td", { class: "mono", text: m.address || "—" }),
         el("td", { class: "mono", text: subnet || "none" }),
@@ -163,6 +164,13 @@
       const a = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(list.length, 1);
       pos[m.name] = { x: cx + r * Math.cos(a), y: cy + r * Math.sin(a) };
     });
+    // Centre the drawing vertically (an odd number of nodes is not
+    // symmetric): from the top of the self ring to the label below.
+    const ys = Object.values(pos).map((p) => p.y);
+    if (ys.length > 0) {
+      const shift = H / 2 - (Math.min(...ys) - 34 + Math.max(...ys) + 52) / 2;
+      for (const p of Object.values(pos)) p.y += shift;
+    }
     const selfName = snap.status.node.name;
     const edges = svg("g", { class: "edges" });
     const labels = svg("g", { class: "labels" });
@@ -218,6 +226,70 @@
       ));
     }
     root.append(edges, labels, nodes);
+    drawVIPBadges(root, list, pos, cx, W, H);
+  }
+
+  // vipsByOwner groups the cluster's announced VIPs by announcing node.
+  function vipsByOwner() {
+    const m = new Map();
+    for (const v of (snap.status && snap.status.vips) || []) {
+      if (!v.owner) continue;
+      if (!m.has(v.owner)) m.set(v.owner, []);
+      m.get(v.owner).push(v);
+    }
+    return m;
+  }
+
+  // drawVIPBadges puts, beside every node that announces VIPs, a badge
+  // listing them (address and service), on the side away from the centre
+  // when it fits there.
+  function drawVIPBadges(root, list, pos, cx, W, H) {
+    const byOwner = vipsByOwner();
+    const layer = svg("g", { class: "vips" });
+    root.append(layer);
+    const LINE = 16, PAD = 7, GAP = 38;
+    for (const m of list) {
+      const vips = byOwner.get(m.name);
+      const p = pos[m.name];
+      if (!vips || !p) continue;
+      const short = (k) => { const n = k.slice(k.indexOf("/") + 1); return n.length > 12 ? n.slice(0, 11) + "…" : n; };
+      const text = svg("text", { class: "vip-text" },
+        svg("tspan", { class: "vip-head", x: 0, dy: 0, text: "VIP" + (vips.length > 1 ? "s" : "") }),
+        ...vips.flatMap((v) => [
+          svg("tspan", { class: "vip-ip", x: 0, dy: LINE, text: v.ip }),
+          svg("tspan", { class: "vip-svc", dx: 6, text: short(v.service) }),
+        ]));
+      const rect = svg("rect", { class: "vip-bg", rx: 6, ry: 6 });
+      const g = svg("g", { class: "vip-badge", "data-node": m.name, "data-vips": vips.map((v) => v.ip).join(" ") },
+        svg("title", { text: m.name + " announces " + vips.map((v) => v.ip + " (" + v.service + ")").join(", ") }),
+        rect, text);
+      layer.append(g);
+      // Measure, then place: right of the node on the right half, left on
+      // the left half; the other side, or below, when it does not fit.
+      let w = 0;
+      try {
+        const bb = text.getBBox();
+        w = bb.width;
+      } catch (err) { /* not rendered */ }
+      if (!w) w = 7 * Math.max(...vips.map((v) => v.ip.length + 1 + short(v.service).length));
+      const bw = w + 2 * PAD, bh = LINE * vips.length + 12 + 2 * PAD;
+      const right = { x: p.x + GAP, y: p.y - bh / 2 }, left = { x: p.x - GAP - bw, y: p.y - bh / 2 };
+      const fits = (o) => o.x >= 2 && o.x + bw <= W - 2 && o.y >= 2 && o.y + bh <= H - 2;
+      let at = p.x >= cx - 1 ? [right, left] : [left, right];
+      at = at.find(fits) || { x: Math.min(Math.max(p.x - bw / 2, 2), W - bw - 2), y: Math.min(p.y + 56, H - bh - 2) };
+      rect.setAttribute("x", at.x.toFixed(1));
+      rect.setAttribute("y", at.y.toFixed(1));
+      rect.setAttribute("width", bw.toFixed(1));
+      rect.setAttribute("height", bh.toFixed(1));
+      text.setAttribute("transform", "translate(" + (at.x + PAD).toFixed(1) + " " + (at.y + PAD + 9).toFixed(1) + ")");
+      // A short line from the circle to the badge.
+      const ex = at.x + bw / 2 < p.x ? at.x + bw : at.x;
+      const ey = Math.min(Math.max(p.y, at.y + 4), at.y + bh - 4);
+      const dx = ex - p.x, dy = ey - p.y, d = Math.hypot(dx, dy) || 1;
+      layer.insertBefore(svg("line", { class: "vip-link", x1: (p.x + dx / d * 27).toFixed(1), y1: (p.y + dy / d * 27).toFixed(1), x2: ex.toFixed(1), y2: ey.toFixed(1) }), layer.firstChild);
+      const ring = root.querySelector('g.node-g[data-node="' + CSS.escape(m.name) + '"] circle.node');
+      if (ring) ring.classList.add("announcer");
+    }
   }
 
   function renderPods() {
@@ -256,53 +328,223 @@
     }
   }
 
+  // ---- services ----
+
+  // podPlaces maps "namespace/name" to the pod's {ip, node}.
+  function podPlaces() {
+    const m = new Map();
+    for (const p of objects("Pod") || []) m.set(qualified(p), { ip: p.ip, node: p.node });
+    return m;
+  }
+
+  // shortName drops the namespace of key when it is ns.
+  function shortName(key, ns) {
+    const i = key.indexOf("/");
+    return i >= 0 && key.slice(0, i) === ns ? key.slice(i + 1) : key;
+  }
+
+  const you = () => el("span", { class: "you", text: "this node" });
+
+  function fmtPort(p) {
+    let s = p.port + "/" + (p.protocol || "TCP");
+    if (p.targetPort !== undefined && p.targetPort !== null && String(p.targetPort) !== String(p.port)) s += " → " + p.targetPort;
+    return s;
+  }
+
+  function endpointList(s, self) {
+    const eps = s.endpoints || [];
+    const spec = (s.object && s.object.spec) || {};
+    if (eps.length === 0) {
+      const sel = spec.selector && Object.keys(spec.selector).length > 0;
+      return sel
+        ? el("span", { class: "warn-text", text: "no endpoints", title: "No pod with an address matches the selector." })
+        : el("span", { class: "muted", text: "none (no selector)" });
+    }
+    return el("table", { class: "eps" }, el("tbody", {}, ...eps.map((e) => el("tr", {
+      "data-pod": e.pod, "data-ready": e.ready ? "true" : "false",
+      title: e.pod + " " + (e.ip || "") + " on " + (e.node || "?") + (e.ready ? ", ready" : ", not ready"),
+    },
+      el("td", {}, el("span", { class: "dot " + (e.ready ? "ready" : "unready"), title: e.ready ? "ready" : "not ready" }), " ", shortName(e.pod, s.namespace)),
+      el("td", { class: "mono", text: e.ip || "—" }),
+      el("td", { class: "ep-node" + (e.node === self ? " here" : ""), text: e.node || "—" }),
+      e.ready ? null : el("td", { class: "warn-text", text: "not ready" }),
+    ))));
+  }
+
   function renderServices() {
-    const list = objects("Service");
-    const sec = $("sec-services");
-    sec.hidden = list === undefined;
-    if (list === undefined) return;
+    const list = objects("Service") || [];
+    const self = snap.status.node.name;
     $("services-count").textContent = String(list.length);
+    $("services").hidden = list.length === 0;
+    $("services-empty").hidden = list.length > 0;
     const body = $("services").tBodies[0];
     clear(body);
     for (const s of list) {
       const o = s.object || {};
       const spec = o.spec || {};
+      const type = spec.type || "ClusterIP";
       const ingress = (o.status && o.status.loadBalancer && o.status.loadBalancer.ingress) || [];
-      const addr = s.ip || (ingress[0] && ingress[0].ip) || spec.loadBalancerIP || spec.clusterIP || "pending";
-      const ports = (spec.ports || []).map((p) => p.port + "/" + (p.protocol || "TCP") + (p.targetPort ? " → " + p.targetPort : "")).join(", ");
-      body.append(el("tr", { "data-service": qualified(s) },
-        el("td", { text: qualified(s) }),
-        el("td", { text: spec.type || "ClusterIP" }),
-        el("td", { class: "mono", text: addr }),
-        el("td", { text: s.node || "—" }),
-        el("td", { class: "mono", text: ports || "—" }),
-        el("td", {}, chips(spec.selector, "none")),
+      const vip = s.externalIP || (ingress[0] && ingress[0].ip) || "";
+      const cip = s.clusterIP || spec.clusterIP || "";
+      const ext = el("td", { class: "ext" });
+      if (vip) ext.append(el("span", { class: "mono vip", text: vip }));
+      if (s.pending) ext.append(el("div", { class: "pending", text: "pending: " + s.pending }));
+      else if (!vip && type === "LoadBalancer") ext.append(el("div", { class: "pending", text: "pending" }));
+      else if (!vip) ext.append(el("span", { class: "muted", text: "—" }));
+      let owner;
+      if (s.owner) {
+        owner = el("td", { class: "owner" }, el("span", { class: "owner-name", text: s.owner }), s.owner === self ? you() : null);
+      } else if (vip) {
+        owner = el("td", { class: "owner warn-text", text: "no node", title: "No node can announce this VIP now (e.g. externalTrafficPolicy Local without a ready endpoint)." });
+      } else {
+        owner = el("td", { class: "owner muted", text: "—" });
+      }
+      const ports = (spec.ports || []);
+      const policy = spec.externalTrafficPolicy && spec.externalTrafficPolicy !== "Cluster" ? spec.externalTrafficPolicy : "";
+      body.append(el("tr", {
+        class: s.owner && s.owner === self ? "mine" : "",
+        "data-service": qualified(s), "data-vip": vip || null, "data-owner": s.owner || null, "data-pending": s.pending || null,
+      },
+        el("td", { class: "svc" },
+          el("div", { class: "svc-name", text: qualified(s) }),
+          spec.selector ? el("div", { class: "svc-sel" }, chips(spec.selector)) : null),
+        el("td", {}, el("span", { class: "type " + type.toLowerCase(), text: type }),
+          policy ? el("div", { class: "muted small", text: "traffic: " + policy }) : null),
+        el("td", { class: "mono", text: cip || "—" }),
+        ext,
+        owner,
+        el("td", { class: "mono ports" }, ports.length === 0 ? "—" : null,
+          ...ports.map((p) => el("div", { text: fmtPort(p), title: p.name ? "port " + p.name : null }))),
+        el("td", { class: "endpoints" }, endpointList(s, self)),
       ));
     }
-    if (list.length === 0) body.append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "No services." })));
+    const pools = objects("AddressPool") || [];
+    const pe = $("pools");
+    clear(pe);
+    pe.hidden = pools.length === 0;
+    if (pools.length > 0) {
+      pe.append(pools.length === 1 ? "Address pool: " : "Address pools: ");
+      pools.forEach((p, i) => {
+        const spec = (p.object && p.object.spec) || {};
+        if (i > 0) pe.append("; ");
+        pe.append(el("strong", { text: p.name }), " ", el("span", { class: "mono", text: (spec.addresses || []).join(", ") }),
+          spec.autoAssign === false ? " (only for services that name it)" : "");
+      });
+    }
+  }
+
+  // ---- network policies ----
+
+  function selectorParts(sel) {
+    if (!sel) return [];
+    const parts = Object.keys(sel.matchLabels || {}).sort().map((k) => k + "=" + sel.matchLabels[k]);
+    for (const e of sel.matchExpressions || []) {
+      const vals = (e.values || []).join(", ");
+      switch (e.operator) {
+        case "In": parts.push(e.key + " in (" + vals + ")"); break;
+        case "NotIn": parts.push(e.key + " notin (" + vals + ")"); break;
+        case "Exists": parts.push(e.key); break;
+        case "DoesNotExist": parts.push("!" + e.key); break;
+        default: parts.push(e.key + " " + e.operator + " " + vals);
+      }
+    }
+    return parts;
+  }
+
+  function peerText(peer) {
+    if (peer.ipBlock) {
+      const ex = peer.ipBlock.except || [];
+      return peer.ipBlock.cidr + (ex.length ? " except " + ex.join(", ") : "");
+    }
+    const pods = peer.podSelector ? selectorParts(peer.podSelector) : null;
+    const nss = peer.namespaceSelector ? selectorParts(peer.namespaceSelector) : null;
+    let t = pods === null ? "" : pods.length ? "pods " + pods.join(", ") : "all pods";
+    if (nss !== null) t += (t ? " in " : "") + (nss.length ? "namespaces " + nss.join(", ") : "all namespaces");
+    return t || "?";
+  }
+
+  function portText(p) {
+    let t = (p.protocol || "TCP") + (p.port !== undefined ? " " + p.port : "");
+    if (p.endPort) t += "-" + p.endPort;
+    return t;
+  }
+
+  function ruleLine(rule, dir) {
+    const peers = (dir === "ingress" ? rule.from : rule.to) || [];
+    const ports = rule.ports || [];
+    const who = peers.length ? peers.map(peerText).join(" or ") : "anywhere";
+    return (dir === "ingress" ? "in ← " : "out → ") + who + (ports.length ? " · " + ports.map(portText).join(", ") : " · all ports");
+  }
+
+  function policyTypes(spec) {
+    if (spec.policyTypes && spec.policyTypes.length) return spec.policyTypes;
+    return spec.egress ? ["Ingress", "Egress"] : ["Ingress"];
+  }
+
+  function counterCell(c, applies, dir, node) {
+    const allowed = (c && c.allowedPackets) || 0, dropped = (c && c.droppedPackets) || 0;
+    if (!applies && allowed === 0 && dropped === 0) {
+      return el("td", { class: "counters muted", "data-dir": dir, text: "—", title: "this policy has no " + dir + " rules" });
+    }
+    return el("td", {
+      class: "counters", "data-dir": dir, "data-allowed": allowed, "data-dropped": dropped,
+      title: (node ? "On " + node + ": " : "") + fmtBytes(c ? c.allowedBytes : 0) + " allowed, " + fmtBytes(c ? c.droppedBytes : 0) + " dropped",
+    },
+      el("div", { class: "cnt allowed" + (allowed > 0 ? " some" : "") }, el("span", { class: "n", text: String(allowed) }), " allowed"),
+      el("div", { class: "cnt dropped" + (dropped > 0 ? " some" : "") }, el("span", { class: "n", text: String(dropped) }), " dropped"),
+    );
   }
 
   function renderPolicies() {
-    const list = objects("NetworkPolicy");
-    const sec = $("sec-policies");
-    sec.hidden = list === undefined;
-    if (list === undefined) return;
+    const list = objects("NetworkPolicy") || [];
+    const self = snap.status.node.name;
+    const places = podPlaces();
     $("policies-count").textContent = String(list.length);
+    $("policies").hidden = list.length === 0;
+    $("policies-empty").hidden = list.length > 0;
+    const rules = snap.status.node.policyRules || 0;
+    $("policy-rules").textContent = list.length ? "· " + rules + " nftables " + (rules === 1 ? "rule" : "rules") + " on " + self : "";
+    $("th-ingress").textContent = "Ingress on " + self;
+    $("th-egress").textContent = "Egress on " + self;
     const body = $("policies").tBodies[0];
     clear(body);
     for (const p of list) {
       const spec = (p.object && p.object.spec) || {};
-      const sel = (spec.podSelector && spec.podSelector.matchLabels) || {};
-      const types = spec.policyTypes || ["Ingress"];
-      const rules = (spec.ingress || []).length + " ingress, " + (spec.egress || []).length + " egress";
+      const types = policyTypes(spec);
+      const sel = selectorParts(spec.podSelector);
+      const selects = p.selects || [];
+      const podChips = selects.length === 0
+        ? el("span", { class: "muted", text: "no pods yet" })
+        : el("div", { class: "chips" }, ...selects.map((k) => {
+          const pl = places.get(k) || {};
+          return el("span", {
+            class: "chip pod" + (pl.node === self ? " local" : ""), "data-pod": k, text: shortName(k, p.namespace),
+            title: k + (pl.ip ? " " + pl.ip : "") + (pl.node ? " on " + pl.node : "") + (pl.node === self ? " (this node: counted here)" : ""),
+          });
+        }));
+      const lines = [];
+      for (const dir of ["ingress", "egress"]) {
+        const rs = spec[dir] || [];
+        for (const r of rs) lines.push(el("li", { class: dir, text: ruleLine(r, dir) }));
+        if (rs.length === 0 && types.includes(dir === "ingress" ? "Ingress" : "Egress")) {
+          lines.push(el("li", { class: dir + " deny", text: (dir === "ingress" ? "in ← " : "out → ") + "nothing (deny all)" }));
+        }
+      }
+      const nrules = (spec.ingress || []).length + (spec.egress || []).length;
+      const c = p.counters || null;
       body.append(el("tr", { "data-policy": qualified(p) },
-        el("td", { text: qualified(p) }),
-        el("td", {}, chips(sel, "every pod in " + (p.namespace || "the namespace"))),
-        el("td", { text: types.join(", ") }),
-        el("td", { text: rules }),
+        el("td", { class: "pol-name", text: qualified(p) }),
+        el("td", {}, ...types.map((t) => el("span", { class: "type " + t.toLowerCase(), text: t }))),
+        el("td", { class: "selects" },
+          podChips,
+          el("div", { class: "muted small", text: "selector: " + (sel.length ? sel.join(", ") : "every pod in " + (p.namespace || "the namespace")) })),
+        el("td", { class: "rules", "data-rules": nrules },
+          el("div", { class: "small muted", text: nrules + (nrules === 1 ? " rule" : " rules") }),
+          el("ul", { class: "rule-list" }, ...lines)),
+        counterCell(c && c.ingress, types.includes("Ingress"), "ingress", c && c.node),
+        counterCell(c && c.egress, types.includes("Egress"), "egress", c && c.node),
       ));
     }
-    if (list.length === 0) body.append(el("tr", {}, el("td", { colspan: 4, class: "muted", text: "No network policies." })));
   }
 
   const kindClass = {
@@ -310,7 +552,10 @@
     leave: "info", "pod-detached": "info",
     "subnet-conflict": "warn", suspect: "warn",
     dead: "bad", "subnet-full": "bad", "apply-rejected": "bad",
+    "vip-failover": "vip", "vip-conflict": "conflict",
   };
+  // Events about VIPs stand out: their rows are tinted and their kind is a badge.
+  const kindIcon = { "vip-failover": "⇄ ", "vip-conflict": "⚠ " };
 
   function fmtTime(iso) {
     const d = new Date(iso);
@@ -322,10 +567,13 @@
   }
 
   function eventRow(e, fresh) {
-    return el("tr", { class: fresh ? "new" : "", "data-kind": e.kind },
+    const cls = kindClass[e.kind] || "info";
+    const rowCls = [fresh ? "new" : "", kindIcon[e.kind] ? "ev-" + cls : ""].filter(Boolean).join(" ");
+    return el("tr", { class: rowCls, "data-kind": e.kind },
       el("td", { class: "time", text: fmtTime(e.time), title: e.time }),
       el("td", { text: e.node || "" }),
-      el("td", {}, el("span", { class: "kind " + (kindClass[e.kind] || "info"), text: e.kind })),
+      el("td", {}, el("span", { class: "kind " + cls + (kindIcon[e.kind] ? " badge" : "") },
+        kindIcon[e.kind] ? el("span", { "aria-hidden": "true", text: kindIcon[e.kind] }) : null, e.kind)),
       el("td", { text: e.message }),
     );
   }
