@@ -44,26 +44,26 @@ func Ruleset(cfg Config) Model {
 	}
 	if cfg.ClusterCIDR.IsValid() {
 		cidr := cfg.ClusterCIDR.Masked()
-		post.Rules = append(post.Rules, newRule(
+		post.Rules = append(post.Rules, NewRule(
 			ipFamily(cidr.Addr()),
-			prefixMatch(saddr, cidr, false),
-			prefixMatch(daddr, cidr, true),
-			masquerade(),
+			PrefixMatch(Saddr, cidr, false),
+			PrefixMatch(Daddr, cidr, true),
+			Masquerade(),
 		))
 	}
 
 	fwd := Chain{
 		Name: ChainForward, Type: "filter", Hook: "forward",
 		Priority: PriorityFilter, Policy: "accept",
-		Rules: []Rule{newRule(ctStateEstablishedRelated(), accept())},
+		Rules: []Rule{NewRule(CtState(CtEstablished|CtRelated), Accept())},
 	}
 	for _, name := range []string{cfg.Bridge, cfg.WGIface} {
 		if name == "" {
 			continue
 		}
 		fwd.Rules = append(fwd.Rules,
-			newRule(ifname(true, name), accept()),
-			newRule(ifname(false, name), accept()),
+			NewRule(Iifname(name), Accept()),
+			NewRule(Oifname(name), Accept()),
 		)
 	}
 

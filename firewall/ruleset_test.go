@@ -136,15 +136,15 @@ func TestMasqueradeExprs(t *testing.T) {
 func TestPrefixMatchIPv6Offsets(t *testing.T) {
 	p := netip.MustParsePrefix("fd00::/8")
 	for _, tt := range []struct {
-		field  addrField
+		field  AddrField
 		offset uint32
-	}{{saddr, 8}, {daddr, 24}} {
-		f := prefixMatch(tt.field, p, false)
-		pl, ok := f.exprs[0].(*expr.Payload)
+	}{{Saddr, 8}, {Daddr, 24}} {
+		f := PrefixMatch(tt.field, p, false)
+		pl, ok := f.Exprs[0].(*expr.Payload)
 		if !ok || pl.Offset != tt.offset || pl.Len != 16 {
-			t.Errorf("field %d: payload %+v, want offset %d len 16", tt.field, f.exprs[0], tt.offset)
+			t.Errorf("field %d: payload %+v, want offset %d len 16", tt.field, f.Exprs[0], tt.offset)
 		}
-		bw := f.exprs[1].(*expr.Bitwise)
+		bw := f.Exprs[1].(*expr.Bitwise)
 		if diff := cmp.Diff(append([]byte{0xff}, make([]byte, 15)...), bw.Mask); diff != "" {
 			t.Errorf("mask (-want +got):\n%s", diff)
 		}
@@ -234,13 +234,13 @@ func testSetModel() Model {
 	})
 	m.Chains = append(m.Chains, Chain{
 		Name: "policy",
-		Rules: []Rule{newRule(
+		Rules: []Rule{NewRule(
 			ipFamily(blocked),
-			frag{text: "ip daddr", exprs: []expr.Any{
+			Frag{Text: "ip daddr", Exprs: []expr.Any{
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 			}},
-			frag{text: "@blocked", exprs: []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: "blocked"}}},
-			frag{text: "drop", exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}},
+			Frag{Text: "@blocked", Exprs: []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: "blocked"}}},
+			Frag{Text: "drop", Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}},
 		)},
 	})
 	for i := range m.Chains {

@@ -271,10 +271,10 @@ func (c *compiler) compile() *Compiled {
 		Name: ChainForward, Type: "filter", Hook: "forward",
 		Priority: PriorityForward, Policy: "accept",
 		Rules: []firewall.Rule{
-			rule(ctState(ctEstablished|ctRelated), verdict("accept")),
-			rule(ctState(ctInvalid), verdict("drop")),
-			rule(ipv4(), addr(srcAddr), vmapLookup(MapEgress)),
-			rule(ipv4(), addr(dstAddr), vmapLookup(MapIngress)),
+			firewall.NewRule(firewall.CtState(firewall.CtEstablished|firewall.CtRelated), firewall.Accept()),
+			firewall.NewRule(firewall.CtState(firewall.CtInvalid), firewall.Drop()),
+			firewall.NewRule(firewall.IPv4(), firewall.Addr(firewall.Saddr), firewall.VmapLookup(MapEgress)),
+			firewall.NewRule(firewall.IPv4(), firewall.Addr(firewall.Daddr), firewall.VmapLookup(MapIngress)),
 		},
 	})
 	m.Sets = append(m.Sets, verdictMap(MapEgress, egressMap), verdictMap(MapIngress, ingressMap))
@@ -290,12 +290,12 @@ func (c *compiler) compile() *Compiled {
 			refs = append(refs, rr...)
 		}
 		if c.opts.LogDrops {
-			ch.Rules = append(ch.Rules, rule(logLimited(c.logRate(), logPrefix(cl.dir, cl.policies))))
+			ch.Rules = append(ch.Rules, firewall.NewRule(logLimited(c.logRate(), logPrefix(cl.dir, cl.policies))))
 			refs = append(refs, RuleRef{Direction: cl.dir, Rule: -1})
 		}
 		dropped := name + "-dropped"
 		c.counterSet[dropped] = CounterRef{Direction: cl.dir, Class: name, Dropped: true}
-		ch.Rules = append(ch.Rules, rule(counterRef(dropped), verdict("drop")))
+		ch.Rules = append(ch.Rules, firewall.NewRule(counterRef(dropped), firewall.Drop()))
 		refs = append(refs, RuleRef{Direction: cl.dir, Rule: -1})
 		m.Chains = append(m.Chains, ch)
 
@@ -362,29 +362,29 @@ func (c *compiler) policyRules(np *networkingv1.NetworkPolicy, dir Direction) ([
 	var rules []firewall.Rule
 	var refs []RuleRef
 	add := func(i int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) {
-		var fs []frag
-		peerField, final := srcAddr, verdict("accept")
+		var fs []firewall.Frag
+		peerField, final := firewall.Saddr, firewall.Accept()
 		if dir == Egress {
-			peerField, final = dstAddr, verdict("return")
+			peerField, final = firewall.Daddr, firewall.Return()
 		}
 		// The `meta nfproto ipv4` dependency of ip payload matches (the
 		// chain is only reached from an IPv4 map; nft adds it all the same,
 		// and lists it where no ip payload follows, so it goes with them).
 		if len(peers) > 0 || (len(ports) > 0 && usesNamedPorts(ports)) {
-			fs = append(fs, ipv4())
+			fs = append(fs, firewall.IPv4())
 		}
 		if len(peers) > 0 {
-			fs = append(fs, addr(peerField), lookup(c.peerSet(np.Namespace, peers)))
+			fs = append(fs, firewall.Addr(peerField), firewall.Lookup(c.peerSet(np.Namespace, peers)))
 		}
 		if len(ports) > 0 {
 			if usesNamedPorts(ports) {
-				fs = append(fs, daddrProtoPort(), lookup(c.namedPortSet(np, dir, peers, ports)))
+				fs = append(fs, firewall.DaddrProtoPort(), firewall.Lookup(c.namedPortSet(np, dir, peers, ports)))
 			} else {
-				fs = append(fs, protoPort(), lookup(c.portSet(ports)))
+				fs = append(fs, protoPort(), firewall.Lookup(c.portSet(ports)))
 			}
 		}
 		fs = append(fs, counterRef(allowed), final)
-		rules = append(rules, rule(fs...))
+		rules = append(rules, firewall.NewRule(fs...))
 		refs = append(refs, RuleRef{Policy: key, Direction: dir, Rule: i})
 	}
 	if dir == Ingress {
@@ -798,18 +798,6 @@ func protoOfOK(p Protocol) (uint8, bool) {
 func protoOf(p Protocol) uint8 {
 	n, _ := protoOfOK(p)
 	return n
-}
-
-func protoName(n uint8) string {
-	switch n {
-	case protoTCP:
-		return "tcp"
-	case protoUDP:
-		return "udp"
-	case protoSCTP:
-		return "sctp"
-	}
-	return fmt.Sprint(n)
 }
 
 // ipRange is an inclusive range of IPv4 addresses as numbers.

@@ -14,155 +14,63 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The building blocks of the proxy's rules, in the style of the firewall
-// package (whose own are unexported): each frag carries its nft text, as
-// `nft list` prints it (empty for the `meta nfproto` dependency nft hides),
-// next to the expressions sent to the kernel, so the two cannot drift
-// apart. The root test compares nft's listing of an applied model with
-// Model.String. The expressions are what nft 1.0.6 generates for the same
-// text (checked with `nft --debug=netlink` and by decoding nft's rules).
-
-type frag struct {
-	text  string
-	exprs []expr.Any
-}
-
-func rule(fs ...frag) firewall.Rule {
-	var texts []string
-	var exprs []expr.Any
-	for _, f := range fs {
-		if f.text != "" {
-			texts = append(texts, f.text)
-		}
-		exprs = append(exprs, f.exprs...)
-	}
-	return firewall.Rule{Text: strings.Join(texts, " "), Exprs: exprs}
-}
-
-// Registers: NFT_REG_1 is the first 16-byte register; the 32-bit registers
-// NFT_REG32_00 (8), 01 (9), 02 (10)... overlay the same storage, so a
-// concatenation loaded from reg 1 continues in reg 9, 10, 11.
-const (
-	reg1   = 1
-	reg2   = 2
-	reg32a = 9
-	reg32b = 10
-	reg32c = 11
-)
-
-// ipv4 is the `meta nfproto ipv4` dependency nft adds before ip payload
-// matches in an inet table (and hides when listing).
-func ipv4() frag {
-	return frag{exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.NFPROTO_IPV4}},
-	}}
-}
-
-func loadSaddr(reg uint32) expr.Any {
-	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}
-}
-
-func loadDaddr(reg uint32) expr.Any {
-	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
-}
-
-func loadDport(reg uint32) expr.Any {
-	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}
-}
-
-// saddrIn is "ip saddr 10.244.0.0/16" (neg: "ip saddr != ...").
-func saddrIn(p netip.Prefix, neg bool) frag {
-	p = p.Masked()
-	op, opText := expr.CmpOpEq, ""
-	if neg {
-		op, opText = expr.CmpOpNeq, "!= "
-	}
-	exprs := []expr.Any{loadSaddr(reg1)}
-	text := p.Addr().String()
-	if !p.IsSingleIP() {
-		text = p.String()
-		mask := make([]byte, 4)
-		for i := 0; i < p.Bits(); i++ {
-			mask[i/8] |= 0x80 >> (i % 8)
-		}
-		exprs = append(exprs, &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
-	}
-	exprs = append(exprs, &expr.Cmp{Op: op, Register: reg1, Data: p.Addr().AsSlice()})
-	return frag{text: "ip saddr " + opText + text, exprs: exprs}
-}
+// The building blocks of the proxy's rules that only the proxy uses; the
+// shared ones (firewall.Frag, NewRule, IPv4, PrefixMatch, DaddrProtoPort,
+// verdicts...) are the firewall package's. Each Frag carries its nft text,
+// as `nft list` prints it, next to the expressions sent to the kernel, so
+// the two cannot drift apart. The root test compares nft's listing of an
+// applied model with Model.String. The expressions are what nft 1.0.6
+// generates for the same text (checked with `nft --debug=netlink` and by
+// decoding nft's rules).
 
 // l4proto is "meta l4proto tcp".
-func l4proto(p proto) frag {
-	return frag{text: "meta l4proto " + p.String(), exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{byte(p)}},
-	}}
-}
-
-// ctStateNew is "ct state new".
-func ctStateNew() frag {
-	return frag{text: "ct state new", exprs: []expr.Any{
-		&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{
-			SourceRegister: reg1, DestRegister: reg1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW),
-			Xor:  binaryutil.NativeEndian.PutUint32(0),
-		},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(0)},
+func l4proto(p proto) firewall.Frag {
+	return firewall.Frag{Text: "meta l4proto " + p.String(), Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: firewall.Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: firewall.Reg1, Data: []byte{byte(p)}},
 	}}
 }
 
 // dispatch is "ip daddr . meta l4proto . th dport vmap @set": the one
 // lookup per new connection that finds the service port.
-func dispatch(set string) frag {
-	f := ipv4()
-	f.text = "ip daddr . meta l4proto . th dport vmap @" + set
-	f.exprs = append(f.exprs,
-		loadDaddr(reg1),
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32a},
-		loadDport(reg32b),
-		&expr.Lookup{SourceRegister: reg1, SetName: set, IsDestRegSet: true},
-	)
-	return f
+func dispatch(set string) firewall.Frag {
+	return firewall.Join(firewall.IPv4(), firewall.DaddrProtoPort(), firewall.VmapLookup(set))
 }
 
 // notAllowed is "ip daddr . meta l4proto . th dport . ip saddr != @set".
-func notAllowed(set string) frag {
-	f := ipv4()
-	f.text = "ip daddr . meta l4proto . th dport . ip saddr != @" + set
-	f.exprs = append(f.exprs,
-		loadDaddr(reg1),
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32a},
-		loadDport(reg32b),
-		loadSaddr(reg32c),
-		&expr.Lookup{SourceRegister: reg1, SetName: set, Invert: true},
+func notAllowed(set string) firewall.Frag {
+	f := firewall.Join(firewall.IPv4(), firewall.DaddrProtoPort())
+	f.Text += " . ip saddr != @" + set
+	f.Exprs = append(f.Exprs,
+		firewall.LoadAddr(firewall.Saddr, firewall.Reg11),
+		&expr.Lookup{SourceRegister: firewall.Reg1, SetName: set, Invert: true},
 	)
 	return f
 }
 
 // saddrDaddrIn is "ip saddr . ip daddr @set".
-func saddrDaddrIn(set string) frag {
-	f := ipv4()
-	f.text = "ip saddr . ip daddr @" + set
-	f.exprs = append(f.exprs, loadSaddr(reg1), loadDaddr(reg32a), &expr.Lookup{SourceRegister: reg1, SetName: set})
-	return f
+func saddrDaddrIn(set string) firewall.Frag {
+	return firewall.Join(
+		firewall.IPv4(),
+		firewall.Frag{Text: "ip saddr . ip daddr", Exprs: []expr.Any{
+			firewall.LoadAddr(firewall.Saddr, firewall.Reg1),
+			firewall.LoadAddr(firewall.Daddr, firewall.Reg9),
+		}},
+		firewall.Lookup(set),
+	)
 }
 
 // saddrInSet is "ip saddr @set".
-func saddrInSet(set string) frag {
-	f := ipv4()
-	f.text = "ip saddr @" + set
-	f.exprs = append(f.exprs, loadSaddr(reg1), &expr.Lookup{SourceRegister: reg1, SetName: set})
-	return f
+func saddrInSet(set string) firewall.Frag {
+	return firewall.Join(firewall.IPv4(), firewall.Addr(firewall.Saddr), firewall.Lookup(set))
 }
 
 // fibSaddrLocal is "fib saddr type local": the packet comes from an
 // address of this node.
-func fibSaddrLocal() frag {
-	return frag{text: "fib saddr type local", exprs: []expr.Any{
-		&expr.Fib{Register: reg1, ResultADDRTYPE: true, FlagSADDR: true},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+func fibSaddrLocal() firewall.Frag {
+	return firewall.Frag{Text: "fib saddr type local", Exprs: []expr.Any{
+		&expr.Fib{Register: firewall.Reg1, ResultADDRTYPE: true, FlagSADDR: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: firewall.Reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 	}}
 }
 
@@ -171,63 +79,45 @@ const ipsDstNAT = 1 << 5
 
 // ctStatusDNAT is "ct status dnat": the connection's destination was
 // translated.
-func ctStatusDNAT() frag {
-	return frag{text: "ct status dnat", exprs: []expr.Any{
-		&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+func ctStatusDNAT() firewall.Frag {
+	return firewall.Frag{Text: "ct status dnat", Exprs: []expr.Any{
+		&expr.Ct{Register: firewall.Reg1, Key: expr.CtKeySTATUS},
 		&expr.Bitwise{
-			SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			SourceRegister: firewall.Reg1, DestRegister: firewall.Reg1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT),
 			Xor:  binaryutil.NativeEndian.PutUint32(0),
 		},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(0)},
-	}}
-}
-
-// oifname is `oifname "name"`.
-func oifname(name string) frag {
-	b := make([]byte, unix.IFNAMSIZ)
-	copy(b, name)
-	return frag{text: fmt.Sprintf("oifname %q", name), exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: b},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: firewall.Reg1, Data: binaryutil.NativeEndian.PutUint32(0)},
 	}}
 }
 
 // pickKey loads "ip daddr . meta l4proto . th dport . numgen random mod N"
 // from reg 1 on: the service address and port the client asked for and a
 // random index, the key of the endpoint maps.
-func pickKey(n uint32) frag {
-	f := ipv4()
-	f.text = fmt.Sprintf("ip daddr . meta l4proto . th dport . numgen random mod %d", n)
-	f.exprs = append(f.exprs,
-		loadDaddr(reg1),
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32a},
-		loadDport(reg32b),
-		&expr.Numgen{Register: reg32c, Modulus: n, Type: unix.NFT_NG_RANDOM},
-	)
+func pickKey(n uint32) firewall.Frag {
+	f := firewall.Join(firewall.IPv4(), firewall.DaddrProtoPort())
+	f.Text += fmt.Sprintf(" . numgen random mod %d", n)
+	f.Exprs = append(f.Exprs, &expr.Numgen{Register: firewall.Reg11, Modulus: n, Type: unix.NFT_NG_RANDOM})
 	return f
 }
 
 // pickVmap is "ip daddr . meta l4proto . th dport . numgen random mod N
 // vmap @set".
-func pickVmap(n uint32, set string) frag {
-	f := pickKey(n)
-	f.text += " vmap @" + set
-	f.exprs = append(f.exprs, &expr.Lookup{SourceRegister: reg1, SetName: set, IsDestRegSet: true})
-	return f
+func pickVmap(n uint32, set string) firewall.Frag {
+	return firewall.Join(pickKey(n), firewall.VmapLookup(set))
 }
 
 // pickDNAT is "dnat ip to ip daddr . meta l4proto . th dport . numgen
 // random mod N map @set": the map gives address and port of the chosen
 // endpoint (reg 1 and reg 9).
-func pickDNAT(n uint32, set string) frag {
+func pickDNAT(n uint32, set string) firewall.Frag {
 	f := pickKey(n)
-	f.text = "dnat ip to " + f.text + " map @" + set
-	f.exprs = append(f.exprs,
-		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: set},
+	f.Text = "dnat ip to " + f.Text + " map @" + set
+	f.Exprs = append(f.Exprs,
+		&expr.Lookup{SourceRegister: firewall.Reg1, DestRegister: firewall.Reg1, IsDestRegSet: true, SetName: set},
 		&expr.NAT{
 			Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4,
-			RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: reg32a, RegProtoMax: reg32a,
+			RegAddrMin: firewall.Reg1, RegAddrMax: firewall.Reg1, RegProtoMin: firewall.Reg9, RegProtoMax: firewall.Reg9,
 			Specified: true,
 		},
 	)
@@ -235,62 +125,50 @@ func pickDNAT(n uint32, set string) frag {
 }
 
 // dnatTo is "dnat ip to 10.244.1.5:8080".
-func dnatTo(ap netip.AddrPort) frag {
-	return frag{text: "dnat ip to " + ap.String(), exprs: []expr.Any{
-		&expr.Immediate{Register: reg1, Data: ap.Addr().AsSlice()},
-		&expr.Immediate{Register: reg2, Data: binaryutil.BigEndian.PutUint16(ap.Port())},
+func dnatTo(ap netip.AddrPort) firewall.Frag {
+	return firewall.Frag{Text: "dnat ip to " + ap.String(), Exprs: []expr.Any{
+		&expr.Immediate{Register: firewall.Reg1, Data: ap.Addr().AsSlice()},
+		&expr.Immediate{Register: firewall.Reg2, Data: binaryutil.BigEndian.PutUint16(ap.Port())},
 		&expr.NAT{
 			Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4,
-			RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: reg2, RegProtoMax: reg2,
+			RegAddrMin: firewall.Reg1, RegAddrMax: firewall.Reg1, RegProtoMin: firewall.Reg2, RegProtoMax: firewall.Reg2,
 			Specified: true,
 		},
 	}}
 }
 
 // snatTo is "snat ip to 10.244.3.1".
-func snatTo(a netip.Addr) frag {
-	return frag{text: "snat ip to " + a.String(), exprs: []expr.Any{
-		&expr.Immediate{Register: reg1, Data: a.AsSlice()},
-		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegAddrMax: reg1},
+func snatTo(a netip.Addr) firewall.Frag {
+	return firewall.Frag{Text: "snat ip to " + a.String(), Exprs: []expr.Any{
+		&expr.Immediate{Register: firewall.Reg1, Data: a.AsSlice()},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: firewall.Reg1, RegAddrMax: firewall.Reg1},
 	}}
-}
-
-func masquerade() frag {
-	return frag{text: "masquerade", exprs: []expr.Any{&expr.Masq{}}}
 }
 
 // updateSaddr is "update @set { ip saddr timeout 3h }": remember the client
 // in a dynamic set, refreshing its timeout.
-func updateSaddr(set string, timeout time.Duration) frag {
-	f := ipv4()
-	f.text = fmt.Sprintf("update @%s { ip saddr timeout %s }", set, nftDuration(timeout))
-	f.exprs = append(f.exprs, loadSaddr(reg1), &expr.Dynset{
-		SrcRegKey: reg1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: timeout,
+func updateSaddr(set string, timeout time.Duration) firewall.Frag {
+	f := firewall.IPv4()
+	f.Text = fmt.Sprintf("update @%s { ip saddr timeout %s }", set, nftDuration(timeout))
+	f.Exprs = append(f.Exprs, firewall.LoadAddr(firewall.Saddr, firewall.Reg1), &expr.Dynset{
+		SrcRegKey: firewall.Reg1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: timeout,
 	})
 	return f
 }
 
 // rejectTCPReset is "reject with tcp reset" (after a meta l4proto tcp).
-func rejectTCPReset() frag {
-	return frag{text: "reject with tcp reset", exprs: []expr.Any{
+func rejectTCPReset() firewall.Frag {
+	return firewall.Frag{Text: "reject with tcp reset", Exprs: []expr.Any{
 		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
 	}}
 }
 
 // rejectPortUnreachable is "reject": icmpx port unreachable, which the
 // inet family turns into ICMP port unreachable for IPv4.
-func rejectPortUnreachable() frag {
-	return frag{text: "reject", exprs: []expr.Any{
+func rejectPortUnreachable() firewall.Frag {
+	return firewall.Frag{Text: "reject", Exprs: []expr.Any{
 		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH},
 	}}
-}
-
-func drop() frag {
-	return frag{text: "drop", exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}}
-}
-
-func gotoChain(chain string) frag {
-	return frag{text: "goto " + chain, exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}}}
 }
 
 // nftDuration prints a duration as nft does: days, hours, minutes,
@@ -322,17 +200,7 @@ const (
 	protoSCTP proto = unix.IPPROTO_SCTP
 )
 
-func (p proto) String() string {
-	switch p {
-	case protoTCP:
-		return "tcp"
-	case protoUDP:
-		return "udp"
-	case protoSCTP:
-		return "sctp"
-	}
-	return fmt.Sprint(byte(p))
-}
+func (p proto) String() string { return firewall.L4ProtoName(byte(p)) }
 
 // parseProto maps a Kubernetes protocol name ("" is TCP) to its number.
 func parseProto(s string) (proto, bool) {

@@ -281,20 +281,20 @@ func (c *compiler) stickyServicePort(sp *servicePort) {
 			Spec: nftables.Set{KeyType: nftables.TypeIPAddr, Dynamic: true, HasTimeout: true, Size: AffinitySetSize},
 		})
 		c.chains = append(c.chains, firewall.Chain{Name: sp.endpointChain(ep), Rules: []firewall.Rule{
-			rule(updateSaddr(set, sp.affinityTimeout())),
-			rule(l4proto(sp.proto), dnatTo(ep)),
+			firewall.NewRule(updateSaddr(set, sp.affinityTimeout())),
+			firewall.NewRule(l4proto(sp.proto), dnatTo(ep)),
 		}})
 	}
 	remembered := func(eps []netip.AddrPort) []firewall.Rule {
 		rules := make([]firewall.Rule, 0, len(eps)+1)
 		for _, ep := range eps {
-			rules = append(rules, rule(saddrInSet(sp.affinitySet(ep)), gotoChain(sp.endpointChain(ep))))
+			rules = append(rules, firewall.NewRule(saddrInSet(sp.affinitySet(ep)), firewall.Goto(sp.endpointChain(ep))))
 		}
 		return rules
 	}
 
 	sticky := firewall.Chain{Name: sp.stickyChain(), Rules: remembered(sp.all)}
-	sticky.Rules = append(sticky.Rules, rule(gotoChain(c.affPick(len(sp.all), false))))
+	sticky.Rules = append(sticky.Rules, firewall.NewRule(firewall.Goto(c.affPick(len(sp.all), false))))
 	c.chains = append(c.chains, sticky)
 	for _, a := range []netip.Addr{sp.cip, sp.vip} {
 		if !a.IsValid() {
@@ -309,9 +309,9 @@ func (c *compiler) stickyServicePort(sp *servicePort) {
 			local.Rules = append(local.Rules, c.shortCircuit(sticky.Name)...)
 			local.Rules = append(local.Rules, remembered(sp.local)...)
 			if len(sp.local) == 0 {
-				local.Rules = append(local.Rules, rule(drop()))
+				local.Rules = append(local.Rules, firewall.NewRule(firewall.Drop()))
 			} else {
-				local.Rules = append(local.Rules, rule(gotoChain(c.affPick(len(sp.local), true))))
+				local.Rules = append(local.Rules, firewall.NewRule(firewall.Goto(c.affPick(len(sp.local), true))))
 			}
 			for i, ep := range sp.local {
 				c.localEpChainElems = append(c.localEpChainElems, c.store.endpointChainElement(a, sp.proto, sp.port, uint32(i), sp.endpointChain(ep)))
@@ -328,15 +328,15 @@ func (c *compiler) stickyServicePort(sp *servicePort) {
 func (c *compiler) shortCircuit(chain string) []firewall.Rule {
 	var rules []firewall.Rule
 	if c.cidrOK {
-		rules = append(rules, rule(ipv4(), saddrIn(c.in.ClusterCIDR, false), gotoChain(chain)))
+		rules = append(rules, firewall.NewRule(firewall.IPv4(), firewall.PrefixMatch(firewall.Saddr, c.in.ClusterCIDR, false), firewall.Goto(chain)))
 	}
-	return append(rules, rule(fibSaddrLocal(), gotoChain(chain)))
+	return append(rules, firewall.NewRule(fibSaddrLocal(), firewall.Goto(chain)))
 }
 
 // pick returns svc-pick-N, making it on first use.
 func (c *compiler) pick(n int) string {
 	name := pickChain(n)
-	c.addShared(name, func() []firewall.Rule { return []firewall.Rule{rule(pickDNAT(uint32(n), MapEndpoints))} })
+	c.addShared(name, func() []firewall.Rule { return []firewall.Rule{firewall.NewRule(pickDNAT(uint32(n), MapEndpoints))} })
 	return name
 }
 
@@ -346,11 +346,13 @@ func (c *compiler) local(n, m int) string {
 	c.addShared(name, func() []firewall.Rule {
 		rules := c.shortCircuit(c.pick(n))
 		if m == 0 {
-			return append(rules, rule(drop()))
+			return append(rules, firewall.NewRule(firewall.Drop()))
 		}
 		pl := pickLocalChain(m)
-		c.addShared(pl, func() []firewall.Rule { return []firewall.Rule{rule(pickDNAT(uint32(m), MapLocalEndpoints))} })
-		return append(rules, rule(gotoChain(pl)))
+		c.addShared(pl, func() []firewall.Rule {
+			return []firewall.Rule{firewall.NewRule(pickDNAT(uint32(m), MapLocalEndpoints))}
+		})
+		return append(rules, firewall.NewRule(firewall.Goto(pl)))
 	})
 	return name
 }
@@ -361,7 +363,7 @@ func (c *compiler) affPick(n int, local bool) string {
 	if local {
 		name, set = affPickLocalChain(n), MapLocalEndpointChains
 	}
-	c.addShared(name, func() []firewall.Rule { return []firewall.Rule{rule(pickVmap(uint32(n), set))} })
+	c.addShared(name, func() []firewall.Rule { return []firewall.Rule{firewall.NewRule(pickVmap(uint32(n), set))} })
 	return name
 }
 
@@ -567,50 +569,50 @@ func sortedAddrs(m map[netip.Addr]bool) []netip.Addr {
 
 // staticChains are the base chains and the shared verdict chains.
 func staticChains(in Input) []firewall.Chain {
-	snat := masquerade()
+	snat := firewall.Masquerade()
 	if in.PodSubnet.IsValid() && in.PodSubnet.Addr().Is4() {
 		snat = snatTo(in.PodSubnet.Masked().Addr().Next())
 	}
-	remote := []frag{ctStatusDNAT()}
+	remote := []firewall.Frag{ctStatusDNAT()}
 	if in.ClusterCIDR.IsValid() && in.ClusterCIDR.Addr().Is4() {
-		remote = append(remote, ipv4(), saddrIn(in.ClusterCIDR, true))
+		remote = append(remote, firewall.IPv4(), firewall.PrefixMatch(firewall.Saddr, in.ClusterCIDR, true))
 	}
 	if in.WGIface != "" {
-		remote = append(remote, oifname(in.WGIface))
+		remote = append(remote, firewall.Oifname(in.WGIface))
 	}
 	post := firewall.Chain{
 		Name: ChainPostrouting, Type: "nat", Hook: "postrouting", Priority: PriorityNATPostrouting, Policy: "accept",
 		Rules: []firewall.Rule{
-			rule(saddrDaddrIn(SetHairpin), snat),
-			rule(append(remote, snat)...),
+			firewall.NewRule(saddrDaddrIn(SetHairpin), snat),
+			firewall.NewRule(append(remote, snat)...),
 		},
 	}
 	return []firewall.Chain{
 		{
 			Name: ChainFilterPrerouting, Type: "filter", Hook: "prerouting", Priority: PriorityFilterPrerouting, Policy: "accept",
-			Rules: []firewall.Rule{rule(ctStateNew(), dispatch(MapFilter))},
+			Rules: []firewall.Rule{firewall.NewRule(firewall.CtState(firewall.CtNew), dispatch(MapFilter))},
 		},
 		{
 			Name: ChainFilterOutput, Type: "filter", Hook: "output", Priority: PriorityFilterOutput, Policy: "accept",
-			Rules: []firewall.Rule{rule(ctStateNew(), dispatch(MapFilter))},
+			Rules: []firewall.Rule{firewall.NewRule(firewall.CtState(firewall.CtNew), dispatch(MapFilter))},
 		},
 		{
 			Name: ChainPrerouting, Type: "nat", Hook: "prerouting", Priority: PriorityNATPrerouting, Policy: "accept",
-			Rules: []firewall.Rule{rule(dispatch(MapServices))},
+			Rules: []firewall.Rule{firewall.NewRule(dispatch(MapServices))},
 		},
 		{
 			Name: ChainOutput, Type: "nat", Hook: "output", Priority: PriorityNATOutput, Policy: "accept",
-			Rules: []firewall.Rule{rule(dispatch(MapServices))},
+			Rules: []firewall.Rule{firewall.NewRule(dispatch(MapServices))},
 		},
 		post,
-		{Name: ChainAllowCheck, Rules: []firewall.Rule{rule(notAllowed(SetAllowed), drop())}},
+		{Name: ChainAllowCheck, Rules: []firewall.Rule{firewall.NewRule(notAllowed(SetAllowed), firewall.Drop())}},
 		{Name: ChainAllowReject, Rules: []firewall.Rule{
-			rule(notAllowed(SetAllowed), drop()),
-			rule(gotoChain(ChainReject)),
+			firewall.NewRule(notAllowed(SetAllowed), firewall.Drop()),
+			firewall.NewRule(firewall.Goto(ChainReject)),
 		}},
 		{Name: ChainReject, Rules: []firewall.Rule{
-			rule(l4proto(protoTCP), rejectTCPReset()),
-			rule(rejectPortUnreachable()),
+			firewall.NewRule(l4proto(protoTCP), rejectTCPReset()),
+			firewall.NewRule(rejectPortUnreachable()),
 		}},
 	}
 }
