@@ -118,7 +118,16 @@ type Options struct {
 	// Logger receives warnings (failed persistence, dropped remote entries).
 	// Default: discard.
 	Logger *slog.Logger
+	// MergeFlushDelay is how long merged remote entries may wait in memory
+	// before the file is written; a burst of gossip is one write. Local
+	// writes (Apply) are persisted at once. Default DefaultMergeFlushDelay;
+	// a crash loses at most this much of what peers sent, and they send it
+	// again at the next push/pull.
+	MergeFlushDelay time.Duration
 }
+
+// DefaultMergeFlushDelay is the default Options.MergeFlushDelay.
+const DefaultMergeFlushDelay = time.Second
 
 // Store is a replicated object store: a map from Key to the newest Entry
 // under last-writer-wins, persisted to one JSON file. It is safe for
@@ -137,6 +146,7 @@ type Store struct {
 	nextSub int
 	dirty   bool // memory holds changes the file does not
 	closed  bool
+	flush   *time.Timer // pending write of merged entries
 }
 
 // Open loads dir/store.json or starts an empty store. dir is created with
@@ -145,6 +155,9 @@ type Store struct {
 func Open(dir, node string, opt Options) (*Store, error) {
 	if node == "" {
 		return nil, errors.New("open store: node name is empty")
+	}
+	if opt.MergeFlushDelay <= 0 {
+		opt.MergeFlushDelay = DefaultMergeFlushDelay
 	}
 	if opt.TombstoneTTL <= 0 {
 		opt.TombstoneTTL = DefaultTombstoneTTL
@@ -321,9 +334,8 @@ func (s *Store) Merge(remote []Entry) []Entry {
 	if len(changed) == 0 {
 		return nil
 	}
-	if err := s.persistLocked(); err != nil {
-		s.log.Warn("persisting merged entries failed; will retry on the next change or Flush", "path", s.path, "err", err)
-	}
+	s.dirty = true
+	s.scheduleFlushLocked()
 	s.kickLocked()
 	out := make([]Entry, 0, len(changed))
 	for _, e := range changed {
@@ -469,8 +481,25 @@ func (s *Store) Expire() int {
 	return n
 }
 
-// Flush writes the store to disk if memory holds changes the file lacks
-// (only after a failed write: every change is persisted synchronously).
+// scheduleFlushLocked arranges for the file to be written after
+// MergeFlushDelay, unless a write is pending already. Caller holds s.mu.
+func (s *Store) scheduleFlushLocked() {
+	if s.flush != nil {
+		return
+	}
+	s.flush = time.AfterFunc(s.opt.MergeFlushDelay, func() {
+		s.mu.Lock()
+		s.flush = nil
+		s.mu.Unlock()
+		if err := s.Flush(); err != nil && !errors.Is(err, ErrClosed) {
+			s.log.Warn("persisting merged entries failed; will retry on the next change or Flush", "path", s.path, "err", err)
+		}
+	})
+}
+
+// Flush writes the store to disk if memory holds changes the file lacks:
+// merged remote entries waiting for their delayed write, or changes whose
+// write failed.
 func (s *Store) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -495,6 +524,10 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.flush != nil {
+		s.flush.Stop()
+		s.flush = nil
+	}
 	if s.dirty {
 		if err := s.persistLocked(); err != nil {
 			return fmt.Errorf("close store: %w", err)

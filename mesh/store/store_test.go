@@ -718,3 +718,45 @@ func TestGetList(t *testing.T) {
 		t.Errorf("Len = %d, len(All) = %d; want 4, 5", s.Len(), len(s.All()))
 	}
 }
+
+func TestMergedEntriesPersistAfterDelay(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, "a", Options{MergeFlushDelay: 20 * time.Millisecond, Now: func() time.Time { return time.UnixMilli(1000) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.Merge([]Entry{live(key("x"), `1`, 900, 0, "b"), live(key("y"), `2`, 901, 0, "b")})
+	path := filepath.Join(dir, FileName)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), `"x"`) && strings.Contains(string(b), `"y"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("merged entries not written to %s within 5 s; file: %s", path, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMergedEntriesPersistOnClose(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, "a", Options{MergeFlushDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Merge([]Entry{live(key("x"), `1`, 900, 0, "b")})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(dir, "a", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, ok := r.Get(key("x")); !ok {
+		t.Error("entry merged before Close is missing after reopening")
+	}
+}
