@@ -131,7 +131,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "token", EnvVars: env("TOKEN"), Usage: "the cluster's join token (from 'netloom init')"},
 		&cli.StringFlag{Name: "token-file", EnvVars: env("TOKEN_FILE")},
 		&cli.StringFlag{Name: "wireguard", Value: "auto", EnvVars: env("WIREGUARD"), Usage: "auto, kernel or userspace"},
-		&cli.DurationFlag{Name: "keepalive", EnvVars: env("KEEPALIVE"), Usage: "WireGuard persistent keepalive (for nodes behind NAT), 0 = off"},
+		&cli.DurationFlag{Name: "keepalive", Value: 25 * time.Second, EnvVars: env("KEEPALIVE"), Usage: "WireGuard persistent keepalive: keeps NAT mappings open, and makes a re-added peer shake hands at once; 0 = off"},
 		&cli.DurationFlag{Name: "garp-interval", EnvVars: env("GARP_INTERVAL"), Usage: "keep repeating gratuitous ARP for owned VIPs at this interval (0: only a burst on takeover)"},
 		&cli.BoolFlag{Name: "policy-log-drops", EnvVars: env("POLICY_LOG_DROPS"), Usage: "log packets NetworkPolicy drops (kernel log, 5/s per class, prefix netloom-pol)"},
 		&cli.DurationFlag{Name: "subnet-grace", Value: 24 * time.Hour, EnvVars: env("SUBNET_GRACE"), Usage: "how long a node that died without leaving keeps its subnet"},

@@ -75,9 +75,11 @@ type Agent struct {
 	lbView    lbState
 	policyRun *policy.Compiled
 	announcer *arp.Announcer
-	lastMeta  mesh.Meta
-	leaveDone chan struct{}
-	kick      chan struct{}
+	// reannounceNext asks the next pass to send gratuitous ARP for owned VIPs.
+	reannounceNext bool
+	lastMeta       mesh.Meta
+	leaveDone      chan struct{}
+	kick           chan struct{}
 }
 
 // New checks the configuration and prepares an agent; Run starts it.
@@ -368,6 +370,9 @@ func (a *Agent) finishLeave() error {
 	}
 	a.mu.Unlock()
 	if owned > 0 {
+		// No two nodes answer for a VIP: this one stops now, the new owners
+		// announce as soon as they see it leaving.
+		a.stopAnnouncing()
 		time.Sleep(handoverWait)
 		a.reconcile()
 	}

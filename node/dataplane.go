@@ -25,15 +25,25 @@ func (a *Agent) dataplane(subnet netip.Prefix) error {
 	a.writeAssignments(st.Plan)
 	a.noteLBChanges(st)
 
+	// Before it has heard the cluster a node would rank itself first for
+	// every VIP: it announces nothing until it has joined.
+	a.mu.Lock()
+	joined, leaving, again := a.joined, a.leaving, a.reannounceNext
+	a.reannounceNext = false
+	an := a.announcer
+	a.mu.Unlock()
 	var owned []netip.Addr
 	for vip, owner := range st.Owners {
-		if owner == c.Name {
+		if owner == c.Name && joined && !leaving {
 			owned = append(owned, vip)
 		}
 	}
 	sort.Slice(owned, func(i, j int) bool { return owned[i].Less(owned[j]) })
-	if a.announcer != nil {
-		a.announcer.SetOwned(owned)
+	if an != nil {
+		an.SetOwned(owned)
+		if again {
+			an.Reannounce()
+		}
 	}
 
 	in := proxy.Input{Node: c.Name, Endpoints: st.Endpoints, ClusterCIDR: c.cidr, PodSubnet: subnet, WGIface: c.WGIface}
@@ -132,14 +142,24 @@ func (a *Agent) runAnnouncer(ctx context.Context) {
 	}
 }
 
-// reannounce sends gratuitous ARP for every owned VIP: after a partition
-// heals, switches and clients may have learned another owner.
+// reannounce asks for gratuitous ARP for every owned VIP after the next
+// pass (which sees the membership change first): after a partition heals,
+// switches and clients may have learned another owner.
 func (a *Agent) reannounce() {
+	a.mu.Lock()
+	a.reannounceNext = true
+	a.mu.Unlock()
+	a.poke()
+}
+
+// stopAnnouncing stops answering ARP for VIPs at once (a graceful leave:
+// the new owners announce while this node still forwards what reaches it).
+func (a *Agent) stopAnnouncing() {
 	a.mu.Lock()
 	an := a.announcer
 	a.mu.Unlock()
 	if an != nil {
-		an.Reannounce()
+		an.SetOwned(nil)
 	}
 }
 

@@ -87,7 +87,15 @@ func (a *Agent) computeLB() lbState {
 	}
 	alive := a.lbCandidates()
 	st.Plan = lb.Allocate(a.lbConfig(), st.Services, st.Pools, alive)
-	st.Endpoints = lb.AllEndpoints(st.Services, a.lbPods())
+	// Pods of nodes that are gone cannot serve: their routes are gone.
+	live := a.members.Alive()
+	var pods []lb.Pod
+	for _, p := range a.lbPods() {
+		if live[p.Node] {
+			pods = append(pods, p)
+		}
+	}
+	st.Endpoints = lb.AllEndpoints(st.Services, pods)
 	st.Owners = lb.Owners(st.Services, st.Plan.Results, alive, st.Endpoints)
 	return st
 }

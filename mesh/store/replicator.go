@@ -91,11 +91,33 @@ func (r *Replicator) Apply(puts []Put, dels []Key) ([]Entry, error) {
 // (before Publish returns). Entries older than the store's current version
 // of their key are skipped: the newer one is, or was, published instead.
 func (r *Replicator) Publish(entries []Entry) {
+	// A bulk write (a large manifest) would overflow the broadcast queue
+	// and then spread only at push/pull pace: it goes to every member
+	// reliably in messages of up to bulkBatch entries instead.
+	if len(entries) > bulkThreshold {
+		for i := 0; i < len(entries); i += bulkBatch {
+			batch := entries[i:min(i+bulkBatch, len(entries))]
+			msg, err := encodeEntries(batch)
+			if err != nil {
+				r.log.Warn("cannot encode entries", "count", len(batch), "err", err)
+				continue
+			}
+			r.t.SendToAll(msg)
+		}
+		return
+	}
 	large := r.queue(entries, true)
 	for _, msg := range large {
 		r.t.SendToAll(msg)
 	}
 }
+
+// Publish sends writes of more than bulkThreshold entries reliably, in
+// messages of bulkBatch entries.
+const (
+	bulkThreshold = 64
+	bulkBatch     = 1000
+)
 
 // queue queues the broadcastable entries and returns the messages of the
 // others when wantLarge is set.

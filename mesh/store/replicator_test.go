@@ -275,3 +275,27 @@ func TestReplicatorOnRemoteSeesOnlyChanges(t *testing.T) {
 		t.Fatalf("OnRemote calls = %+v, want one call with x from b", got)
 	}
 }
+
+func TestReplicatorBulkPublishGoesReliably(t *testing.T) {
+	fn := &fakeNet{}
+	a := fn.add(t, "a")
+	b := fn.add(t, "b")
+	var puts []Put
+	for i := 0; i < 2500; i++ {
+		puts = append(puts, Put{Key: key(fmt.Sprintf("p%04d", i)), Value: json.RawMessage(`{}`)})
+	}
+	entries, err := a.s.Apply(puts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.r.Publish(entries)
+	if fn.sent != 3 {
+		t.Errorf("SendToAll calls = %d, want 3 batches for 2500 entries", fn.sent)
+	}
+	if q := a.r.NumQueued(); q != 0 {
+		t.Errorf("NumQueued = %d, want 0: a bulk write must not fill the broadcast queue", q)
+	}
+	if b.s.Len() != 2500 {
+		t.Errorf("peer holds %d entries, want 2500", b.s.Len())
+	}
+}

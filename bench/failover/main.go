@@ -1,0 +1,180 @@
+// Command failover measures netloom's LoadBalancer on 3-node demo clusters
+// (node/demo) with a client host on the nodes' L2 segment (see bench/LB.md):
+//
+//	go run ./bench/failover                 # everything below
+//	go run ./bench/failover -only failover  # VIP failover, default and tuned timers
+//	go run ./bench/failover -only packet    # per-packet cost and programming, 10 vs 10,000 services
+//
+// Failover: SIGKILL of the agent that announces a LoadBalancer VIP (only the
+// agent: its WireGuard companion and nftables table stay, as after a crash),
+// then the time until the client, which keeps connecting to VIP:80 with a
+// 100 ms timeout from a thread inside its namespace, has its first
+// successful connection through the new owner (its ARP cache holds the new
+// owner's MAC when it dials). The agent is restarted and the cluster
+// settles between runs. It runs once with the default memberlist timers and
+// once with tuned ones (-tuned).
+//
+// Per packet: iperf3 from the client to a VIP (TCP throughput, and 64-byte
+// UDP datagrams), and new TCP connections per second, with 10 services
+// installed, then 10,000 more (one `netloom apply -f`), then after their
+// delete; every round measures the endpoint pod's own address first, as
+// the baseline of that moment. Also: how long the 10,000 took to reach
+// every node's nftables, one service change afterwards, and the agents'
+// memory and CPU.
+//
+// It needs root, iproute2, iperf3 and nftables. It builds netloom (go build)
+// unless -exe names a binary. Everything lives in network namespaces named
+// "nlf<hex>-..." and in one temporary directory; all of it is removed at the
+// end, also on error or Ctrl-C. The root network namespace is not touched.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// tunedTimers are the fast failure-detection timers (the integration
+// tests' lbTimers).
+const tunedTimers = "--probe-interval 200ms --probe-timeout 150ms --suspicion-mult 2 --gossip-interval 100ms"
+
+type options struct {
+	exe       string
+	runs      int
+	only      string
+	tuned     string
+	services  int
+	iperfTime int
+	rounds    int
+	verbose   bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.exe, "exe", "", "netloom binary (default: go build the module into the temporary directory)")
+	flag.IntVar(&o.runs, "runs", 10, "failover runs per timer setting")
+	flag.StringVar(&o.only, "only", "", "failover or packet (default both)")
+	flag.StringVar(&o.tuned, "tuned", tunedTimers, "agent flags of the tuned run (empty: skip it)")
+	flag.IntVar(&o.services, "services", 10000, "services installed for the large case")
+	flag.IntVar(&o.iperfTime, "t", 10, "iperf3 -t seconds")
+	flag.IntVar(&o.rounds, "rounds", 2, "per-packet: measurements of each kind per phase")
+	flag.BoolVar(&o.verbose, "v", false, "log progress")
+	flag.Parse()
+	if o.only != "" && o.only != "failover" && o.only != "packet" {
+		fmt.Fprintln(os.Stderr, "failover: -only is failover or packet")
+		os.Exit(2)
+	}
+	if err := run(o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "failover: "+err.Error())
+		os.Exit(1)
+	}
+}
+
+func run(o options, w io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: the benchmark builds network namespaces")
+	}
+	for _, tool := range []string{"ip", "iperf3", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: apt-get install -y --no-install-recommends iproute2 iperf3 nftables", tool)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	lvl := slog.LevelWarn
+	if o.verbose {
+		lvl = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+
+	dir, err := os.MkdirTemp("/tmp", "nlf")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	if o.exe == "" {
+		o.exe = filepath.Join(dir, "netloom")
+		b := exec.CommandContext(ctx, "go", "build", "-o", o.exe, "github.com/netloom/netloom")
+		b.Stdout, b.Stderr = os.Stderr, os.Stderr
+		if err := b.Run(); err != nil {
+			return fmt.Errorf("go build netloom: %w", err)
+		}
+	}
+	printMachine(w)
+
+	if o.only == "" || o.only == "failover" {
+		settings := []struct{ name, flags string }{{"default", ""}}
+		if o.tuned != "" {
+			settings = append(settings, struct{ name, flags string }{"tuned", o.tuned})
+		}
+		var results []failoverResult
+		for _, s := range settings {
+			r, err := failoverBench(ctx, o, dir, log, s.name, strings.Fields(s.flags))
+			if err != nil {
+				return fmt.Errorf("failover (%s timers): %w", s.name, err)
+			}
+			results = append(results, r)
+		}
+		reportFailover(w, o, results)
+	}
+	if o.only == "" || o.only == "packet" {
+		if err := packetBench(ctx, o, dir, log, w); err != nil {
+			return fmt.Errorf("per-packet: %w", err)
+		}
+	}
+	return nil
+}
+
+func printMachine(w io.Writer) {
+	cpu := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "?"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	wg := "userspace (wireguard-go companion)"
+	if _, err := os.Stat("/sys/module/wireguard"); err == nil {
+		wg = "kernel"
+	}
+	fmt.Fprintf(w, "machine: %s, %d CPUs, kernel %s, %s; WireGuard %s; load average at start %s\n\n",
+		cpu, runtime.NumCPU(), kernel, runtime.Version(), wg, loadavg())
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
