@@ -77,9 +77,13 @@ type Agent struct {
 	announcer *arp.Announcer
 	// reannounceNext asks the next pass to send gratuitous ARP for owned VIPs.
 	reannounceNext bool
-	lastMeta       mesh.Meta
-	leaveDone      chan struct{}
-	kick           chan struct{}
+	// programmedAt is when the newest applied data plane pass started;
+	// programmed is closed (and replaced) after each such pass.
+	programmedAt time.Time
+	programmed   chan struct{}
+	lastMeta     mesh.Meta
+	leaveDone    chan struct{}
+	kick         chan struct{}
 }
 
 // New checks the configuration and prepares an agent; Run starts it.

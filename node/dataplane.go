@@ -19,8 +19,14 @@ import (
 // dataplane computes load balancing and network policy from the store and
 // programs them: one nftables transaction for the whole netloom table
 // (masquerade, service proxy, policy), and the VIPs this node announces.
-func (a *Agent) dataplane(subnet netip.Prefix) error {
+func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 	c := a.cfg
+	started := time.Now()
+	defer func() {
+		if err == nil {
+			a.markProgrammed(started)
+		}
+	}()
 	st := a.computeLB()
 	a.writeAssignments(st.Plan)
 	a.noteLBChanges(st)
@@ -181,4 +187,42 @@ func ifaceOf(addr netip.Addr) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no interface holds the advertise address %s", addr)
+}
+
+// markProgrammed records that the store as it was at start is in the
+// kernel, and wakes those waiting for it.
+func (a *Agent) markProgrammed(start time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if start.After(a.programmedAt) {
+		a.programmedAt = start
+	}
+	if a.programmed != nil {
+		close(a.programmed)
+	}
+	a.programmed = make(chan struct{})
+}
+
+// waitProgrammed waits (bounded by ctx) until a data plane pass that started
+// after since has been applied: a pod attached at since is then filtered
+// by its policies and known to the service proxy from its first packet.
+func (a *Agent) waitProgrammed(ctx context.Context, since time.Time) error {
+	a.poke()
+	for {
+		a.mu.Lock()
+		done := a.programmedAt.After(since)
+		if a.programmed == nil {
+			a.programmed = make(chan struct{})
+		}
+		ch := a.programmed
+		a.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
 }

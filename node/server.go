@@ -293,7 +293,21 @@ func (a *Agent) handleCNIAdd(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, fmt.Errorf("register pod %s/%s: %w", ns, name, err))
 		return
 	}
+	registered := time.Now() // after the store holds the pod
 	a.repl.Publish(entries)
+	// The pod gets its address only once its policies (and services) are in
+	// the kernel: it must never send or receive a packet unfiltered.
+	wctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+	err = a.waitProgrammed(wctx, registered)
+	cancel()
+	if err != nil {
+		_, _, _ = al.Release(podID(req))
+		if dentries, derr := a.store.Apply(nil, []store.Key{{Kind: KindPodAddr, Namespace: ns, Name: name}}); derr == nil {
+			a.repl.Publish(dentries)
+		}
+		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("pod %s/%s: network policy for it is not programmed yet (%v); try again", ns, name, err))
+		return
+	}
 	a.log.Info("pod attached", "pod", ns+"/"+name, "ip", p.Addr(), "container", req.ContainerID)
 	a.events.Add(events.PodAttached, ns+"/"+name, fmt.Sprintf("pod %s/%s attached with %s", ns, name, p.Addr()))
 	writeJSON(w, a.cniAnswer(p))

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"github.com/netloom/netloom/ipam"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -34,6 +35,10 @@ func (a *Agent) handleTrace(w http.ResponseWriter, r *http.Request) {
 	port, proto, err := parsePortProto(req.Port)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	if resp, ok := a.ownNodeTrace(snap, src, dst); ok {
+		writeJSON(w, resp)
 		return
 	}
 	ct := policy.TraceCluster(snap, policy.Packet{Src: src, Dst: dst, Protocol: proto, Port: port}, policy.Options{LogDrops: a.cfg.PolicyLogDrops})
@@ -88,4 +93,31 @@ func parsePortProto(v string) (uint16, policy.Protocol, error) {
 		return 0, "", fmt.Errorf("port %q: give a number from 1 to 65535 and a protocol, e.g. 80/tcp", v)
 	}
 	return uint16(n), p, nil
+}
+
+// ownNodeTrace answers for traffic between a pod and an address of its own
+// node: it goes through the node's input or output hook, not the forward
+// hook where policy is enforced, so it always passes (health checks).
+func (a *Agent) ownNodeTrace(s *policy.Snapshot, src, dst netip.Addr) (api.TraceResponse, bool) {
+	nodeOf := map[netip.Addr]string{}
+	table := a.subnetTable()
+	for _, m := range a.members.Members() {
+		if addr, err := netip.ParseAddr(m.Meta.Addr); err == nil {
+			nodeOf[addr] = m.Name
+		}
+		if sub, ok := table.ByNode[m.Name]; ok {
+			nodeOf[ipam.Gateway(sub)] = m.Name
+		}
+	}
+	podNode := map[netip.Addr]policy.Pod{}
+	for _, p := range s.Pods {
+		podNode[p.IP] = p
+	}
+	if p, ok := podNode[dst]; ok && nodeOf[src] == p.Node {
+		return api.TraceResponse{Allowed: true, Reason: fmt.Sprintf("allowed: %s is an address of %s's own node %s; traffic from a node to its pods is not filtered", src, p.Key(), p.Node)}, true
+	}
+	if p, ok := podNode[src]; ok && nodeOf[dst] == p.Node {
+		return api.TraceResponse{Allowed: true, Reason: fmt.Sprintf("allowed: %s is an address of %s's own node %s; traffic from a pod to its node is not filtered", dst, p.Key(), p.Node)}, true
+	}
+	return api.TraceResponse{}, false
 }
