@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -27,7 +26,6 @@ import (
 	"github.com/netloom/netloom/firewall/policy"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/demo"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -330,43 +328,6 @@ func (e *polEnv) snapshot() *policy.Snapshot {
 
 // ---- network namespaces, servers and probes ----
 
-// polInNetns runs f on an OS thread switched into the named network
-// namespace, so that the sockets f opens live there (they stay there when
-// the thread returns). A thread that cannot return is thrown away.
-func polInNetns(name string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // polServe starts, in the test process, servers in pod p's namespace on
 // every probed port. Each answers a TCP connection or a UDP datagram with
 // one line "<ns/name> <port/proto>", so a probe knows whom it reached.
@@ -375,7 +336,7 @@ func polServe(t *testing.T, p *polPod) {
 	t.Helper()
 	var lns []net.Listener
 	var pcs []net.PacketConn
-	err := polInNetns(p.Pod.NS, func() error {
+	err := inNetns(p.Pod.NS, func() error {
 		for _, pp := range polProbePorts {
 			addr := fmt.Sprintf(":%d", pp.Port)
 			if pp.Proto == policy.UDP {
@@ -444,7 +405,7 @@ func polServe(t *testing.T, p *polPod) {
 func polServeNode(t *testing.T, n *demo.Node) {
 	t.Helper()
 	var ln net.Listener
-	if err := polInNetns(n.NS, func() error {
+	if err := inNetns(n.NS, func() error {
 		var err error
 		ln, err = net.Listen("tcp4", ":80")
 		return err
@@ -477,7 +438,7 @@ func polProbe(ns string, dst netip.Addr, port polPort, timeout time.Duration) (s
 	addr := netip.AddrPortFrom(dst, port.Port).String()
 	deadline := time.Now().Add(timeout)
 	var conn net.Conn
-	err := polInNetns(ns, func() error {
+	err := inNetns(ns, func() error {
 		var err error
 		if port.Proto == policy.UDP {
 			conn, err = net.Dial("udp4", addr)
