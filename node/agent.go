@@ -362,21 +362,21 @@ func (a *Agent) finishLeave() error {
 	a.log.Info("leaving the cluster", "node", c.Name)
 	_ = systemd.Stopping()
 	var errs []error
-	// Hand the VIPs over first: the others see this node leaving, take its
-	// VIPs and announce them, while it still forwards what reaches it.
-	if err := a.members.SetMeta(a.meta()); err != nil {
-		errs = append(errs, err)
-	}
+	// Hand the VIPs over first. This node stops answering ARP for them
+	// before it tells the others it is leaving, so that no two nodes ever
+	// answer for a VIP; the new owners announce as soon as they see it
+	// leaving, while this node still forwards what reaches it.
 	a.mu.Lock()
 	owned := 0
 	if a.announcer != nil {
 		owned = len(a.announcer.Owned())
 	}
 	a.mu.Unlock()
+	a.stopAnnouncing()
+	if err := a.members.SetMeta(a.meta()); err != nil {
+		errs = append(errs, err)
+	}
 	if owned > 0 {
-		// No two nodes answer for a VIP: this one stops now, the new owners
-		// announce as soon as they see it leaving.
-		a.stopAnnouncing()
 		time.Sleep(handoverWait)
 		a.reconcile()
 	}
