@@ -171,9 +171,17 @@ func defaultRouteAddr() (netip.Addr, error) {
 
 // underlayMTU is the MTU of the link holding addr, 1500 when unknown.
 func underlayMTU(addr netip.Addr) int {
+	if l, err := linkOf(addr); err == nil && l.Attrs().MTU > 0 {
+		return l.Attrs().MTU
+	}
+	return 1500
+}
+
+// linkOf returns the link that holds addr.
+func linkOf(addr netip.Addr) (netlink.Link, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
-		return 1500
+		return nil, fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
 		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
@@ -182,11 +190,9 @@ func underlayMTU(addr netip.Addr) int {
 		}
 		for _, a := range addrs {
 			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
-				if mtu := l.Attrs().MTU; mtu > 0 {
-					return mtu
-				}
+				return l, nil
 			}
 		}
 	}
-	return 1500
+	return nil, fmt.Errorf("no interface holds the address %s", addr)
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/netloom/netloom/lb/proxy"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/events"
-	"github.com/vishvananda/netlink"
 )
 
 // dataplane computes load balancing and network policy from the store and
@@ -171,22 +170,11 @@ func (a *Agent) stopAnnouncing() {
 
 // ifaceOf names the interface holding addr.
 func ifaceOf(addr netip.Addr) (string, error) {
-	links, err := netlink.LinkList()
+	l, err := linkOf(addr)
 	if err != nil {
-		return "", fmt.Errorf("list links: %w", err)
+		return "", err
 	}
-	for _, l := range links {
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			continue
-		}
-		for _, x := range addrs {
-			if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == addr {
-				return l.Attrs().Name, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("no interface holds the advertise address %s", addr)
+	return l.Attrs().Name, nil
 }
 
 // markProgrammed records that the store as it was at start is in the
