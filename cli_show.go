@@ -46,6 +46,14 @@ func printStatus(w io.Writer, st api.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Address, m.State, orDash(m.Subnet), orDash(m.WireGuard.Endpoint), hs, rx, tx)
 	}
 	tw.Flush()
+	for _, is := range st.ServiceIssues {
+		if is.Pending != "" {
+			fmt.Fprintf(w, "service %s pending: %s\n", is.Service, is.Pending)
+		}
+		if is.Conflict != "" {
+			fmt.Fprintf(w, "service %s address conflict: %s\n", is.Service, is.Conflict)
+		}
+	}
 }
 
 func orDash(s string) string {
@@ -137,7 +145,7 @@ func getCommand() *cli.Command {
 			case "Service":
 				where := map[string]objects.ServicePlace{}
 				for _, o := range list {
-					where[o.Namespace+"/"+o.Name] = objects.ServicePlace{ClusterIP: o.ClusterIP, ExternalIP: o.ExternalIP, Owner: o.Owner, Pending: o.Pending}
+					where[o.Namespace+"/"+o.Name] = objects.ServicePlace{ClusterIP: o.ClusterIP, ExternalIP: o.ExternalIP, Owner: o.Owner, Pending: o.Pending, Conflict: o.Conflict}
 				}
 				rows, err = objects.ServiceTable(docs, where)
 			default:

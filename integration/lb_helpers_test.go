@@ -496,6 +496,16 @@ func vipOf(st *api.Status, service string) (api.VIPStatus, bool) {
 	return api.VIPStatus{}, false
 }
 
+// issueOf finds the status.serviceIssues entry of service ("namespace/name").
+func issueOf(st *api.Status, service string) (api.ServiceIssue, bool) {
+	for _, is := range st.ServiceIssues {
+		if is.Service == service {
+			return is, true
+		}
+	}
+	return api.ServiceIssue{}, false
+}
+
 // macOf is the MAC address of iface in namespace ns.
 func macOf(t *testing.T, ns, iface string) string {
 	t.Helper()

@@ -314,6 +314,9 @@ func (e *lbEnv) testFullPool(t *testing.T) {
 		if v, ok := vipOf(st, "default/tiny-b"); ok {
 			t.Errorf("status on %s lists a VIP for the pending tiny-b: %+v", n.Name, v)
 		}
+		if is, ok := issueOf(st, "default/tiny-b"); !ok || !strings.Contains(is.Pending, "full") {
+			t.Errorf("status on %s: serviceIssues %+v, want default/tiny-b pending with the reason", n.Name, st.ServiceIssues)
+		}
 	}
 	if t.Failed() {
 		return
@@ -537,6 +540,26 @@ func (e *lbEnv) testPartition(t *testing.T, c2 *client) {
 		conflict := slices.ContainsFunc(reported, func(l string) bool { return strings.Contains(l, "vip-conflict") })
 		if !conflict {
 			t.Errorf("no node reported the conflict of split-b (events naming it: %q)", reported)
+		}
+		// Status and get services keep saying so after the conflict is
+		// resolved, on the nodes that saw it.
+		inStatus := false
+		for _, n := range x.c.Nodes {
+			if is, ok := issueOf(x.status(n), "default/split-b"); ok && strings.Contains(is.Conflict, views["split-b"].vip.String()) {
+				inStatus = true
+				row := ""
+				for _, l := range strings.Split(x.cli(n, nil, "get", "services").stdout, "\n") {
+					if strings.Contains(l, "split-b") {
+						row = l
+					}
+				}
+				if !strings.Contains(row, "conflict: ") {
+					t.Errorf("get services on %s: row of split-b %q, want the conflict", n.Name, row)
+				}
+			}
+		}
+		if !inStatus {
+			t.Errorf("no node's status lists the conflict of split-b over %s", views["split-b"].vip)
 		}
 	}
 	// Every VIP is answered by its owner alone, and the clients follow once

@@ -21,6 +21,7 @@ import (
 	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/firewall/policy"
 	"github.com/netloom/netloom/ipam"
+	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/lb/arp"
 	"github.com/netloom/netloom/mesh"
 	"github.com/netloom/netloom/mesh/store"
@@ -73,6 +74,9 @@ type Agent struct {
 	ready     bool
 	leaving   bool
 	lbView    lbState
+	// conflicts remembers the last address conflict of each service (the
+	// allocation reports one only in the pass that resolves it).
+	conflicts map[lb.ServiceKey]conflictNote
 	policyRun *policy.Compiled
 	announcer *arp.Announcer
 	// reannounceNext asks the next pass to send gratuitous ARP for owned VIPs.

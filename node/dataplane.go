@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sort"
 	"time"
 
 	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/lb/arp"
 	"github.com/netloom/netloom/lb/proxy"
 	"github.com/netloom/netloom/node/api"
@@ -72,23 +74,48 @@ func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 	return nil
 }
 
+// conflictNote is an address conflict a service lost, and when.
+type conflictNote struct {
+	Text string
+	At   time.Time
+}
+
+// conflictMemory is how long status keeps showing a resolved conflict.
+const conflictMemory = 24 * time.Hour
+
 // noteLBChanges logs and records VIP conflicts and owner changes.
 func (a *Agent) noteLBChanges(st lbState) {
 	a.mu.Lock()
 	prev := a.lbView
 	a.mu.Unlock()
+	now := time.Now()
+	exists := make(map[lb.ServiceKey]bool, len(st.Services))
 	for _, s := range st.Services {
+		exists[s.Key()] = true
 		r := st.Plan.Results[s.Key()]
 		old := prev.Plan.Results[s.Key()]
 		if r.Conflict != "" && r.Conflict != old.Conflict {
 			a.log.Warn("service address conflict", "service", s.Key().String(), "conflict", r.Conflict)
 			a.events.Add(events.VIPConflict, s.Key().String(), "service "+s.Key().String()+": "+r.Conflict)
 			a.metrics.VIPConflict()
+			a.mu.Lock()
+			if a.conflicts == nil {
+				a.conflicts = map[lb.ServiceKey]conflictNote{}
+			}
+			a.conflicts[s.Key()] = conflictNote{Text: r.Conflict, At: now}
+			a.mu.Unlock()
 		}
 		if r.Pending != "" && r.Pending != old.Pending {
 			a.log.Warn("service pending", "service", s.Key().String(), "reason", r.Pending)
 		}
 	}
+	a.mu.Lock()
+	for k, c := range a.conflicts {
+		if !exists[k] || now.Sub(c.At) > conflictMemory {
+			delete(a.conflicts, k)
+		}
+	}
+	a.mu.Unlock()
 	for vip, owner := range st.Owners {
 		was, had := prev.Owners[vip]
 		if had && was != owner {
@@ -97,6 +124,13 @@ func (a *Agent) noteLBChanges(st lbState) {
 			a.metrics.VIPFailover()
 		}
 	}
+}
+
+// conflictOf is the remembered address conflict of a service, "" if none.
+func (a *Agent) conflictOf(k lb.ServiceKey) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.conflicts[k].Text
 }
 
 // vipStatus lists the VIPs of the cluster for status.
@@ -113,6 +147,32 @@ func (a *Agent) vipStatus() []api.VIPStatus {
 		out = append(out, api.VIPStatus{IP: r.VIP.String(), Service: s.Key().String(), Owner: st.Owners[r.VIP]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
+	return out
+}
+
+// serviceIssues lists the services that are pending or lost an address
+// they asked for or held (in the last conflictMemory), for status.
+func (a *Agent) serviceIssues() []api.ServiceIssue {
+	a.mu.Lock()
+	st := a.lbView
+	conflicts := maps.Clone(a.conflicts)
+	a.mu.Unlock()
+	out := []api.ServiceIssue{}
+	for _, s := range st.Services {
+		r := st.Plan.Results[s.Key()]
+		c, lost := conflicts[s.Key()]
+		if r.Pending == "" && !lost {
+			continue
+		}
+		is := api.ServiceIssue{Service: s.Key().String(), Pending: r.Pending}
+		if lost {
+			is.Conflict = c.Text
+			at := c.At.UTC()
+			is.ConflictAt = &at
+		}
+		out = append(out, is)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
 	return out
 }
 

@@ -85,6 +85,7 @@ func (a *Agent) Status() api.Status {
 	}
 	a.mu.Unlock()
 	st.VIPs = a.vipStatus()
+	st.ServiceIssues = a.serviceIssues()
 	table := a.subnetTable()
 	stats, _ := a.dev.Stats()
 	st.Members = []api.MemberStatus{}

@@ -80,7 +80,7 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 				o.ExternalIP = r.VIP.String()
 				o.Owner = lbv.Owners[r.VIP]
 			}
-			o.Pending = r.Pending
+			o.Pending, o.Conflict = r.Pending, a.conflictOf(lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name})
 			for _, ep := range lbv.Endpoints[lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name}] {
 				o.Endpoints = append(o.Endpoints, api.Endpoint{Pod: ep.PodNamespace + "/" + ep.PodName, IP: ep.IP.String(), Node: ep.Node, Ready: ep.Ready})
 			}
@@ -167,7 +167,7 @@ func withServiceStatus(raw json.RawMessage, o api.Object) json.RawMessage {
 	}
 	m["status"] = map[string]any{"loadBalancer": lbStatus}
 	meta, _ := m["metadata"].(map[string]any)
-	if meta != nil && (o.Owner != "" || o.Pending != "") {
+	if meta != nil && (o.Owner != "" || o.Pending != "" || o.Conflict != "") {
 		ann, _ := meta["annotations"].(map[string]any)
 		if ann == nil {
 			ann = map[string]any{}
@@ -178,6 +178,9 @@ func withServiceStatus(raw json.RawMessage, o api.Object) json.RawMessage {
 		}
 		if o.Pending != "" {
 			ann["netloom.io/pending"] = o.Pending
+		}
+		if o.Conflict != "" {
+			ann["netloom.io/conflict"] = o.Conflict
 		}
 	}
 	b, err := json.Marshal(m)

@@ -405,14 +405,18 @@ type ServicePlace struct {
 	// Pending is why the service still lacks an address (a full pool, a
 	// full service CIDR), "" if it lacks none.
 	Pending string
+	// Conflict says which address the service asked for or held and lost
+	// to an older service (it then has another one), "" if none.
+	Conflict string
 }
 
 // ServiceTable renders Services: NAMESPACE, NAME, TYPE, CLUSTER-IP,
 // EXTERNAL-IP, PORTS ("80/TCP,53/UDP"), ANNOUNCED-BY. where maps
 // "namespace/name" to what the agent knows of the service; services missing
 // from it (or a nil map) show <none>. A service whose place has a Pending
-// reason shows <pending> for the address it lacks, and the table then gets
-// a last column REASON with the reasons.
+// reason shows <pending> for the address it lacks; pending reasons and
+// address conflicts appear in a last column REASON, present only when some
+// service has one.
 func ServiceTable(objs []json.RawMessage, where map[string]ServicePlace) ([][]string, error) {
 	rows := make([][]string, 0, len(objs))
 	reasons := false
@@ -427,8 +431,17 @@ func ServiceTable(objs []json.RawMessage, where map[string]ServicePlace) ([][]st
 			typ = lb.TypeClusterIP
 		}
 		cip, eip := cell(pl.ClusterIP), cell(pl.ExternalIP)
+		var why []string
 		if pl.Pending != "" {
+			why = append(why, pl.Pending)
+		}
+		if pl.Conflict != "" {
+			why = append(why, "conflict: "+pl.Conflict)
+		}
+		if len(why) > 0 {
 			reasons = true
+		}
+		if pl.Pending != "" {
 			if pl.ClusterIP == "" {
 				cip = pending
 			}
@@ -436,7 +449,7 @@ func ServiceTable(objs []json.RawMessage, where map[string]ServicePlace) ([][]st
 				eip = pending
 			}
 		}
-		rows = append(rows, []string{s.Namespace, s.Name, typ, cip, eip, PortsString(s.Spec.Ports), cell(pl.Owner), cell(pl.Pending)})
+		rows = append(rows, []string{s.Namespace, s.Name, typ, cip, eip, PortsString(s.Spec.Ports), cell(pl.Owner), cell(strings.Join(why, "; "))})
 	}
 	sortRows(rows, 2)
 	header := []string{"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", "ANNOUNCED-BY", "REASON"}

@@ -587,6 +587,17 @@ func TestServiceTable(t *testing.T) {
 		t.Errorf("ServiceTable with pending (-want +got):\n%s", diff)
 	}
 
+	// A conflict: the service has another address, and says which it lost.
+	where["x/api"] = ServicePlace{ClusterIP: "10.96.0.11", ExternalIP: "192.168.1.243", Owner: "edge-1", Conflict: "requested address 192.168.1.242 is held by older service shop/web"}
+	conflictRows, err := ServiceTable(raws, where)
+	if err != nil {
+		t.Fatalf("ServiceTable: %v", err)
+	}
+	wantRow := []string{"x", "api", "LoadBalancer", "10.96.0.11", "192.168.1.243", "80/TCP", "edge-1", "conflict: requested address 192.168.1.242 is held by older service shop/web"}
+	if diff := cmp.Diff(wantRow, conflictRows[2]); diff != "" {
+		t.Errorf("ServiceTable with a conflict (-want +got):\n%s", diff)
+	}
+
 	var buf bytes.Buffer
 	if err := WriteTable(&buf, rows[:4]); err != nil {
 		t.Fatal(err)

@@ -47,6 +47,19 @@ type Status struct {
 	Node    NodeStatus     `json:"node"`
 	Members []MemberStatus `json:"members"`
 	VIPs    []VIPStatus    `json:"vips"`
+	// ServiceIssues are the services that lack an address (pending) or
+	// lost one they asked for or held to an older service (conflict).
+	ServiceIssues []ServiceIssue `json:"serviceIssues"`
+}
+
+// ServiceIssue says why a service is not served as asked.
+type ServiceIssue struct {
+	Service string `json:"service"`           // namespace/name
+	Pending string `json:"pending,omitempty"` // why an address is missing
+	// Conflict is the last address the service asked for or held and lost
+	// to an older service (it got another one), kept for a day.
+	Conflict   string     `json:"conflict,omitempty"`
+	ConflictAt *time.Time `json:"conflictAt,omitempty"`
 }
 
 // VIPStatus is a LoadBalancer address and the node announcing it ("" while
@@ -121,6 +134,7 @@ type Object struct {
 	ExternalIP string `json:"externalIP,omitempty"`
 	Owner      string `json:"owner,omitempty"`
 	Pending    string `json:"pending,omitempty"`
+	Conflict   string `json:"conflict,omitempty"`
 	// Endpoints are the service's pods ("namespace/name ip node").
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 }
