@@ -141,6 +141,8 @@ type Store struct {
 	mu      sync.RWMutex
 	entries map[Key]Entry
 	live    int
+	gens    map[string]uint64 // kind -> changes so far
+	gen     uint64            // changes so far, every kind
 	clock   hlc
 	subs    map[int]chan struct{}
 	nextSub int
@@ -542,8 +544,31 @@ func (s *Store) tick() Version {
 	return Version{Wall: w, Logical: l, Node: s.node}
 }
 
+// Generation counts the changes to the entries of kind (every kind when
+// kind is ""): it is the same in two calls only if no entry of the kind was
+// written, merged or deleted in between. Derived state keyed by it can skip
+// recomputation.
+func (s *Store) Generation(kind string) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if kind == "" {
+		return s.gen
+	}
+	return s.gens[kind]
+}
+
+// changed bumps the generations of kind. Caller holds s.mu.
+func (s *Store) changed(kind string) {
+	if s.gens == nil {
+		s.gens = map[string]uint64{}
+	}
+	s.gens[kind]++
+	s.gen++
+}
+
 // set stores e, keeping the live count. Caller holds s.mu.
 func (s *Store) set(e Entry) {
+	s.changed(e.Key.Kind)
 	if cur, ok := s.entries[e.Key]; ok && !cur.Deleted {
 		s.live--
 	}
@@ -556,6 +581,7 @@ func (s *Store) set(e Entry) {
 // remove drops k, keeping the live count. Caller holds s.mu.
 func (s *Store) remove(k Key) {
 	if cur, ok := s.entries[k]; ok {
+		s.changed(k.Kind)
 		if !cur.Deleted {
 			s.live--
 		}

@@ -760,3 +760,38 @@ func TestMergedEntriesPersistOnClose(t *testing.T) {
 		t.Error("entry merged before Close is missing after reopening")
 	}
 }
+
+// TestGeneration: a kind's generation moves exactly when one of its entries
+// changes (local write, winning merge, delete), and not for other kinds or
+// losing merges.
+func TestGeneration(t *testing.T) {
+	clk := newClock(1000)
+	s := openTest(t, "a", clk)
+	svc := Key{Kind: "Service", Namespace: "default", Name: "web"}
+	g0, s0, all0 := s.Generation("Pod"), s.Generation("Service"), s.Generation("")
+	if _, err := s.Apply([]Put{{Key: key("p1"), Value: json.RawMessage(`{"a":1}`)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	g1 := s.Generation("Pod")
+	if g1 == g0 || s.Generation("Service") != s0 || s.Generation("") == all0 {
+		t.Fatalf("after a Pod write: Pod %d->%d, Service %d->%d, all %d->%d; want Pod and all to move, Service not",
+			g0, g1, s0, s.Generation("Service"), all0, s.Generation(""))
+	}
+	// A losing merge (older version) changes nothing.
+	s.Merge([]Entry{live(key("p1"), `{"a":0}`, 1, 0, "b")})
+	if g := s.Generation("Pod"); g != g1 {
+		t.Errorf("a losing merge moved the Pod generation %d -> %d", g1, g)
+	}
+	// A winning merge of another kind moves only that kind.
+	s.Merge([]Entry{live(svc, `{}`, 5000, 0, "b")})
+	if s.Generation("Pod") != g1 || s.Generation("Service") == s0 {
+		t.Errorf("a Service merge: Pod %d->%d, Service %d->%d", g1, s.Generation("Pod"), s0, s.Generation("Service"))
+	}
+	// A delete moves it.
+	if _, err := s.Apply(nil, []Key{key("p1")}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Generation("Pod") == g1 {
+		t.Error("deleting a Pod did not move the Pod generation")
+	}
+}
