@@ -77,6 +77,10 @@ type Agent struct {
 	// conflicts remembers the last address conflict of each service (the
 	// allocation reports one only in the pass that resolves it).
 	conflicts map[lb.ServiceKey]conflictNote
+	// objs caches decoded objects and derived state between passes.
+	objs *objCaches
+	// applied is what the nftables table was last programmed from.
+	applied tableKey
 	policyRun *policy.Compiled
 	announcer *arp.Announcer
 	// reannounceNext asks the next pass to send gratuitous ARP for owned VIPs.
@@ -100,7 +104,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		log = slog.Default()
 	}
 	reg := prometheus.NewRegistry()
-	return &Agent{cfg: s, log: log, events: events.NewLog(s.Name, 1000), leaveDone: make(chan struct{}), kick: make(chan struct{}, 1),
+	return &Agent{cfg: s, log: log, events: events.NewLog(s.Name, 1000), leaveDone: make(chan struct{}), kick: make(chan struct{}, 1), objs: newObjCaches(),
 		metrics: webui.NewMetrics(reg), registry: reg}, nil
 }
 

@@ -28,9 +28,11 @@ func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 			a.markProgrammed(started)
 		}
 	}()
-	st := a.computeLB()
-	a.writeAssignments(st.Plan)
-	a.noteLBChanges(st)
+	st, fresh := a.computeLB()
+	if fresh {
+		a.writeAssignments(st.Plan)
+		a.noteLBChanges(st)
+	}
 
 	// Before it has heard the cluster a node would rank itself first for
 	// every VIP: it announces nothing until it has joined.
@@ -53,25 +55,48 @@ func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 		}
 	}
 
+	// Nothing the table depends on changed since the last applied pass:
+	// the kernel has it already.
+	snap := a.policySnapshot()
+	key := tableKey{lb: st.Gen, snap: snap, subnet: subnet}
+	a.mu.Lock()
+	a.lbView = st
+	same := a.applied == key
+	a.mu.Unlock()
+	if same {
+		return nil
+	}
+
 	in := proxy.Input{Node: c.Name, Endpoints: st.Endpoints, ClusterCIDR: c.cidr, PodSubnet: subnet, WGIface: c.WGIface}
 	for _, s := range st.Services {
 		r := st.Plan.Results[s.Key()]
 		in.Services = append(in.Services, proxy.ServiceAddrs{Service: s, ClusterIP: r.ClusterIP, VIP: r.VIP})
 	}
-	pol := policy.Compile(a.policySnapshot(), c.Name, policy.Options{LogDrops: c.PolicyLogDrops})
+	pol := policy.Compile(snap, c.Name, policy.Options{LogDrops: c.PolicyLogDrops})
 	m := firewall.Merge(
 		firewall.Ruleset(firewall.Config{ClusterCIDR: c.cidr, PodSubnet: subnet, Bridge: c.Bridge, WGIface: c.WGIface}),
 		proxy.Compile(in),
 		pol.Model,
 	)
 	a.mu.Lock()
-	a.lbView = st
 	a.policyRun = pol
+	a.applied = tableKey{}
 	a.mu.Unlock()
 	if err := a.fw.Apply(m); err != nil {
 		return fmt.Errorf("apply nftables table: %w", err)
 	}
+	a.mu.Lock()
+	a.applied = key
+	a.mu.Unlock()
 	return nil
+}
+
+// tableKey identifies the inputs of an applied table: the load-balancing
+// state, the policy snapshot and the node's subnet.
+type tableKey struct {
+	lb     uint64
+	snap   *policy.Snapshot
+	subnet netip.Prefix
 }
 
 // conflictNote is an address conflict a service lost, and when.

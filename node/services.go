@@ -28,6 +28,8 @@ type lbState struct {
 	Plan      lb.Plan
 	Endpoints map[lb.ServiceKey][]lb.Endpoint
 	Owners    map[netip.Addr]string // VIP -> announcing node
+	// Gen identifies the computation: equal Gens are the same state.
+	Gen uint64
 }
 
 // lbConfig is the cluster-wide allocation configuration.
@@ -54,41 +56,51 @@ func (a *Agent) lbCandidates() map[string]bool {
 	return out
 }
 
-func (a *Agent) computeLB() lbState {
-	var st lbState
-	assigned := map[lb.ServiceKey]lb.Assignment{}
-	for _, e := range a.store.List(lb.AssignmentKind, "") {
-		var as lb.Assignment
-		if json.Unmarshal(e.Value, &as) == nil {
-			assigned[lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name}] = as
-		}
-	}
-	for _, e := range a.store.List("Service", "") {
-		svc, err := objects.DecodeService(e.Value)
-		if err != nil {
-			continue
-		}
-		s, err := objects.LBService(svc)
-		if err != nil {
-			continue
-		}
-		s.Created = parseCreated(svc.Annotations[CreatedAnnotation], e.Version)
-		s.Assigned = assigned[s.Key()]
-		st.Services = append(st.Services, s)
-	}
-	for _, e := range a.store.List("AddressPool", "") {
-		ap, err := objects.DecodeAddressPool(e.Value)
-		if err != nil {
-			continue
-		}
-		if p, err := ap.LBPool(); err == nil {
-			st.Pools = append(st.Pools, p)
-		}
-	}
+// lbKey is what lbState depends on: the generations of the kinds it reads,
+// and the membership.
+type lbKey struct {
+	assigned, services, pools, podAddrs, pods uint64
+	candidates, alive                         string
+	joined                                    bool
+}
+
+// computeLB returns the load-balancing state of the store as it is. While
+// its inputs stay, it returns the state it computed last (Gen unchanged);
+// fresh is true when it was computed now.
+func (a *Agent) computeLB() (st lbState, fresh bool) {
+	o := a.objs
+	assignedList, gAs := o.assigned.list(a.store)
+	services, gSvc := o.services.list(a.store)
+	pools, gPool := o.pools.list(a.store)
+	_, gAddr := o.podAddrs.list(a.store)
+	_, gPod := o.pods.list(a.store)
 	alive := a.lbCandidates()
+	live := a.members.Alive()
+	a.mu.Lock()
+	joined := a.joined
+	a.mu.Unlock()
+	key := lbKey{assigned: gAs, services: gSvc, pools: gPool, podAddrs: gAddr, pods: gPod,
+		candidates: setKey(alive), alive: setKey(live), joined: joined}
+	o.mu.Lock()
+	if o.lbOK && o.lbKey == key {
+		st = o.lb
+		o.mu.Unlock()
+		return st, false
+	}
+	o.mu.Unlock()
+
+	assigned := make(map[lb.ServiceKey]lb.Assignment, len(assignedList))
+	for _, ka := range assignedList {
+		assigned[ka.key] = ka.as
+	}
+	st.Services = make([]lb.Service, len(services))
+	for i, s := range services {
+		s.Assigned = assigned[s.Key()]
+		st.Services[i] = s
+	}
+	st.Pools = pools
 	st.Plan = lb.Allocate(a.lbConfig(), st.Services, st.Pools, alive)
 	// Pods of nodes that are gone cannot serve: their routes are gone.
-	live := a.members.Alive()
 	var pods []lb.Pod
 	for _, p := range a.lbPods() {
 		if live[p.Node] {
@@ -97,7 +109,31 @@ func (a *Agent) computeLB() lbState {
 	}
 	st.Endpoints = lb.AllEndpoints(st.Services, pods)
 	st.Owners = lb.Owners(st.Services, st.Plan.Results, alive, st.Endpoints)
-	return st
+	o.mu.Lock()
+	o.lbGen++
+	st.Gen = o.lbGen
+	o.lb, o.lbKey, o.lbOK = st, key, true
+	o.mu.Unlock()
+	return st, true
+}
+
+// forgetLB makes the next computeLB compute afresh.
+func (a *Agent) forgetLB() {
+	a.objs.mu.Lock()
+	a.objs.lbOK = false
+	a.objs.mu.Unlock()
+}
+
+// setKey is a canonical string of a set of names.
+func setKey(m map[string]bool) string {
+	names := make([]string, 0, len(m))
+	for n, ok := range m {
+		if ok {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, "\x00")
 }
 
 // lbPods are the pods with an address, as endpoints see them.
@@ -194,6 +230,7 @@ func (a *Agent) writeAssignments(plan lb.Plan) {
 	entries, err := a.store.Apply(puts, dels)
 	if err != nil {
 		a.log.Warn("record service addresses", "err", err)
+		a.forgetLB() // the next pass tries again
 		return
 	}
 	a.repl.Publish(entries)
@@ -245,7 +282,7 @@ func (a *Agent) validateServices(objs []objects.Object) error {
 	if len(in.Services) == 0 && len(in.Pools) == 0 {
 		return nil
 	}
-	cur := a.computeLB()
+	cur, _ := a.computeLB()
 	err := lb.ValidateApply(a.lbConfig(), lb.Snapshot{Services: cur.Services, Pools: cur.Pools}, in)
 	if err == nil {
 		return nil
