@@ -80,7 +80,7 @@ type Agent struct {
 	// objs caches decoded objects and derived state between passes.
 	objs *objCaches
 	// applied is what the nftables table was last programmed from.
-	applied tableKey
+	applied   tableKey
 	policyRun *policy.Compiled
 	announcer *arp.Announcer
 	// reannounceNext asks the next pass to send gratuitous ARP for owned VIPs.
