@@ -4,6 +4,7 @@
 //	go run ./bench/failover                 # everything below
 //	go run ./bench/failover -only failover  # VIP failover, default and tuned timers
 //	go run ./bench/failover -only packet    # per-packet cost and programming, 10 vs 10,000 services
+//	go run ./bench/failover -only soak      # false failures of the timers under CPU load (not part of the default run)
 //
 // Failover: SIGKILL of the agent that announces a LoadBalancer VIP (only the
 // agent: its WireGuard companion and nftables table stay, as after a crash),
@@ -58,6 +59,9 @@ type options struct {
 	iperfTime int
 	rounds    int
 	verbose   bool
+	soak      time.Duration
+	load      int
+	soakSets  string
 }
 
 func main() {
@@ -70,9 +74,13 @@ func main() {
 	flag.IntVar(&o.iperfTime, "t", 10, "iperf3 -t seconds")
 	flag.IntVar(&o.rounds, "rounds", 2, "per-packet: measurements of each kind per phase")
 	flag.BoolVar(&o.verbose, "v", false, "log progress")
+	flag.DurationVar(&o.soak, "soak", 5*time.Minute, "soak: how long each timer setting runs")
+	flag.IntVar(&o.load, "load", 2*runtime.NumCPU(), "soak: busy-looping processes during the soak")
+	flag.StringVar(&o.soakSets, "soak-timers", "default=;slow=--probe-interval 1s --probe-timeout 500ms --suspicion-mult 4 --gossip-interval 200ms",
+		"soak: name=agent flags pairs separated by ';' (empty flags: the agent's defaults)")
 	flag.Parse()
-	if o.only != "" && o.only != "failover" && o.only != "packet" {
-		fmt.Fprintln(os.Stderr, "failover: -only is failover or packet")
+	if o.only != "" && o.only != "failover" && o.only != "packet" && o.only != "soak" {
+		fmt.Fprintln(os.Stderr, "failover: -only is failover, packet or soak")
 		os.Exit(2)
 	}
 	if err := run(o, os.Stdout); err != nil {
@@ -131,6 +139,19 @@ func run(o options, w io.Writer) (err error) {
 			results = append(results, r)
 		}
 		reportFailover(w, o, results)
+	}
+	if o.only == "soak" {
+		var results []soakResult
+		for _, set := range strings.Split(o.soakSets, ";") {
+			name, flags, _ := strings.Cut(set, "=")
+			r, err := soakBench(ctx, o, dir, log, strings.TrimSpace(name), strings.TrimSpace(flags))
+			if err != nil {
+				return fmt.Errorf("soak (%s timers): %w", name, err)
+			}
+			results = append(results, r)
+		}
+		reportSoak(w, results)
+		return nil
 	}
 	if o.only == "" || o.only == "packet" {
 		if err := packetBench(ctx, o, dir, log, w); err != nil {
