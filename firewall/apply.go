@@ -16,10 +16,11 @@ import (
 // Applier installs Models in the kernel. It is safe for concurrent use;
 // Apply calls are serialized.
 //
-// The Applier remembers the last model it installed. The next Apply sends
-// only the difference (new and deleted chains, sets and counters, chains
-// whose rules changed refilled, set and map elements added and deleted),
-// still as one transaction; when the difference cannot be expressed that way
+// The Applier remembers the last model it installed, and the kernel handles
+// of its rules. The next Apply sends only the difference (new and deleted
+// chains, sets and counters, rules deleted, replaced and inserted in chains
+// whose rules changed (see ruleedit.go), set and map elements added and
+// deleted), still as one transaction; when the difference cannot be expressed that way
 // (a base chain's hook or priority, a set's type) or the kernel refuses it,
 // Apply replaces the whole table instead. Call Invalidate to force the next
 // Apply to replace the table (a periodic resync that also removes anything
@@ -30,9 +31,27 @@ type Applier struct {
 	owned bool // conn was made by us: drop it after an error, close it in Close
 	netns int  // namespace fd for our own connection; 0 = the calling thread's
 
-	last  *Model // what the kernel holds after our last Apply; nil = unknown
-	stats ApplyStats
+	nl  *netlink.Conn // the socket of our own connection (nil with WithConn)
+	seq uint32        // sequence numbers of batches sent on nl
+
+	last *Model // what the kernel holds after our last Apply; nil = unknown
+	// handles[chain][i] is the kernel handle of rule i of last's chain
+	// (0 or a missing chain: unknown), for rule-level edits.
+	handles map[string][]uint64
+	stats   ApplyStats
+
+	// Unexported options (benchmarks compare with the former behaviour).
+	refillOnly   bool // flush and refill changed chains, never edit rules
+	libraryFlush bool // send with nftables.Conn.Flush even on our own socket
 }
+
+// withRefillOnly makes the Applier flush and refill every chain whose rules
+// changed (the behaviour before rule-level edits).
+func withRefillOnly() Option { return func(a *Applier) { a.refillOnly = true } }
+
+// withLibraryFlush makes the Applier send every batch with
+// nftables.Conn.Flush (acks for every message, echoes not read).
+func withLibraryFlush() Option { return func(a *Applier) { a.libraryFlush = true } }
 
 // ApplyStats describes the last Apply.
 type ApplyStats struct {
@@ -112,38 +131,138 @@ func (a *Applier) Apply(m Model) error {
 			return nil
 		default:
 			fam, _ := tableFamily(m.Family)
-			n, err := queueUpdate(c, &nftables.Table{Name: m.Table, Family: fam}, u)
+			t := &nftables.Table{Name: m.Table, Family: fam}
+			rules := a.planEditsLocked(c, t, &u)
+			var rl ruleLog
+			n, handles, err := a.sendLocked(c, func(c *nftables.Conn) (int, error) {
+				return queueUpdate(c, t, u, &rl)
+			})
 			if err == nil {
-				err = c.Flush()
-			}
-			if err == nil {
+				a.handles = updatedHandles(a.handles, m, u, rl.slots, handles)
 				a.last = &m
-				a.stats = ApplyStats{Incremental: true, Messages: n, Change: u.summary()}
+				a.stats = ApplyStats{Incremental: true, Messages: n, Change: u.summary() + rules}
 				return nil
 			}
 			// Refused as a whole (the batch is atomic): replace instead.
 			reason = "incremental update refused: " + oneLine(err).Error()
 			a.dropLocked()
 			if c, err = a.connLocked(); err != nil {
-				a.last = nil
+				a.last, a.handles = nil, nil
 				return fmt.Errorf("apply nftables table %s %s: %w", m.Family, m.Table, err)
 			}
 		}
 	}
 
-	a.last = nil // unknown until the replacement succeeds
-	n, err := queueModel(c, m)
+	a.last, a.handles = nil, nil // unknown until the replacement succeeds
+	var rl ruleLog
+	n, handles, err := a.sendLocked(c, func(c *nftables.Conn) (int, error) {
+		return queueModel(c, m, &rl)
+	})
 	if err != nil {
-		a.dropLocked()
-		return fmt.Errorf("apply nftables table %s %s: %w", m.Family, m.Table, err)
-	}
-	if err := c.Flush(); err != nil {
 		a.dropLocked()
 		return fmt.Errorf("apply nftables table %s %s: %w", m.Family, m.Table, oneLine(err))
 	}
+	a.handles = updatedHandles(nil, m, tableUpdate{newChains: m.Chains}, rl.slots, handles)
 	a.last = &m
 	a.stats = ApplyStats{Messages: n, FullReason: reason}
 	return nil
+}
+
+// sendLocked queues a transaction with queue and sends it as one batch:
+// on our own socket when we have one (see batch.go), else with c.Flush. It
+// returns the number of messages and the handles of the new rules in
+// queueing order (nil when unknown).
+func (a *Applier) sendLocked(c *nftables.Conn, queue func(*nftables.Conn) (int, error)) (int, []uint64, error) {
+	if a.nl == nil || a.libraryFlush {
+		n, err := queue(c)
+		if err != nil {
+			return n, nil, err
+		}
+		return n, nil, c.Flush()
+	}
+	msgs, n, err := captureBatch(queue)
+	if err != nil {
+		return n, nil, err
+	}
+	handles, err := sendBatch(a.nl, msgs, &a.seq)
+	return n, handles, err
+}
+
+// planEditsLocked decides, for every chain of u whose rules changed,
+// whether to edit its rules (see ruleedit.go) or to refill it, reading the
+// handles it needs from the kernel when it does not know them. It returns a
+// summary for ApplyStats.Change.
+func (a *Applier) planEditsLocked(c *nftables.Conn, t *nftables.Table, u *tableUpdate) string {
+	var add, del, repl, refilled int
+	for i := range u.editChains {
+		e := &u.editChains[i]
+		if a.refillOnly {
+			refilled++
+			continue
+		}
+		match, ok := diffRules(e.old, e.chain.Rules, maxEditDistance)
+		if ok {
+			hs := a.handles[e.chain.Name]
+			plan, need := planRules(e.old, e.chain.Rules, match, hs)
+			if plan != nil && need {
+				hs = kernelRuleHandles(c, t, e.chain.Name, len(e.old))
+				plan, need = planRules(e.old, e.chain.Rules, match, hs)
+				if plan != nil && !need {
+					if a.handles == nil {
+						a.handles = map[string][]uint64{}
+					}
+					a.handles[e.chain.Name] = hs
+				}
+			}
+			if plan != nil && !need {
+				e.plan = plan
+				ad, de, re := plan.counts()
+				add, del, repl = add+ad, del+de, repl+re
+				continue
+			}
+		}
+		refilled++
+	}
+	if len(u.editChains) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", rules +%d -%d ~%d, chains refilled %d", add, del, repl, refilled)
+}
+
+// updatedHandles returns the rule handles of the model m after u was
+// applied: those of chains u left alone from old, those of edited chains'
+// kept rules, and the new rules' from the kernel's echo (handles[k] for
+// slots[k]; unknown when handles is nil).
+func updatedHandles(old map[string][]uint64, m Model, u tableUpdate, slots []ruleSlot, handles []uint64) map[string][]uint64 {
+	out := make(map[string][]uint64, len(m.Chains))
+	for _, ch := range m.Chains {
+		if hs, ok := old[ch.Name]; ok && len(hs) == len(ch.Rules) {
+			out[ch.Name] = hs
+		}
+	}
+	for _, ch := range u.newChains {
+		out[ch.Name] = make([]uint64, len(ch.Rules))
+	}
+	for _, e := range u.editChains {
+		hs := make([]uint64, len(e.chain.Rules))
+		if e.plan != nil {
+			oh := old[e.chain.Name]
+			for j, i := range e.plan.kept {
+				if i >= 0 && i < len(oh) && len(oh) == len(e.old) {
+					hs[j] = oh[i]
+				}
+			}
+		}
+		out[e.chain.Name] = hs
+	}
+	if len(handles) == len(slots) {
+		for k, s := range slots {
+			if hs := out[s.chain]; s.index < len(hs) {
+				hs[s.index] = handles[k]
+			}
+		}
+	}
+	return out
 }
 
 // LastApply describes the last successful Apply.
@@ -158,7 +277,7 @@ func (a *Applier) LastApply() ApplyStats {
 func (a *Applier) Invalidate() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.last = nil
+	a.last, a.handles = nil, nil
 }
 
 // CounterValue is what a named counter has counted.
@@ -224,7 +343,7 @@ func (a *Applier) RemoveTable(family, name string) error {
 	t := &nftables.Table{Name: name, Family: fam}
 	c.AddTable(t)
 	c.DelTable(t)
-	a.last = nil
+	a.last, a.handles = nil, nil
 	if err := c.Flush(); err != nil {
 		a.dropLocked()
 		return fmt.Errorf("remove nftables table %s %s: %w", family, name, oneLine(err))
@@ -241,7 +360,7 @@ func (a *Applier) Close() error {
 		return nil
 	}
 	err := a.conn.CloseLasting()
-	a.conn, a.owned = nil, false
+	a.conn, a.owned, a.nl = nil, false, nil
 	return err
 }
 
@@ -249,7 +368,14 @@ func (a *Applier) connLocked() (*nftables.Conn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(LargeBuffers)}
+	var nl *netlink.Conn
+	keep := func(c *netlink.Conn) error {
+		if nl == nil {
+			nl = c
+		}
+		return nil
+	}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(LargeBuffers, keep)}
 	if a.netns != 0 {
 		opts = append(opts, nftables.WithNetNSFd(a.netns))
 	}
@@ -257,7 +383,7 @@ func (a *Applier) connLocked() (*nftables.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
 	}
-	a.conn, a.owned = c, true
+	a.conn, a.owned, a.nl = c, true, nl
 	return c, nil
 }
 
@@ -268,7 +394,7 @@ func (a *Applier) dropLocked() {
 		return
 	}
 	_ = a.conn.CloseLasting()
-	a.conn, a.owned = nil, false
+	a.conn, a.owned, a.nl = nil, false, nil
 }
 
 // batchBuffer is the socket buffer size for transactions: a batch is sent
@@ -308,7 +434,8 @@ func LargeBuffers(c *netlink.Conn) error {
 
 // queueModel queues the replacing transaction for m on c and returns the
 // number of messages.
-func queueModel(c *nftables.Conn, m Model) (int, error) {
+// rl records the rule each NEWRULE message creates.
+func queueModel(c *nftables.Conn, m Model, rl *ruleLog) (int, error) {
 	fam, _ := tableFamily(m.Family) // checked by Validate
 	t := &nftables.Table{Name: m.Table, Family: fam}
 	c.AddTable(t)
@@ -335,8 +462,9 @@ func queueModel(c *nftables.Conn, m Model) (int, error) {
 		n += k
 	}
 	for _, ch := range sortedChains(m.Chains) {
-		for _, r := range ch.Rules {
+		for i, r := range ch.Rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: chains[ch.Name], Exprs: withSetIDs(r.Exprs, setIDs)})
+			rl.add(ch.Name, i)
 			n++
 		}
 	}

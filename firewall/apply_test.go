@@ -20,7 +20,7 @@ import (
 // Kernel tests: every one works in network namespaces it creates and
 // deletes; nothing is ever added to the test process's own namespace.
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, nftables)")
@@ -34,7 +34,7 @@ func needRoot(t *testing.T) {
 
 // newNS creates a named network namespace "nlt-<random>" and deletes it
 // when the test ends.
-func newNS(t *testing.T) string {
+func newNS(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
@@ -51,7 +51,7 @@ func newNS(t *testing.T) string {
 	return name
 }
 
-func run(t *testing.T, args ...string) string {
+func run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -68,7 +68,7 @@ func nsApplier(t *testing.T, ns string) *Applier {
 		t.Fatalf("open netns %s: %v", ns, err)
 	}
 	t.Cleanup(func() { h.Close() })
-	c, err := nftables.New(nftables.WithNetNSFd(int(h)), nftables.AsLasting())
+	c, err := nftables.New(nftables.WithNetNSFd(int(h)), nftables.AsLasting(), nftables.WithSockOptions(LargeBuffers))
 	if err != nil {
 		t.Fatalf("nftables conn in %s: %v", ns, err)
 	}

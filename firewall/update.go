@@ -9,8 +9,9 @@ import (
 
 // An update is the difference between the model the kernel holds and the
 // next one, expressed as the nf_tables operations that turn one into the
-// other without touching what did not change. Applier.Apply sends it as ONE
-// batch, so it commits atomically like a full replacement, but its size
+// other without touching what did not change (a chain whose rules changed
+// is edited rule by rule, or flushed and refilled, see ruleedit.go).
+// Applier.Apply sends it as ONE batch, so it commits atomically like a full replacement, but its size
 // follows the change, not the table: a NetworkPolicy edit that adds a class
 // chain and moves a few pods does not rebuild ten thousand policies' rules.
 //
@@ -19,16 +20,25 @@ import (
 // definition of a set that keeps its name changes: those are rare, and
 // replacing the table is always correct.
 type tableUpdate struct {
-	newCounters  []string
-	newChains    []Chain // created empty first, filled after the new sets
-	newSets      []Set   // created with their elements
-	refillChains []Chain // flushed and filled again in the same batch
-	elemDels     []setElems
-	elemAdds     []setElems
-	delChains    []string
-	delMaps      []string // maps flushed before chains are deleted
-	delSets      []string
-	delCounters  []string
+	newCounters []string
+	newChains   []Chain     // created empty first, filled after the new sets
+	newSets     []Set       // created with their elements
+	editChains  []chainEdit // rules changed: edited rule by rule, or refilled
+	elemDels    []setElems
+	elemAdds    []setElems
+	delChains   []string
+	delMaps     []string // maps flushed before chains are deleted
+	delSets     []string
+	delCounters []string
+}
+
+// chainEdit is a chain of both models whose rules changed. Applier.Apply
+// fills in plan (see ruleedit.go); without one the chain is flushed and
+// filled again in the same batch.
+type chainEdit struct {
+	chain Chain  // the new chain
+	old   []Rule // its rules in the old model
+	plan  *rulePlan
 }
 
 type setElems struct {
@@ -39,7 +49,7 @@ type setElems struct {
 // empty reports whether the kernel already holds the new model.
 func (u tableUpdate) empty() bool {
 	return len(u.newCounters) == 0 && len(u.newChains) == 0 && len(u.newSets) == 0 &&
-		len(u.refillChains) == 0 && len(u.elemDels) == 0 && len(u.elemAdds) == 0 &&
+		len(u.editChains) == 0 && len(u.elemDels) == 0 && len(u.elemAdds) == 0 &&
 		len(u.delChains) == 0 && len(u.delSets) == 0 && len(u.delCounters) == 0
 }
 
@@ -53,7 +63,7 @@ func (u tableUpdate) summary() string {
 		return t
 	}
 	return fmt.Sprintf("chains +%d -%d ~%d, sets +%d -%d, elements +%d -%d, counters +%d -%d",
-		len(u.newChains), len(u.delChains), len(u.refillChains),
+		len(u.newChains), len(u.delChains), len(u.editChains),
 		len(u.newSets), len(u.delSets), n(u.elemAdds), n(u.elemDels),
 		len(u.newCounters), len(u.delCounters))
 }
@@ -84,7 +94,7 @@ func planUpdate(old, new Model) (tableUpdate, string) {
 			return tableUpdate{}, fmt.Sprintf("chain %s changed its hook, type, priority or policy", c.Name)
 		}
 		if !sameRules(oc.Rules, c.Rules) {
-			u.refillChains = append(u.refillChains, c)
+			u.editChains = append(u.editChains, chainEdit{chain: c, old: oc.Rules})
 		}
 	}
 	for _, c := range sortedChains(old.Chains) {
@@ -223,8 +233,9 @@ func diffElements(a, b []Element) (adds, dels []Element) {
 // queueUpdate queues u on c in an order the kernel accepts within one
 // batch: what is referenced exists before what refers to it, and nothing is
 // deleted while a rule, a map element or a counter reference still uses it.
-// It returns the number of netlink messages queued.
-func queueUpdate(c *nftables.Conn, t *nftables.Table, u tableUpdate) (int, error) {
+// It returns the number of netlink messages queued; rl records the rule
+// each NEWRULE message creates.
+func queueUpdate(c *nftables.Conn, t *nftables.Table, u tableUpdate, rl *ruleLog) (int, error) {
 	n := 0
 	for _, name := range u.newCounters {
 		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
@@ -245,17 +256,47 @@ func queueUpdate(c *nftables.Conn, t *nftables.Table, u tableUpdate) (int, error
 		n += k
 	}
 	for _, ch := range u.newChains {
-		for _, r := range ch.Rules {
+		for i, r := range ch.Rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: chains[ch.Name], Exprs: withSetIDs(r.Exprs, setIDs)})
+			rl.add(ch.Name, i)
 			n++
 		}
 	}
-	for _, ch := range u.refillChains {
+	for _, e := range u.editChains {
+		ch := e.chain
 		kc := &nftables.Chain{Name: ch.Name, Table: t}
-		c.FlushChain(kc)
-		n++
-		for _, r := range ch.Rules {
-			c.AddRule(&nftables.Rule{Table: t, Chain: kc, Exprs: withSetIDs(r.Exprs, setIDs)})
+		if e.plan == nil {
+			c.FlushChain(kc)
+			n++
+			for i, r := range ch.Rules {
+				c.AddRule(&nftables.Rule{Table: t, Chain: kc, Exprs: withSetIDs(r.Exprs, setIDs)})
+				rl.add(ch.Name, i)
+				n++
+			}
+			continue
+		}
+		for _, op := range e.plan.ops {
+			var r *nftables.Rule
+			if op.kind != opDelete {
+				r = &nftables.Rule{Table: t, Chain: kc, Exprs: withSetIDs(ch.Rules[op.index].Exprs, setIDs)}
+			}
+			switch op.kind {
+			case opDelete:
+				if err := c.DelRule(&nftables.Rule{Table: t, Chain: kc, Handle: op.handle}); err != nil {
+					return n, fmt.Errorf("chain %s: %w", ch.Name, err)
+				}
+			case opReplace:
+				r.Handle = op.handle
+				c.ReplaceRule(r)
+			case opInsert:
+				r.Position = op.handle
+				c.InsertRule(r)
+			case opAppend:
+				c.AddRule(r)
+			}
+			if op.kind != opDelete {
+				rl.add(ch.Name, op.index)
+			}
 			n++
 		}
 	}
