@@ -356,9 +356,30 @@ func (c *compiler) policyRules(np *networkingv1.NetworkPolicy, dir Direction) ([
 	if r, ok := c.ruleCache[ck]; ok {
 		return r, c.refCache[ck]
 	}
-	allowed := "pol-" + hashOf(key) + "-" + string(dir)
+	allowed := allowedCounter(key, dir)
 	c.counterSet[allowed] = CounterRef{Direction: dir, Policy: key}
+	rules, refs := buildRules(c, np, key, dir, allowed)
+	c.ruleCache[ck], c.refCache[ck] = rules, refs
+	return rules, refs
+}
 
+// allowedCounter is the name of the counter of packets np (key) allows in
+// dir.
+func allowedCounter(key string, dir Direction) string {
+	return "pol-" + hashOf(key) + "-" + string(dir)
+}
+
+// setNamer names (and, for the pure compiler, creates) the sets a rule
+// looks up. The rules only depend on the names, so the incremental
+// Compiler builds them with a namer that records what each set is made of.
+type setNamer interface {
+	peerSet(ns string, peers []networkingv1.NetworkPolicyPeer) string
+	portSet(ports []networkingv1.NetworkPolicyPort) string
+	namedPortSet(np *networkingv1.NetworkPolicy, dir Direction, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) string
+}
+
+// buildRules compiles np's rules of one direction, naming sets with sn.
+func buildRules(sn setNamer, np *networkingv1.NetworkPolicy, key string, dir Direction, allowed string) ([]firewall.Rule, []RuleRef) {
 	var rules []firewall.Rule
 	var refs []RuleRef
 	add := func(i int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) {
@@ -374,13 +395,13 @@ func (c *compiler) policyRules(np *networkingv1.NetworkPolicy, dir Direction) ([
 			fs = append(fs, firewall.IPv4())
 		}
 		if len(peers) > 0 {
-			fs = append(fs, firewall.Addr(peerField), firewall.Lookup(c.peerSet(np.Namespace, peers)))
+			fs = append(fs, firewall.Addr(peerField), firewall.Lookup(sn.peerSet(np.Namespace, peers)))
 		}
 		if len(ports) > 0 {
 			if usesNamedPorts(ports) {
-				fs = append(fs, firewall.DaddrProtoPort(), firewall.Lookup(c.namedPortSet(np, dir, peers, ports)))
+				fs = append(fs, firewall.DaddrProtoPort(), firewall.Lookup(sn.namedPortSet(np, dir, peers, ports)))
 			} else {
-				fs = append(fs, protoPort(), firewall.Lookup(c.portSet(ports)))
+				fs = append(fs, protoPort(), firewall.Lookup(sn.portSet(ports)))
 			}
 		}
 		fs = append(fs, counterRef(allowed), final)
@@ -396,7 +417,6 @@ func (c *compiler) policyRules(np *networkingv1.NetworkPolicy, dir Direction) ([
 			add(i, r.To, r.Ports)
 		}
 	}
-	c.ruleCache[ck], c.refCache[ck] = rules, refs
 	return rules, refs
 }
 
@@ -565,38 +585,63 @@ func (c *compiler) peerRanges(ns string, peers []networkingv1.NetworkPolicyPeer)
 // written, so rules with the same peers share it and pods coming and going
 // only change its elements.
 func (c *compiler) peerSet(ns string, peers []networkingv1.NetworkPolicyPeer) string {
-	scope := "" // peers without a namespace-relative pod selector are the same everywhere
-	for _, p := range peers {
-		if p.PodSelector != nil && p.NamespaceSelector == nil {
-			scope = ns
-		}
-	}
-	name := "pol-peer-" + hashOf(scope+"\x00"+peersKey(peers))
+	name := peerSetName(ns, peers)
 	if _, ok := c.sets[name]; ok {
 		return name
 	}
+	c.sets[name] = c.peerSetContent(name, ns, peers)
+	return name
+}
+
+// peerScoped reports whether peers select pods of the policy's own
+// namespace (a pod selector without a namespace selector).
+func peerScoped(peers []networkingv1.NetworkPolicyPeer) bool {
+	for _, p := range peers {
+		if p.PodSelector != nil && p.NamespaceSelector == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func peerSetName(ns string, peers []networkingv1.NetworkPolicyPeer) string {
+	scope := "" // peers without a namespace-relative pod selector are the same everywhere
+	if peerScoped(peers) {
+		scope = ns
+	}
+	return "pol-peer-" + hashOf(scope+"\x00"+peersKey(peers))
+}
+
+func (c *compiler) peerSetContent(name, ns string, peers []networkingv1.NetworkPolicyPeer) *firewall.Set {
 	rs := c.peerRanges(ns, peers)
 	elems := make([]firewall.Element, len(rs))
 	for i, r := range rs {
 		elems[i] = addrIntervalElement(r)
 	}
-	c.sets[name] = addrIntervalSet(name, elems)
-	return name
+	return addrIntervalSet(name, elems)
 }
 
 // portSet returns the name of the `inet_proto . inet_service` interval set
 // of numeric ports.
 func (c *compiler) portSet(ports []networkingv1.NetworkPolicyPort) string {
-	name := "pol-port-" + hashOf(portsKey(ports))
+	name := portSetName(ports)
 	if _, ok := c.sets[name]; ok {
 		return name
 	}
+	c.sets[name] = portSetContent(name, ports)
+	return name
+}
+
+func portSetName(ports []networkingv1.NetworkPolicyPort) string {
+	return "pol-port-" + hashOf(portsKey(ports))
+}
+
+func portSetContent(name string, ports []networkingv1.NetworkPolicyPort) *firewall.Set {
 	var elems []firewall.Element
 	for _, pr := range numericPortRanges(ports) {
 		elems = append(elems, protoPortElement(pr))
 	}
-	c.sets[name] = protoPortSet(name, elems)
-	return name
+	return protoPortSet(name, elems)
 }
 
 // namedPortSet returns the name of the `ipv4_addr . inet_proto .
@@ -605,21 +650,31 @@ func (c *compiler) portSet(ports []networkingv1.NetworkPolicyPort) string {
 // ingress the destinations are the local pods the policy selects; for
 // egress, every pod inside the rule's peers (all pods when it has none).
 func (c *compiler) namedPortSet(np *networkingv1.NetworkPolicy, dir Direction, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) string {
+	name := namedPortSetName(np, dir, peers, ports)
+	if _, ok := c.sets[name]; ok {
+		return name
+	}
+	c.sets[name] = c.namedPortSetContent(name, np.Namespace, &np.Spec.PodSelector, dir, peers, ports)
+	return name
+}
+
+func namedPortSetName(np *networkingv1.NetworkPolicy, dir Direction, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) string {
 	var scope string
 	if dir == Ingress {
 		scope = "in\x00" + np.Namespace + "\x00" + selectorKey(&np.Spec.PodSelector)
 	} else {
 		scope = "eg\x00" + np.Namespace + "\x00" + peersKey(peers)
 	}
-	name := "pol-nport-" + hashOf(scope+"\x00"+portsKey(ports))
-	if _, ok := c.sets[name]; ok {
-		return name
-	}
+	return "pol-nport-" + hashOf(scope+"\x00"+portsKey(ports))
+}
 
+// namedPortSetContent computes the named port set of a rule of a policy
+// of namespace ns with pod selector podSel.
+func (c *compiler) namedPortSetContent(name, ns string, podSel *metav1.LabelSelector, dir Direction, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) *firewall.Set {
 	numeric := numericPortRanges(ports)
 	var dests []Pod
 	if dir == Ingress {
-		for _, i := range c.podsOf(np.Namespace, &np.Spec.PodSelector) {
+		for _, i := range c.podsOf(ns, podSel) {
 			if c.pods[i].Node == c.node {
 				dests = append(dests, c.pods[i])
 			}
@@ -627,7 +682,7 @@ func (c *compiler) namedPortSet(np *networkingv1.NetworkPolicy, dir Direction, p
 	} else {
 		var rs []ipRange
 		if len(peers) > 0 {
-			rs = c.peerRanges(np.Namespace, peers)
+			rs = c.peerRanges(ns, peers)
 		}
 		for _, p := range c.pods {
 			if len(peers) == 0 || rangesContain(rs, addrValue(p.IP)) {
@@ -681,8 +736,7 @@ func (c *compiler) namedPortSet(np *networkingv1.NetworkPolicy, dir Direction, p
 	for _, k := range named {
 		elems = append(elems, addrProtoPortElement(ipRange{k.ip, k.ip}, portRange{k.proto, k.port, k.port}))
 	}
-	c.sets[name] = addrProtoPortSet(name, elems)
-	return name
+	return addrProtoPortSet(name, elems)
 }
 
 func cmpU32(a, b uint32) int {

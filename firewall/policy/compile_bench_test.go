@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/netloom/netloom/firewall"
@@ -126,6 +127,35 @@ func BenchmarkCompile(b *testing.B) {
 			})
 		}
 	}
+	// The incremental Compiler, warm: one policy changed between passes
+	// (and back), as in one-change-compile+apply.
+	for _, policies := range []int{1000, 10000} {
+		for _, nodes := range []int{50, 1} {
+			s := benchSnapshot(policies, nodes)
+			snaps := [2]*Snapshot{s, changeOne(s, true)}
+			b.Run(fmt.Sprintf("incremental-one-change/policies=%d/pods=5000/nodes=%d", policies, nodes), func(b *testing.B) {
+				before := heapInUse()
+				c := NewCompiler(Options{LogDrops: true})
+				c.Compile(s, "node-00")
+				held := heapInUse() - before
+				i := 0
+				for b.Loop() {
+					i++
+					c.Compile(snaps[i%2], "node-00")
+				}
+				b.ReportMetric(float64(held)/(1<<20), "held-MB")
+				runtime.KeepAlive(c)
+			})
+		}
+	}
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }
 
 func reportModel(b *testing.B, m firewall.Model) {
@@ -211,6 +241,31 @@ func BenchmarkApply(b *testing.B) {
 					}
 				}
 				b.ReportMetric(float64(a.LastApply().Messages), "msgs")
+			})
+			b.Run("one-change-incremental-compile+apply/"+name, func(b *testing.B) {
+				a := nsApplier(b, newNS(b))
+				c := NewCompiler(Options{LogDrops: true})
+				if err := a.Apply(firewall.Merge(baseRuleset(), c.Compile(s, "node-00").Model)); err != nil {
+					b.Fatal(err)
+				}
+				snaps := [2]*Snapshot{s, changeOne(s, true)}
+				i := 0
+				for b.Loop() {
+					i++
+					mm := firewall.Merge(baseRuleset(), c.Compile(snaps[i%2], "node-00").Model)
+					if err := a.Apply(mm); err != nil {
+						b.Fatal(err)
+					}
+					if st := a.LastApply(); !st.Incremental {
+						b.Fatalf("not incremental: %+v", st)
+					}
+				}
+				b.ReportMetric(float64(a.LastApply().Messages), "msgs")
+			})
+			b.Run("full-incremental-compiler-cold/"+name, func(b *testing.B) {
+				for b.Loop() {
+					NewCompiler(Options{LogDrops: true}).Compile(s, "node-00")
+				}
 			})
 		}
 	}
