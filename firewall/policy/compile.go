@@ -471,10 +471,11 @@ func peersKey(peers []networkingv1.NetworkPolicyPeer) string {
 		if p.PodSelector != nil {
 			b.WriteString(selectorKey(p.PodSelector))
 		}
+		// A missing namespaceSelector (the policy's namespace) and an
+		// empty one (every namespace) select different pods: selectorKey
+		// tells them apart ("<nil>").
 		b.WriteString("\x00N")
-		if p.NamespaceSelector != nil {
-			b.WriteString(selectorKey(p.NamespaceSelector))
-		}
+		b.WriteString(selectorKey(p.NamespaceSelector))
 		if p.IPBlock != nil {
 			b.WriteString("\x00B")
 			b.WriteString(p.IPBlock.CIDR)

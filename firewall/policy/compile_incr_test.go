@@ -269,11 +269,11 @@ func TestCompilerBench(t *testing.T) {
 	check("back", s, "node-00")
 }
 
-// TestCompilerSetNameConflict: peersKey does not tell a nil
-// namespaceSelector (the policy's namespace) from an empty one (every
-// namespace), so these two policies' peer sets get one name, and the pure
-// compiler keeps the first one it creates. The Compiler must pick the same
-// one, whatever it compiled before.
+// TestCompilerSetNameConflict: a nil namespaceSelector (the policy's
+// namespace) and an empty one (every namespace) with the same pod selector
+// are different peers. They once got one peer-set name, and the rule of
+// the policy compiled second matched the first one's pods. The Compiler
+// agrees with Compile in every order, and both agree with the evaluator.
 func TestCompilerSetNameConflict(t *testing.T) {
 	local := policy(t, `
 metadata: {namespace: "y", name: a-local}
@@ -298,6 +298,16 @@ spec:
 		want := Compile(&s2, "n1", opts)
 		if diff := sameCompiled(c.Compile(&s2, "n1"), want); diff != "" {
 			t.Fatalf("step %d: %s", i, diff)
+		}
+		ev, ct := NewEvaluator(&s2), NewClusterTracer(&s2, opts)
+		for _, src := range s2.Pods {
+			for _, dst := range s2.Pods {
+				pkt := Packet{Src: src.IP, Dst: dst.IP, Protocol: TCP, Port: 80}
+				if want, got := ev.Evaluate(pkt), ct.Trace(pkt); want.Allowed != got.Allowed {
+					t.Errorf("step %d: %s -> %s: evaluator allowed=%v (%s), kernel model allowed=%v (%s)",
+						i, src.Key(), dst.Key(), want.Allowed, want.Reason, got.Allowed, got.Reason)
+				}
+			}
 		}
 	}
 }
