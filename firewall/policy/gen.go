@@ -43,6 +43,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -183,6 +184,10 @@ type gen struct {
 	o  GenOptions
 	pl plan
 	s  *Snapshot
+	// prev is the last peer list made: peer lists sometimes repeat it with
+	// each namespace selector turned from missing to empty or back, peers
+	// that differ only there (and once shared a set).
+	prev []networkingv1.NetworkPolicyPeer
 }
 
 func (g *gen) policy(name string) *networkingv1.NetworkPolicy {
@@ -291,6 +296,23 @@ func (g *gen) peers() []networkingv1.NetworkPolicyPeer {
 	if chance(r, 0.25) {
 		return nil
 	}
+	if len(g.prev) > 0 && chance(r, 0.2) {
+		out := slices.Clone(g.prev)
+		for i := range out {
+			if out[i].IPBlock != nil {
+				continue
+			}
+			if out[i].NamespaceSelector == nil {
+				out[i].NamespaceSelector = &metav1.LabelSelector{}
+			} else if len(out[i].NamespaceSelector.MatchLabels)+len(out[i].NamespaceSelector.MatchExpressions) == 0 {
+				out[i].NamespaceSelector = nil
+			}
+			if out[i].PodSelector == nil && out[i].NamespaceSelector == nil {
+				out[i].PodSelector = &metav1.LabelSelector{}
+			}
+		}
+		return out
+	}
 	var out []networkingv1.NetworkPolicyPeer
 	for i, n := 0, 1+r.IntN(3); i < n; i++ {
 		var p networkingv1.NetworkPolicyPeer
@@ -307,6 +329,7 @@ func (g *gen) peers() []networkingv1.NetworkPolicyPeer {
 		}
 		out = append(out, p)
 	}
+	g.prev = out
 	return out
 }
 
