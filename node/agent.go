@@ -79,6 +79,8 @@ type Agent struct {
 	conflicts map[lb.ServiceKey]conflictNote
 	// objs caches decoded objects and derived state between passes.
 	objs *objCaches
+	// polc compiles network policy incrementally; only passes use it.
+	polc *policy.Compiler
 	// applied is what the nftables table was last programmed from.
 	applied   tableKey
 	policyRun *policy.Compiled

@@ -72,7 +72,10 @@ func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 		r := st.Plan.Results[s.Key()]
 		in.Services = append(in.Services, proxy.ServiceAddrs{Service: s, ClusterIP: r.ClusterIP, VIP: r.VIP})
 	}
-	pol := policy.Compile(snap, c.Name, policy.Options{LogDrops: c.PolicyLogDrops})
+	if a.polc == nil {
+		a.polc = policy.NewCompiler(policy.Options{LogDrops: c.PolicyLogDrops})
+	}
+	pol := a.polc.Compile(snap, c.Name)
 	m := firewall.Merge(
 		firewall.Ruleset(firewall.Config{ClusterCIDR: c.cidr, PodSubnet: subnet, Bridge: c.Bridge, WGIface: c.WGIface}),
 		proxy.Compile(in),
