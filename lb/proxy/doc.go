@@ -5,7 +5,9 @@
 // a firewall.Model fragment of table inet netloom, to be merged with the
 // other fragments (firewall.Merge) and installed by firewall.Applier. It is
 // table-tested and golden-tested without root; the kernel tests apply it in
-// network namespaces they create and send real packets through it.
+// network namespaces they create and send real packets through it. A
+// Compiler (NewCompiler) gives the same Models for a sequence of Inputs,
+// compiling again only the services that changed.
 //
 // # Shape (kube-proxy's nftables mode, taken one step further)
 //
@@ -70,6 +72,22 @@
 // connection of an affinity service only. jhash over the client address
 // would be stateless, but every endpoint change would move clients, and it
 // has no timeout.
+//
+// # Incremental compilation
+//
+// Compile is a fresh Compiler's Compile. An agent keeps one Compiler and
+// calls its Compile on every reconcile pass: it returns the same Model as
+// Compile, but compiles again only the service ports whose fragment (their
+// elements of each map, their sets and chains, the shared chains they use)
+// is made of something that changed, and assembles the Model from the
+// fragments in Compile's order. What a fragment is made of is compared
+// exactly, not hashed: the Input is walked on every call (sorting the
+// services, resolving address conflicts, which are global, and each
+// port's backends), which for 10,000 services x 10 endpoints takes a few
+// milliseconds, against about 100 ms for a whole Compile. The element
+// lists of the maps whose fragments did not change are the last Model's;
+// the others are copied anew (a Model, once returned, is never modified).
+// The Compiler holds its last Model's elements and about 10% more.
 //
 // # Requirements and limits
 //

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -225,11 +226,6 @@ var (
 	endpointKeyType       = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark)
 )
 
-func addrProtoPortKey(a netip.Addr, p proto, port uint16) []byte {
-	b := a.As4()
-	return []byte{b[0], b[1], b[2], b[3], byte(p), 0, 0, 0, byte(port >> 8), byte(port), 0, 0}
-}
-
 // appendAddrProtoPort appends "10.96.0.10 . tcp . 80".
 func appendAddrProtoPort(buf []byte, a netip.Addr, p proto, port uint16) []byte {
 	buf = a.AppendTo(buf)
@@ -237,39 +233,6 @@ func appendAddrProtoPort(buf []byte, a netip.Addr, p proto, port uint16) []byte 
 	buf = append(buf, p.String()...)
 	buf = append(buf, " . "...)
 	return strconv.AppendUint(buf, uint64(port), 10)
-}
-
-// dispatchElement is "10.96.0.10 . tcp . 80 : goto chain".
-func dispatchElement(a netip.Addr, p proto, port uint16, chain string) firewall.Element {
-	buf := make([]byte, 0, 32+len(chain))
-	buf = appendAddrProtoPort(buf, a, p, port)
-	buf = append(buf, " : goto "...)
-	buf = append(buf, chain...)
-	return firewall.Element{
-		Text: string(buf),
-		Kernel: []nftables.SetElement{{
-			Key:         addrProtoPortKey(a, p, port),
-			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain},
-		}},
-	}
-}
-
-// allowElement is "VIP . tcp . 80 . 192.0.2.0/24": a pipapo element with an
-// inclusive key end.
-func allowElement(vip netip.Addr, p proto, port uint16, src netip.Prefix) firewall.Element {
-	src = src.Masked()
-	lo := src.Addr().As4()
-	hi := lastAddr(src).As4()
-	key := append(addrProtoPortKey(vip, p, port), lo[:]...)
-	end := append(addrProtoPortKey(vip, p, port), hi[:]...)
-	text := src.String()
-	if src.IsSingleIP() {
-		text = src.Addr().String()
-	}
-	return firewall.Element{
-		Text:   string(appendAddrProtoPort(nil, vip, p, port)) + " . " + text,
-		Kernel: []nftables.SetElement{{Key: key, KeyEnd: end}},
-	}
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
@@ -280,6 +243,105 @@ func lastAddr(p netip.Prefix) netip.Addr {
 		v = ^uint32(0)
 	}
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// elemStore hands out the kernel elements, their bytes and verdicts of one
+// fragment from a few blocks sized for it (reserve), so that a fragment
+// costs a few allocations and holds no other fragment's memory. The
+// elements' texts are written to text; the fragBuilder makes them one
+// string.
+type elemStore struct {
+	kernel   []nftables.SetElement
+	bytes    []byte
+	verdicts []expr.Verdict
+	text     []byte
+	refs     []textRef
+}
+
+// textRef is the text of element i of list k of a fragment: text[start:end].
+type textRef struct {
+	k, i, start, end int
+}
+
+// reserve allocates room for n kernel elements with nbytes bytes and
+// nverdicts verdicts; next and verdict allocate more when it is not enough.
+func (s *elemStore) reserve(n, nbytes, nverdicts int) {
+	s.kernel, s.bytes, s.verdicts = nil, nil, nil
+	if n > 0 {
+		s.kernel = make([]nftables.SetElement, n)
+	}
+	if nbytes > 0 {
+		s.bytes = make([]byte, nbytes)
+	}
+	if nverdicts > 0 {
+		s.verdicts = make([]expr.Verdict, nverdicts)
+	}
+}
+
+func (s *elemStore) next(nbytes int) (*nftables.SetElement, []nftables.SetElement, []byte) {
+	if len(s.kernel) == 0 {
+		s.kernel = make([]nftables.SetElement, 16)
+	}
+	if len(s.bytes) < nbytes {
+		s.bytes = make([]byte, max(nbytes, 256))
+	}
+	k := s.kernel[:1:1]
+	s.kernel = s.kernel[1:]
+	b := s.bytes[:nbytes:nbytes]
+	s.bytes = s.bytes[nbytes:]
+	return &k[0], k, b
+}
+
+// verdict is "goto chain".
+func (s *elemStore) verdict(chain string) *expr.Verdict {
+	if len(s.verdicts) == 0 {
+		s.verdicts = make([]expr.Verdict, 16)
+	}
+	v := &s.verdicts[0]
+	s.verdicts = s.verdicts[1:]
+	*v = expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}
+	return v
+}
+
+func putAddrProtoPort(b []byte, a netip.Addr, p proto, port uint16) {
+	a4 := a.As4()
+	copy(b, a4[:])
+	b[4] = byte(p)
+	b[8], b[9] = byte(port>>8), byte(port)
+}
+
+// dispatchElement is "10.96.0.10 . tcp . 80 : goto chain".
+func (s *elemStore) dispatchElement(a netip.Addr, p proto, port uint16, chain string) firewall.Element {
+	e, kernel, b := s.next(12)
+	putAddrProtoPort(b, a, p, port)
+	e.Key = b
+	e.VerdictData = s.verdict(chain)
+	s.text = appendAddrProtoPort(s.text, a, p, port)
+	s.text = append(s.text, " : goto "...)
+	s.text = append(s.text, chain...)
+	return firewall.Element{Kernel: kernel}
+}
+
+// allowElement is "VIP . tcp . 80 . 192.0.2.0/24": a pipapo element with an
+// inclusive key end.
+func (s *elemStore) allowElement(vip netip.Addr, p proto, port uint16, src netip.Prefix) firewall.Element {
+	src = src.Masked()
+	lo := src.Addr().As4()
+	hi := lastAddr(src).As4()
+	e, kernel, b := s.next(32)
+	putAddrProtoPort(b[:16], vip, p, port)
+	copy(b[12:16], lo[:])
+	putAddrProtoPort(b[16:], vip, p, port)
+	copy(b[28:32], hi[:])
+	e.Key, e.KeyEnd = b[:16:16], b[16:32]
+	s.text = appendAddrProtoPort(s.text, vip, p, port)
+	s.text = append(s.text, " . "...)
+	if src.IsSingleIP() {
+		s.text = src.Addr().AppendTo(s.text)
+	} else {
+		s.text = src.AppendTo(s.text)
+	}
+	return firewall.Element{Kernel: kernel}
 }
 
 func hairpinElement(a netip.Addr) firewall.Element {
@@ -297,11 +359,8 @@ func hairpinElement(a netip.Addr) firewall.Element {
 // endpointKey is the key of the endpoint maps: address . proto . port .
 // index (the index host-endian, as numgen writes it).
 func endpointKey(b []byte, a netip.Addr, p proto, port uint16, index uint32) {
-	a4 := a.As4()
-	copy(b, a4[:])
-	b[4] = byte(p)
-	b[8], b[9] = byte(port>>8), byte(port)
-	copy(b[12:16], binaryutil.NativeEndian.PutUint32(index))
+	putAddrProtoPort(b, a, p, port)
+	binary.NativeEndian.PutUint32(b[12:16], index)
 }
 
 // appendEndpointKey appends "10.96.0.10 . tcp . 80 . 0x00000002" (the
@@ -316,28 +375,6 @@ func appendEndpointKey(buf []byte, a netip.Addr, p proto, port uint16, index uin
 	return buf
 }
 
-// elemStore hands out kernel elements and their bytes from a few large
-// blocks: a big model has 10^5 endpoint elements.
-type elemStore struct {
-	kernel []nftables.SetElement
-	bytes  []byte
-	text   []byte // scratch for element texts
-}
-
-func (s *elemStore) next(nbytes int) (*nftables.SetElement, []nftables.SetElement, []byte) {
-	if len(s.kernel) == 0 {
-		s.kernel = make([]nftables.SetElement, 1024)
-	}
-	if len(s.bytes) < nbytes {
-		s.bytes = make([]byte, 32<<10)
-	}
-	k := s.kernel[:1:1]
-	s.kernel = s.kernel[1:]
-	b := s.bytes[:nbytes:nbytes]
-	s.bytes = s.bytes[nbytes:]
-	return &k[0], k, b
-}
-
 // endpointElement is "10.96.0.10 . tcp . 80 . 0x00000001 : 10.244.1.5 . 8080".
 func (s *elemStore) endpointElement(a netip.Addr, p proto, port uint16, index uint32, ep netip.AddrPort) firewall.Element {
 	e, kernel, b := s.next(24)
@@ -345,14 +382,13 @@ func (s *elemStore) endpointElement(a netip.Addr, p proto, port uint16, index ui
 	e4 := ep.Addr().As4()
 	copy(b[16:20], e4[:])
 	b[20], b[21] = byte(ep.Port()>>8), byte(ep.Port())
-	e.Key, e.Val = b[:16], b[16:24]
-	buf := appendEndpointKey(s.text[:0], a, p, port, index)
-	buf = append(buf, " : "...)
-	buf = ep.Addr().AppendTo(buf)
-	buf = append(buf, " . "...)
-	buf = strconv.AppendUint(buf, uint64(ep.Port()), 10)
-	s.text = buf
-	return firewall.Element{Text: string(buf), Kernel: kernel}
+	e.Key, e.Val = b[:16:16], b[16:24]
+	s.text = appendEndpointKey(s.text, a, p, port, index)
+	s.text = append(s.text, " : "...)
+	s.text = ep.Addr().AppendTo(s.text)
+	s.text = append(s.text, " . "...)
+	s.text = strconv.AppendUint(s.text, uint64(ep.Port()), 10)
+	return firewall.Element{Kernel: kernel}
 }
 
 // endpointChainElement is "10.96.0.10 . tcp . 80 . 0x00000001 : goto chain".
@@ -360,10 +396,9 @@ func (s *elemStore) endpointChainElement(a netip.Addr, p proto, port uint16, ind
 	e, kernel, b := s.next(16)
 	endpointKey(b, a, p, port, index)
 	e.Key = b
-	e.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}
-	buf := appendEndpointKey(s.text[:0], a, p, port, index)
-	buf = append(buf, " : goto "...)
-	buf = append(buf, chain...)
-	s.text = buf
-	return firewall.Element{Text: string(buf), Kernel: kernel}
+	e.VerdictData = s.verdict(chain)
+	s.text = appendEndpointKey(s.text, a, p, port, index)
+	s.text = append(s.text, " : goto "...)
+	s.text = append(s.text, chain...)
+	return firewall.Element{Kernel: kernel}
 }
