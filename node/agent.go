@@ -23,6 +23,7 @@ import (
 	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/lb/arp"
+	"github.com/netloom/netloom/lb/proxy"
 	"github.com/netloom/netloom/mesh"
 	"github.com/netloom/netloom/mesh/store"
 	"github.com/netloom/netloom/mesh/wg"
@@ -79,8 +80,10 @@ type Agent struct {
 	conflicts map[lb.ServiceKey]conflictNote
 	// objs caches decoded objects and derived state between passes.
 	objs *objCaches
-	// polc compiles network policy incrementally; only passes use it.
-	polc *policy.Compiler
+	// polc and proxyc compile network policy and the service proxy
+	// incrementally; only passes use them.
+	polc   *policy.Compiler
+	proxyc *proxy.Compiler
 	// applied is what the nftables table was last programmed from.
 	applied   tableKey
 	policyRun *policy.Compiled

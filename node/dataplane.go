@@ -74,11 +74,12 @@ func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 	}
 	if a.polc == nil {
 		a.polc = policy.NewCompiler(policy.Options{LogDrops: c.PolicyLogDrops})
+		a.proxyc = proxy.NewCompiler()
 	}
 	pol := a.polc.Compile(snap, c.Name)
 	m := firewall.Merge(
 		firewall.Ruleset(firewall.Config{ClusterCIDR: c.cidr, PodSubnet: subnet, Bridge: c.Bridge, WGIface: c.WGIface}),
-		proxy.Compile(in),
+		a.proxyc.Compile(in),
 		pol.Model,
 	)
 	a.mu.Lock()
