@@ -47,7 +47,9 @@ var soakPatterns = []struct {
 // failure.
 func soakBench(ctx context.Context, o options, dir string, log *slog.Logger, name, flags string) (r soakResult, err error) {
 	r = soakResult{name: name, flags: flags, load: o.load, dur: o.soak}
-	b, err := newBench(ctx, o, dir, log, "soak-"+name, strings.Fields(flags))
+	// memberlist's suspicions and failures are INFO lines, which the agent
+	// logs at debug level.
+	b, err := newBench(ctx, o, dir, log, "soak-"+name, append(strings.Fields(flags), "--log-level", "debug"))
 	if err != nil {
 		return r, err
 	}
