@@ -44,7 +44,8 @@ var soakPatterns = []struct {
 // o.soak with the given timers, while o.load busy-looping processes keep
 // every CPU busy, and counts false alarms in the agents' logs. Nothing
 // fails on purpose, so every "failed" and every VIP move is a false
-// failure.
+// failure. Then, as a control, it kills one agent and checks that the
+// failure shows in the lines it counts.
 func soakBench(ctx context.Context, o options, dir string, log *slog.Logger, name, flags string) (r soakResult, err error) {
 	r = soakResult{name: name, flags: flags, load: o.load, dur: o.soak}
 	// memberlist's suspicions and failures are INFO lines, which the agent
@@ -84,13 +85,7 @@ func soakBench(ctx context.Context, o options, dir string, log *slog.Logger, nam
 		return r, serr
 	}
 	for _, n := range b.c.Nodes {
-		f, err := os.Open(n.LogPath)
-		if err != nil {
-			return r, err
-		}
-		_, _ = f.Seek(offsets[n.LogPath], io.SeekStart)
-		data, err := io.ReadAll(f)
-		f.Close()
+		data, err := readFrom(n.LogPath, offsets[n.LogPath])
 		if err != nil {
 			return r, err
 		}
@@ -98,7 +93,45 @@ func soakBench(ctx context.Context, o options, dir string, log *slog.Logger, nam
 			*p.field(&r) += bytes.Count(data, []byte(p.text))
 		}
 	}
-	return r, nil
+	// The control: a real failure must show in the counted lines, or the
+	// zeros above mean nothing.
+	n1, n3 := b.c.Nodes[0], b.c.Nodes[2]
+	from, err := os.Stat(n1.LogPath)
+	if err != nil {
+		return r, err
+	}
+	if err := b.c.StopAgent(n3, syscall.SIGKILL); err != nil {
+		return r, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		data, err := readFrom(n1.LogPath, from.Size())
+		if err != nil {
+			return r, err
+		}
+		if bytes.Contains(data, []byte(soakPatterns[2].text)) {
+			return r, nil
+		}
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("control: %s's agent was killed, but %s's log has no %q after 30 s: the soak's counts cannot be trusted", n3.Name, n1.Name, soakPatterns[2].text)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return r, err
+		}
+	}
+}
+
+// readFrom reads path from offset to its end.
+func readFrom(path string, offset int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(f)
 }
 
 // cpuLoad starts n processes that spin (sh busy loops) and returns the
