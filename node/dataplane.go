@@ -28,8 +28,11 @@ func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 			a.markProgrammed(started)
 		}
 	}()
-	st, fresh := a.computeLB()
-	if fresh {
+	st := a.computeLB()
+	a.mu.Lock()
+	seen := a.lbView.Gen == st.Gen && st.Gen != 0
+	a.mu.Unlock()
+	if !seen { // a new state (computeLB may have made it for an apply's validation)
 		a.writeAssignments(st.Plan)
 		a.noteLBChanges(st)
 	}

@@ -65,9 +65,8 @@ type lbKey struct {
 }
 
 // computeLB returns the load-balancing state of the store as it is. While
-// its inputs stay, it returns the state it computed last (Gen unchanged);
-// fresh is true when it was computed now.
-func (a *Agent) computeLB() (st lbState, fresh bool) {
+// its inputs stay, it returns the state it computed last (Gen unchanged).
+func (a *Agent) computeLB() (st lbState) {
 	o := a.objs
 	assignedList, gAs := o.assigned.list(a.store)
 	services, gSvc := o.services.list(a.store)
@@ -85,7 +84,7 @@ func (a *Agent) computeLB() (st lbState, fresh bool) {
 	if o.lbOK && o.lbKey == key {
 		st = o.lb
 		o.mu.Unlock()
-		return st, false
+		return st
 	}
 	o.mu.Unlock()
 
@@ -114,7 +113,7 @@ func (a *Agent) computeLB() (st lbState, fresh bool) {
 	st.Gen = o.lbGen
 	o.lb, o.lbKey, o.lbOK = st, key, true
 	o.mu.Unlock()
-	return st, true
+	return st
 }
 
 // forgetLB makes the next computeLB compute afresh.
@@ -282,7 +281,7 @@ func (a *Agent) validateServices(objs []objects.Object) error {
 	if len(in.Services) == 0 && len(in.Pools) == 0 {
 		return nil
 	}
-	cur, _ := a.computeLB()
+	cur := a.computeLB()
 	err := lb.ValidateApply(a.lbConfig(), lb.Snapshot{Services: cur.Services, Pools: cur.Pools}, in)
 	if err == nil {
 		return nil
