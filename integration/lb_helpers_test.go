@@ -26,8 +26,9 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// lbTimers are the fast failure-detection timers the LoadBalancer tests
-// use where a VIP has to move (and bench/failover measures as "tuned").
+// lbTimers are the failure-detection timers of the LoadBalancer tests: the
+// agent's defaults, spelled out so that the tests keep them if the
+// defaults change, with a shorter push/pull.
 var lbTimers = []string{
 	"--probe-interval", "200ms",
 	"--probe-timeout", "150ms",

@@ -311,7 +311,7 @@ func reportFailover(w io.Writer, o options, results []failoverResult) {
 			arp = append(arp, x.arp)
 			newFail += x.newFail
 		}
-		timers := "defaults (1s, 500ms, 4, 200ms)"
+		timers := "agent defaults (200ms, 150ms, 2, 100ms)"
 		if len(r.flags) > 0 {
 			timers = strings.Join(r.flags, " ")
 		}

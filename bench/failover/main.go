@@ -2,7 +2,7 @@
 // (node/demo) with a client host on the nodes' L2 segment (see bench/LB.md):
 //
 //	go run ./bench/failover                 # everything below
-//	go run ./bench/failover -only failover  # VIP failover, default and tuned timers
+//	go run ./bench/failover -only failover  # VIP failover, the default timers and memberlist's slower LAN defaults
 //	go run ./bench/failover -only packet    # per-packet cost and programming, 10 vs 10,000 services
 //	go run ./bench/failover -only soak      # false failures of the timers under CPU load (not part of the default run)
 //
@@ -12,8 +12,8 @@
 // 100 ms timeout from a thread inside its namespace, has its first
 // successful connection through the new owner (its ARP cache holds the new
 // owner's MAC when it dials). The agent is restarted and the cluster
-// settles between runs. It runs once with the default memberlist timers and
-// once with tuned ones (-tuned).
+// settles between runs. It runs once with the agent's default memberlist
+// timers and once with memberlist's slower LAN defaults (-slow).
 //
 // Per packet: iperf3 from the client to a VIP (TCP throughput, and 64-byte
 // UDP datagrams), and new TCP connections per second, with 10 services
@@ -46,15 +46,15 @@ import (
 	"time"
 )
 
-// tunedTimers are the fast failure-detection timers (the integration
-// tests' lbTimers).
-const tunedTimers = "--probe-interval 200ms --probe-timeout 150ms --suspicion-mult 2 --gossip-interval 100ms"
+// slowTimers are memberlist's LAN defaults, netloom's defaults before it
+// tuned them, measured for comparison.
+const slowTimers = "--probe-interval 1s --probe-timeout 500ms --suspicion-mult 4 --gossip-interval 200ms"
 
 type options struct {
 	exe       string
 	runs      int
 	only      string
-	tuned     string
+	slow      string
 	services  int
 	iperfTime int
 	rounds    int
@@ -69,14 +69,14 @@ func main() {
 	flag.StringVar(&o.exe, "exe", "", "netloom binary (default: go build the module into the temporary directory)")
 	flag.IntVar(&o.runs, "runs", 10, "failover runs per timer setting")
 	flag.StringVar(&o.only, "only", "", "failover or packet (default both)")
-	flag.StringVar(&o.tuned, "tuned", tunedTimers, "agent flags of the tuned run (empty: skip it)")
+	flag.StringVar(&o.slow, "slow", slowTimers, "agent flags of the comparison run (empty: skip it)")
 	flag.IntVar(&o.services, "services", 10000, "services installed for the large case")
 	flag.IntVar(&o.iperfTime, "t", 10, "iperf3 -t seconds")
 	flag.IntVar(&o.rounds, "rounds", 2, "per-packet: measurements of each kind per phase")
 	flag.BoolVar(&o.verbose, "v", false, "log progress")
 	flag.DurationVar(&o.soak, "soak", 5*time.Minute, "soak: how long each timer setting runs")
 	flag.IntVar(&o.load, "load", 2*runtime.NumCPU(), "soak: busy-looping processes during the soak")
-	flag.StringVar(&o.soakSets, "soak-timers", "default=;slow=--probe-interval 1s --probe-timeout 500ms --suspicion-mult 4 --gossip-interval 200ms",
+	flag.StringVar(&o.soakSets, "soak-timers", "default=;slow="+slowTimers,
 		"soak: name=agent flags pairs separated by ';' (empty flags: the agent's defaults)")
 	flag.Parse()
 	if o.only != "" && o.only != "failover" && o.only != "packet" && o.only != "soak" {
@@ -127,8 +127,8 @@ func run(o options, w io.Writer) (err error) {
 
 	if o.only == "" || o.only == "failover" {
 		settings := []struct{ name, flags string }{{"default", ""}}
-		if o.tuned != "" {
-			settings = append(settings, struct{ name, flags string }{"tuned", o.tuned})
+		if o.slow != "" {
+			settings = append(settings, struct{ name, flags string }{"slow", o.slow})
 		}
 		var results []failoverResult
 		for _, s := range settings {
