@@ -20,7 +20,9 @@ import (
 // dataplane computes load balancing and network policy from the store and
 // programs them: one nftables transaction for the whole netloom table
 // (masquerade, service proxy, policy), and the VIPs this node announces.
-func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
+// ran is false when nothing the table depends on changed since it was last
+// applied.
+func (a *Agent) dataplane(subnet netip.Prefix) (ran bool, err error) {
 	c := a.cfg
 	started := time.Now()
 	defer func() {
@@ -67,7 +69,7 @@ func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 	same := a.applied == key
 	a.mu.Unlock()
 	if same {
-		return nil
+		return false, nil
 	}
 
 	in := proxy.Input{Node: c.Name, Endpoints: st.Endpoints, ClusterCIDR: c.cidr, PodSubnet: subnet, WGIface: c.WGIface}
@@ -90,12 +92,12 @@ func (a *Agent) dataplane(subnet netip.Prefix) (err error) {
 	a.applied = tableKey{}
 	a.mu.Unlock()
 	if err := a.fw.Apply(m); err != nil {
-		return fmt.Errorf("apply nftables table: %w", err)
+		return true, fmt.Errorf("apply nftables table: %w", err)
 	}
 	a.mu.Lock()
 	a.applied = key
 	a.mu.Unlock()
-	return nil
+	return true, nil
 }
 
 // tableKey identifies the inputs of an applied table: the load-balancing

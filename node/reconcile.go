@@ -76,8 +76,10 @@ func (a *Agent) reconcile() {
 	}
 	if subnet.IsValid() {
 		start := time.Now()
-		err := a.dataplane(subnet)
-		a.metrics.ObserveReconcile("firewall", time.Since(start), err)
+		ran, err := a.dataplane(subnet)
+		if ran || err != nil { // passes with nothing to do are not timed
+			a.metrics.ObserveReconcile("firewall", time.Since(start), err)
+		}
 		if err != nil {
 			a.log.Warn("services and network policy", "err", err)
 		}
