@@ -78,22 +78,24 @@ func (c Config) check() (settings, error) {
 	if p != p.Masked() {
 		return s, fmt.Errorf("--cluster-cidr %s has host bits set; did you mean %s?", p, p.Masked())
 	}
+	// NetworkPolicy and the service proxy match IPv4; an IPv6 pod would be
+	// reachable whatever its policies say.
+	if !p.Addr().Is4() {
+		return s, fmt.Errorf("--cluster-cidr %s: pod networks are IPv4 only (NetworkPolicy and services filter IPv4); use an IPv4 range such as 10.244.0.0/16", p)
+	}
 	s.cidr = p
 	if c.ServiceCIDR == "" {
 		c.ServiceCIDR = "10.96.0.0/16"
 	}
 	sp, err := netip.ParsePrefix(c.ServiceCIDR)
-	if err != nil || sp != sp.Masked() {
-		return s, fmt.Errorf("--service-cidr %q is not a CIDR without host bits (e.g. 10.96.0.0/16)", c.ServiceCIDR)
+	if err != nil || sp != sp.Masked() || !sp.Addr().Is4() {
+		return s, fmt.Errorf("--service-cidr %q is not an IPv4 CIDR without host bits (e.g. 10.96.0.0/16)", c.ServiceCIDR)
 	}
 	if sp.Overlaps(p) {
 		return s, fmt.Errorf("--service-cidr %s overlaps --cluster-cidr %s; pick ranges that do not overlap", sp, p)
 	}
 	s.serviceCIDR = sp
 	max := 30
-	if p.Addr().Is6() {
-		max = 126
-	}
 	if c.NodeMask < p.Bits() || c.NodeMask > max {
 		return s, fmt.Errorf("--node-mask %d must be between the cluster CIDR's /%d and /%d", c.NodeMask, p.Bits(), max)
 	}

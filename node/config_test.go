@@ -22,6 +22,8 @@ func TestConfigCheck(t *testing.T) {
 		{"valid", func(*Config) {}, ""},
 		{"bad cidr", func(c *Config) { c.ClusterCIDR = "10.244.0.0" }, "--cluster-cidr"},
 		{"host bits", func(c *Config) { c.ClusterCIDR = "10.244.1.0/16" }, "did you mean 10.244.0.0/16"},
+		{"ipv6 cluster", func(c *Config) { c.ClusterCIDR = "fd00:10:244::/48" }, "pod networks are IPv4 only"},
+		{"ipv6 services", func(c *Config) { c.ServiceCIDR = "fd00:10:96::/112" }, "--service-cidr"},
 		{"mask too small", func(c *Config) { c.NodeMask = 8 }, "--node-mask"},
 		{"mask too large", func(c *Config) { c.NodeMask = 31 }, "--node-mask"},
 		{"wireguard mode", func(c *Config) { c.WireGuard = "fast" }, "--wireguard"},

@@ -88,7 +88,8 @@ type CounterRef struct {
 // stand for, so they stay put when unrelated objects change and an update
 // becomes element changes, not new chains).
 //
-// The fragment, for IPv4 pods (IPv6 pods are not filtered yet):
+// The fragment, for IPv4 pods (the agent accepts only IPv4 pod networks;
+// pods with other addresses in a snapshot are left out):
 //
 //	chain pol-forward (filter, forward, filter + 5, policy accept)
 //	  ct state established,related accept
