@@ -165,13 +165,17 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 			puts = append(puts, store.Put{Key: k, Value: o.JSON})
 			results = append(results, name+" created")
 		case string(old.Value) == string(o.JSON):
+			// Written all the same (ApplyReassert below): under
+			// last-writer-wins an older write still on its way from
+			// another node would otherwise replace what was just applied.
+			puts = append(puts, store.Put{Key: k, Value: o.JSON})
 			results = append(results, name+" unchanged")
 		default:
 			puts = append(puts, store.Put{Key: k, Value: o.JSON})
 			results = append(results, name+" configured")
 		}
 	}
-	entries, err := a.store.Apply(puts, dels)
+	entries, err := a.store.ApplyReassert(puts, dels)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, err)
 		return

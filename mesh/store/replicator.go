@@ -170,13 +170,18 @@ func (r *Replicator) NotifyMsg(b []byte) {
 		r.log.Warn("dropping undecodable message", "len", len(b), "err", err)
 		return
 	}
-	// Large entries are not re-sent: their origin sent them to everyone
-	// reliably already.
 	changed := r.s.Merge(es)
 	if r.OnRemote != nil && len(changed) > 0 {
 		r.OnRemote(changed)
 	}
-	r.queue(changed, false)
+	// A broadcast carries one entry. Messages of several (bulk writes) and
+	// large entries came reliably from their origin to every member: they
+	// are not gossiped again. Re-queued, a bulk write of thousands would
+	// hold back this node's own later broadcasts (memberlist sends the
+	// least transmitted, then the largest, first) until push/pull.
+	if len(es) == 1 {
+		r.queue(changed, false)
+	}
 }
 
 // GetBroadcasts returns queued broadcasts that fit in limit bytes, each

@@ -298,4 +298,13 @@ func TestReplicatorBulkPublishGoesReliably(t *testing.T) {
 	if b.s.Len() != 2500 {
 		t.Errorf("peer holds %d entries, want 2500", b.s.Len())
 	}
+	// The receiver does not gossip the bulk again: its own next write must
+	// not wait behind 2,500 broadcasts.
+	if q := b.r.NumQueued(); q != 0 {
+		t.Errorf("receiver's NumQueued = %d after a bulk message, want 0", q)
+	}
+	mustApply(t, b.r, []Put{{Key: key("small"), Value: json.RawMessage(`{"v":1}`)}}, nil)
+	if q := b.r.NumQueued(); q != 1 {
+		t.Errorf("receiver's NumQueued after its own write = %d, want 1", q)
+	}
 }

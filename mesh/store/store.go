@@ -212,6 +212,18 @@ func (s *Store) Path() string { return s.path }
 // compacted (json.Compact). A key may appear only once in puts and dels
 // together.
 func (s *Store) Apply(puts []Put, dels []Key) ([]Entry, error) {
+	return s.apply(puts, dels, false)
+}
+
+// ApplyReassert is Apply, except that every put gets a new version, also
+// one whose value is unchanged: an operator's apply must win over older
+// writes of other nodes still on their way, which would otherwise replace
+// what was just applied.
+func (s *Store) ApplyReassert(puts []Put, dels []Key) ([]Entry, error) {
+	return s.apply(puts, dels, true)
+}
+
+func (s *Store) apply(puts []Put, dels []Key, reassert bool) ([]Entry, error) {
 	seen := make(map[Key]bool, len(puts)+len(dels))
 	values := make([]json.RawMessage, len(puts))
 	for i, p := range puts {
@@ -252,7 +264,7 @@ func (s *Store) Apply(puts []Put, dels []Key) ([]Entry, error) {
 	var out []Entry
 	for i, p := range puts {
 		cur, ok := s.entries[p.Key]
-		if ok && !cur.Deleted && bytes.Equal(cur.Value, values[i]) {
+		if ok && !cur.Deleted && !reassert && bytes.Equal(cur.Value, values[i]) {
 			continue
 		}
 		out = append(out, Entry{Key: p.Key, Value: values[i], Version: s.tick()})

@@ -795,3 +795,29 @@ func TestGeneration(t *testing.T) {
 		t.Error("deleting a Pod did not move the Pod generation")
 	}
 }
+
+// TestApplyReassert: Apply skips an unchanged put, ApplyReassert writes a
+// newer version of the same value.
+func TestApplyReassert(t *testing.T) {
+	s := openTest(t, "a", nil)
+	put := func(reassert bool) []Entry {
+		t.Helper()
+		apply := s.Apply
+		if reassert {
+			apply = s.ApplyReassert
+		}
+		es, err := apply([]Put{{Key: key("x"), Value: json.RawMessage(`{"v":1}`)}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+	first := put(false)
+	if got := put(false); len(got) != 0 {
+		t.Errorf("an unchanged put wrote %d entries, want 0", len(got))
+	}
+	again := put(true)
+	if len(again) != 1 || !first[0].Version.Less(again[0].Version) {
+		t.Fatalf("a reasserted put wrote %+v, want one entry newer than %s", again, first[0].Version)
+	}
+}
