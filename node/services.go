@@ -60,7 +60,7 @@ func (a *Agent) lbCandidates() map[string]bool {
 // and the membership.
 type lbKey struct {
 	assigned, services, pools, podAddrs, pods uint64
-	candidates, alive                         string
+	candidates                                string
 	joined                                    bool
 }
 
@@ -74,12 +74,11 @@ func (a *Agent) computeLB() (st lbState) {
 	_, gAddr := o.podAddrs.list(a.store)
 	_, gPod := o.pods.list(a.store)
 	alive := a.lbCandidates()
-	live := a.members.Alive()
 	a.mu.Lock()
 	joined := a.joined
 	a.mu.Unlock()
 	key := lbKey{assigned: gAs, services: gSvc, pools: gPool, podAddrs: gAddr, pods: gPod,
-		candidates: setKey(alive), alive: setKey(live), joined: joined}
+		candidates: setKey(alive), joined: joined}
 	o.mu.Lock()
 	if o.lbOK && o.lbKey == key {
 		st = o.lb
@@ -99,10 +98,14 @@ func (a *Agent) computeLB() (st lbState) {
 	}
 	st.Pools = pools
 	st.Plan = lb.Allocate(a.lbConfig(), st.Services, st.Pools, alive)
-	// Pods of nodes that are gone cannot serve: their routes are gone.
+	// Pods of nodes that are gone cannot serve: their routes are gone. Nor
+	// do new connections go to the pods of a node that is leaving: its
+	// routes go when it gives its subnet back, possibly before its pods'
+	// addresses are gone from every store (a new connection to them would
+	// then meet the cluster CIDR's unreachable route).
 	var pods []lb.Pod
 	for _, p := range a.lbPods() {
-		if live[p.Node] {
+		if alive[p.Node] {
 			pods = append(pods, p)
 		}
 	}
