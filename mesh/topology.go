@@ -18,16 +18,39 @@ type Topology struct {
 	Routes []wg.Route
 }
 
+// TopologyOptions tune Desired.
+type TopologyOptions struct {
+	// Keepalive is every peer's persistent keepalive.
+	Keepalive time.Duration
+	// DeadGrace is how long a member that failed (not one that left)
+	// keeps its peer and route, counted from Member.Since at Now: an agent
+	// that restarts more slowly than failure detection (a few hundred
+	// milliseconds) loses no pod traffic, since its data plane never
+	// stopped. Zero drops a failed member's peer at once.
+	DeadGrace time.Duration
+	Now       time.Time
+}
+
 // Desired computes the topology for node self from the members and the
-// agreed subnet table (node name -> subnet). Members that are dead or left,
-// that have no usable WireGuard key or endpoint, or that hold no subnet are
-// left out. src is the address local traffic to remote pods leaves from (the
-// gateway address of self's own subnet); routes are only made when it is
-// valid, since remote peers accept only sources inside self's subnet.
-func Desired(self string, members []Member, subnets map[string]netip.Prefix, src netip.Addr, keepalive time.Duration) Topology {
+// agreed subnet table (node name -> subnet). Members that left, that failed
+// more than o.DeadGrace ago, that have no usable WireGuard key or endpoint,
+// or that hold no subnet are left out. src is the address local traffic to
+// remote pods leaves from (the gateway address of self's own subnet); routes
+// are only made when it is valid, since remote peers accept only sources
+// inside self's subnet.
+func Desired(self string, members []Member, subnets map[string]netip.Prefix, src netip.Addr, o TopologyOptions) Topology {
 	var t Topology
 	for _, m := range members {
-		if m.Name == self || (m.State != StateAlive && m.State != StateSuspect) {
+		if m.Name == self {
+			continue
+		}
+		switch m.State {
+		case StateAlive, StateSuspect:
+		case StateDead:
+			if o.DeadGrace <= 0 || m.Since.IsZero() || o.Now.Sub(m.Since) >= o.DeadGrace {
+				continue
+			}
+		default:
 			continue
 		}
 		sub, ok := subnets[m.Name]
@@ -50,7 +73,7 @@ func Desired(self string, members []Member, subnets map[string]netip.Prefix, src
 			PublicKey:  key,
 			Endpoint:   netip.AddrPortFrom(addr, uint16(m.Meta.WGPort)),
 			AllowedIPs: []netip.Prefix{sub},
-			Keepalive:  keepalive,
+			Keepalive:  o.Keepalive,
 		})
 		if src.IsValid() {
 			t.Routes = append(t.Routes, wg.Route{Dst: sub, Src: src})

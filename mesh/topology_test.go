@@ -61,9 +61,29 @@ func TestDesired(t *testing.T) {
 			}},
 		},
 	}
+	// A member that failed a moment ago keeps its peer and route for the
+	// grace; one that left, or failed longer ago, does not.
+	now := time.Unix(1000, 0)
+	dead := func(name string, key wgtypes.Key, addr string, ago time.Duration) Member {
+		m := member(name, StateDead, key, addr)
+		m.Since = now.Add(-ago)
+		return m
+	}
+	left := member("d", StateLeft, k2, "192.0.2.4")
+	left.Since = now.Add(-time.Second)
+	graced := Desired("a", []Member{dead("b", k2, "192.0.2.2", 2*time.Second), dead("c", k3, "192.0.2.3", 20*time.Second), left},
+		subnets, src, TopologyOptions{Keepalive: 25 * time.Second, DeadGrace: 15 * time.Second, Now: now})
+	wantGraced := Topology{
+		Peers:  []wg.Peer{{Name: "b", PublicKey: k2.PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.2:51820"), AllowedIPs: []netip.Prefix{sub("10.244.2.0/24")}, Keepalive: 25 * time.Second}},
+		Routes: []wg.Route{{Dst: sub("10.244.2.0/24"), Src: src}},
+	}
+	if diff := cmp.Diff(wantGraced, graced, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Errorf("Desired() with a dead grace (-want +got):\n%s", diff)
+	}
+
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Desired("a", tt.members, tt.subnets, tt.src, 25*time.Second)
+			got := Desired("a", tt.members, tt.subnets, tt.src, TopologyOptions{Keepalive: 25 * time.Second})
 			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 				t.Errorf("Desired() mismatch (-want +got):\n%s", diff)
 			}

@@ -36,7 +36,10 @@ type Config struct {
 	TokenFile     string
 	WireGuard     string
 	Keepalive     time.Duration
-	SubnetGrace   time.Duration
+	// PeerGrace is how long a member that failed keeps its WireGuard peer
+	// and route (mesh.TopologyOptions.DeadGrace).
+	PeerGrace   time.Duration
+	SubnetGrace time.Duration
 	// GARPInterval, when not zero, repeats gratuitous ARP for owned VIPs
 	// (for switches with short forwarding-table timers).
 	GARPInterval time.Duration

@@ -58,7 +58,8 @@ func (a *Agent) reconcile() {
 			src = ipam.Gateway(subnet)
 		}
 		start := time.Now()
-		topo := mesh.Desired(a.cfg.Name, a.members.Members(), table.ByNode, src, a.cfg.Keepalive)
+		topo := mesh.Desired(a.cfg.Name, a.members.Members(), table.ByNode, src,
+			mesh.TopologyOptions{Keepalive: a.cfg.Keepalive, DeadGrace: a.cfg.PeerGrace, Now: time.Now()})
 		perr := a.dev.SetPeers(topo.Peers)
 		if perr != nil {
 			a.log.Warn("set WireGuard peers", "err", perr)
