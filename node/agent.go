@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -285,7 +286,13 @@ func (a *Agent) joinLoop(ctx context.Context) {
 		}
 	}
 	if len(targets) == 0 {
-		a.setJoined()
+		// A restart that lost its peer list: the WireGuard peers still on
+		// the device are the cluster's nodes; their gossip is likely on
+		// this node's port.
+		targets = a.peerGuesses()
+	}
+	if len(targets) == 0 {
+		a.joinAlone(ctx)
 	}
 	delay := time.Second
 	startedAt := time.Now()
@@ -317,11 +324,13 @@ func (a *Agent) joinLoop(ctx context.Context) {
 			delay *= 2
 		}
 	}
-	// Remember who is in the cluster, for the next start.
-	t := time.NewTicker(30 * time.Second)
+	// Remember who is in the cluster, for the next start: soon after it
+	// changes, so that a restart shortly after the cluster formed finds it.
+	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	saved := ""
 	for {
-		a.savePeers(peersFile)
+		saved = a.savePeers(peersFile, saved)
 		select {
 		case <-ctx.Done():
 			return
@@ -330,7 +339,54 @@ func (a *Agent) joinLoop(ctx context.Context) {
 	}
 }
 
-func (a *Agent) savePeers(path string) {
+// peerGuesses are join targets from the WireGuard peers on the device: each
+// endpoint's address with this node's gossip port.
+func (a *Agent) peerGuesses() []string {
+	stats, err := a.dev.Stats()
+	if err != nil {
+		a.log.Warn("no WireGuard peers to guess members from", "err", err)
+		return nil
+	}
+	var out []string
+	for _, ps := range stats {
+		if ps.Endpoint.IsValid() {
+			out = append(out, netip.AddrPortFrom(ps.Endpoint.Addr(), uint16(a.cfg.GossipPort)).String())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// joinAlone handles a start without anybody to join. A new cluster's first
+// node is joined at once. A node that was in a cluster before (its store
+// holds other nodes' subnet leases) but knows no address to call waits
+// until the others reach it (their probes and push/pull find it) or 10 s
+// pass, keeping the peers and routes it finds meanwhile: before, it
+// programmed an empty overlay at once and cut its pods off.
+func (a *Agent) joinAlone(ctx context.Context) {
+	others := false
+	for _, l := range a.leases() {
+		if l.Node != a.cfg.Name {
+			others = true
+		}
+	}
+	if others {
+		a.log.Info("no member address known; waiting for the cluster to reach this node")
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) && len(a.members.Alive()) < 2 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	a.setJoined()
+}
+
+// savePeers writes the alive members' gossip addresses when they differ
+// from what was saved (saved) and returns what the file now holds.
+func (a *Agent) savePeers(path, saved string) string {
 	var list []string
 	for _, m := range a.members.Members() {
 		if !m.Self && m.State == mesh.StateAlive {
@@ -338,10 +394,17 @@ func (a *Agent) savePeers(path string) {
 		}
 	}
 	if len(list) == 0 {
-		return
+		return saved
 	}
+	sort.Strings(list)
 	b, _ := json.Marshal(list)
-	_ = writeFileAtomic(path, b, 0o600)
+	if string(b) == saved {
+		return saved
+	}
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
+		return saved
+	}
+	return string(b)
 }
 
 func (a *Agent) setJoined() {
