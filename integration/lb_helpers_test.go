@@ -3,7 +3,6 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -23,7 +21,6 @@ import (
 
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/demo"
-	"github.com/vishvananda/netns"
 )
 
 // lbTimers are the failure-detection timers of the LoadBalancer tests: the
@@ -93,48 +90,11 @@ func (x *tc) addClient(name string, addr netip.Addr) *client {
 	return c
 }
 
-// inNetns runs f on an OS thread switched into the named namespace, so that
-// the sockets f opens live there (they stay there when the thread moves
-// back). A thread that cannot be switched back ends with its goroutine.
-func inNetns(name string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // askTCP connects from namespace ns to addr and returns the answer of the
 // server (which closes the connection after one line).
 func askTCP(ns string, addr netip.AddrPort, timeout time.Duration) (string, error) {
 	var conn net.Conn
-	err := inNetns(ns, func() error {
+	err := demo.Do(ns, func() error {
 		var err error
 		conn, err = net.DialTimeout("tcp4", addr.String(), timeout)
 		return err
@@ -158,7 +118,7 @@ func askTCP(ns string, addr netip.AddrPort, timeout time.Duration) (string, erro
 // answer.
 func askUDP(ns string, addr netip.AddrPort, timeout time.Duration) (string, error) {
 	var conn *net.UDPConn
-	err := inNetns(ns, func() error {
+	err := demo.Do(ns, func() error {
 		var err error
 		conn, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
 		return err
@@ -214,7 +174,7 @@ func (x *tc) startServers(pods []*demo.Pod) {
 	for _, p := range pods {
 		var ln net.Listener
 		var pc net.PacketConn
-		err := inNetns(p.NS, func() error {
+		err := demo.Do(p.NS, func() error {
 			var err error
 			if ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", serverPort)); err != nil {
 				return err

@@ -336,7 +336,7 @@ func polServe(t *testing.T, p *polPod) {
 	t.Helper()
 	var lns []net.Listener
 	var pcs []net.PacketConn
-	err := inNetns(p.Pod.NS, func() error {
+	err := demo.Do(p.Pod.NS, func() error {
 		for _, pp := range polProbePorts {
 			addr := fmt.Sprintf(":%d", pp.Port)
 			if pp.Proto == policy.UDP {
@@ -405,7 +405,7 @@ func polServe(t *testing.T, p *polPod) {
 func polServeNode(t *testing.T, n *demo.Node) {
 	t.Helper()
 	var ln net.Listener
-	if err := inNetns(n.NS, func() error {
+	if err := demo.Do(n.NS, func() error {
 		var err error
 		ln, err = net.Listen("tcp4", ":80")
 		return err
@@ -438,7 +438,7 @@ func polProbe(ns string, dst netip.Addr, port polPort, timeout time.Duration) (s
 	addr := netip.AddrPortFrom(dst, port.Port).String()
 	deadline := time.Now().Add(timeout)
 	var conn net.Conn
-	err := inNetns(ns, func() error {
+	err := demo.Do(ns, func() error {
 		var err error
 		if port.Proto == policy.UDP {
 			conn, err = net.Dial("udp4", addr)

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/demo"
-	"github.com/vishvananda/netns"
 )
 
 // Addresses on the demo underlay 10.77.0.0/24 (bridge .1, nodes .11-.13).
@@ -154,49 +152,13 @@ func (b *bench) addClient(ctx context.Context) error {
 	}
 }
 
-// inNetns runs f on an OS thread inside the named namespace; sockets f opens
-// stay there. A thread that cannot come back ends with its goroutine.
-func inNetns(name string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // serve runs a TCP server on serverPort in pod p's namespace (in this
 // process) that answers every connection with the pod's name and closes it
 // once the client has: the client resets it (abort), so neither side keeps
 // the connection in TIME_WAIT and fast loops do not run into reused ports.
 func (b *bench) serve(p *demo.Pod) error {
 	var ln net.Listener
-	if err := inNetns(p.NS, func() error {
+	if err := demo.Do(p.NS, func() error {
 		var err error
 		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", serverPort))
 		return err

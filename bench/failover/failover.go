@@ -113,7 +113,7 @@ func (b *bench) settle(ctx context.Context, addr netip.AddrPort, owner string) e
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var mac string
-		err := inNetns(b.clientNS, func() error {
+		err := demo.Do(b.clientNS, func() error {
 			c, err := net.DialTimeout("tcp4", addr.String(), time.Second)
 			if err != nil {
 				return err
@@ -168,7 +168,7 @@ func (b *bench) killOwner(ctx context.Context, addr netip.AddrPort, owner string
 	var stop atomic.Bool
 	errc := make(chan error, 1)
 	go func() {
-		errc <- inNetns(b.clientNS, func() error {
+		errc <- demo.Do(b.clientNS, func() error {
 			close(ready)
 			<-goCh
 			d := net.Dialer{Timeout: 100 * time.Millisecond}

@@ -208,7 +208,7 @@ spec:
 func waitConnect(ctx context.Context, ns string, addr netip.AddrPort) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := inNetns(ns, func() error {
+		err := demo.Do(ns, func() error {
 			c, err := net.DialTimeout("tcp4", addr.String(), time.Second)
 			if err == nil {
 				abort(c)
@@ -298,7 +298,7 @@ func iperf(ctx context.Context, ns string, v any, args ...string) error {
 func connRate(ns string, addr netip.AddrPort, d time.Duration) (float64, int, error) {
 	n, failed := 0, 0
 	var took time.Duration
-	err := inNetns(ns, func() error {
+	err := demo.Do(ns, func() error {
 		start := time.Now()
 		buf := make([]byte, 64)
 		for time.Since(start) < d && n+failed < 10000 {
@@ -378,7 +378,7 @@ func (b *bench) oneChange(ctx context.Context, name string, cip netip.Addr) (tim
 	stop := make(chan struct{})
 	errc := make(chan error, 1)
 	go func() {
-		errc <- inNetns(from.NS, func() error {
+		errc <- demo.Do(from.NS, func() error {
 			d := net.Dialer{Timeout: 50 * time.Millisecond}
 			for {
 				select {

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,7 +26,6 @@ import (
 	"github.com/netloom/netloom/firewall/policy"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/demo"
-	"github.com/vishvananda/netns"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -196,7 +194,7 @@ func (r *e2eRun) setup() error {
 	}
 	// The connection server: accept and close, in this process.
 	var ln net.Listener
-	if err := inNetns(r.server.NS, func() error {
+	if err := demo.Do(r.server.NS, func() error {
 		var err error
 		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", connPort))
 		return err
@@ -505,7 +503,7 @@ func (r *e2eRun) connRate(from *demo.Pod) (connResult, error) {
 	failed := 0
 	addr := netip.AddrPortFrom(r.server.IP, connPort).String()
 	var elapsed time.Duration
-	err := inNetns(from.NS, func() error {
+	err := demo.Do(from.NS, func() error {
 		start := time.Now()
 		for range r.o.conns {
 			t := time.Now()
@@ -733,47 +731,10 @@ func procStatus(pid int) (map[string]int64, error) {
 
 // ---- network namespaces ----
 
-// inNetns runs f on an OS thread switched into the named namespace; the
-// sockets f opens stay there. A thread that cannot switch back ends with
-// its goroutine.
-func inNetns(name string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // dialIn connects from namespace ns to addr and closes the connection.
 func dialIn(ns string, addr netip.AddrPort, timeout time.Duration) (time.Duration, error) {
 	var took time.Duration
-	err := inNetns(ns, func() error {
+	err := demo.Do(ns, func() error {
 		t := time.Now()
 		c, err := net.DialTimeout("tcp4", addr.String(), timeout)
 		if err != nil {

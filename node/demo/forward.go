@@ -2,17 +2,13 @@ package demo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // DefaultDashboardPort is the host port `netloom demo` serves node1's
@@ -176,51 +172,20 @@ func (f *Forwarder) relay(client net.Conn) {
 }
 
 // DialInNetns connects to address from inside the named network namespace:
-// the socket is created on an OS thread switched into that namespace, and
-// stays there. The thread returns to its namespace before it is released; a
-// thread that cannot is thrown away.
+// the socket is created on an OS thread switched into that namespace (Do),
+// and stays there.
 func DialInNetns(ns, network, address string, timeout time.Duration) (net.Conn, error) {
-	type result struct {
-		conn net.Conn
-		err  error
+	var conn net.Conn
+	err := Do(ns, func() error {
+		var err error
+		conn, err = net.DialTimeout(network, address, timeout)
+		return err
+	})
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("dial %s in netns %s: %w", address, ns, err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("dial %s in netns %s: %w", address, ns, err)}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("dial %s in netns %s: %w", address, ns, err)}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("dial %s in netns %s: %w", address, ns, err)}
-			return
-		}
-		conn, derr := net.DialTimeout(network, address, timeout)
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it ends with this goroutine.
-			if conn != nil {
-				conn.Close()
-			}
-			ch <- result{err: errors.Join(derr, fmt.Errorf("return from netns %s: %w", ns, err))}
-			return
-		}
-		runtime.UnlockOSThread()
-		if derr != nil {
-			derr = fmt.Errorf("dial %s in netns %s: %w", address, ns, derr)
-		}
-		ch <- result{conn, derr}
-	}()
-	r := <-ch
-	return r.conn, r.err
+	return conn, nil
 }

@@ -147,43 +147,51 @@ func inNetns(pid int, name string) bool {
 	return ok && id == want
 }
 
-// writeSysctl writes /proc/sys/<key> inside the named namespace. It switches
-// a locked OS thread of its own; a thread that cannot be switched back is
-// thrown away rather than reused.
-func writeSysctl(ns, key, value string) error {
+// Do runs f on an OS thread switched into the named network namespace, so
+// that the sockets f opens live there (they stay there when the thread
+// moves back). A thread that cannot be switched back is thrown away (it
+// ends with its goroutine) rather than reused.
+func Do(ns string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := netns.Get()
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("set %s in netns %s: %w", key, ns, err)
+			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
 			return
 		}
 		defer orig.Close()
 		target, err := netns.GetFromName(ns)
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("set %s in netns %s: %w", key, ns, err)
+			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
 			return
 		}
 		defer target.Close()
 		if err := netns.Set(target); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("set %s in netns %s: %w", key, ns, err)
+			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
 			return
 		}
-		werr := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644)
+		ferr := f()
 		if err := netns.Set(orig); err != nil {
 			// leave the thread locked: it ends with this goroutine
-			errc <- errors.Join(werr, fmt.Errorf("return from netns %s: %w", ns, err))
+			errc <- errors.Join(ferr, fmt.Errorf("return from netns %s: %w", ns, err))
 			return
 		}
 		runtime.UnlockOSThread()
-		if werr != nil {
-			werr = fmt.Errorf("set %s in netns %s: %w", key, ns, werr)
-		}
-		errc <- werr
+		errc <- ferr
 	}()
 	return <-errc
+}
+
+// writeSysctl writes /proc/sys/<key> inside the named namespace.
+func writeSysctl(ns, key, value string) error {
+	if err := Do(ns, func() error {
+		return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644)
+	}); err != nil {
+		return fmt.Errorf("set %s in netns %s: %w", key, ns, err)
+	}
+	return nil
 }
