@@ -57,7 +57,9 @@ func (a *Agent) lbCandidates() map[string]bool {
 }
 
 // lbKey is what lbState depends on: the generations of the kinds it reads,
-// and the membership.
+// and the membership. joined is there for writeAssignments: the pass records
+// assignments only for a state it has not seen, and records none before the
+// node has joined, so joining must make a new state.
 type lbKey struct {
 	assigned, services, pools, podAddrs, pods uint64
 	candidates                                string
