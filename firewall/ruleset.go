@@ -1,6 +1,17 @@
 package firewall
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/netloom/netloom/nft"
+)
+
+// Family and name of netloom's nftables table, which the masquerade
+// ruleset, the service proxy's and the NetworkPolicy fragments share.
+const (
+	TableFamily = "inet"
+	TableName   = "netloom"
+)
 
 // Config is what the ruleset is computed from.
 type Config struct {
@@ -19,14 +30,15 @@ type Config struct {
 	WGIface string
 }
 
-// Chain names of the table.
+// Names of the ruleset's chains.
 const (
 	ChainPostrouting = "postrouting"
 	ChainForward     = "forward"
 )
 
-// Ruleset computes the whole table for cfg. It is pure: the same Config
-// always gives the same Model.
+// Ruleset computes the host's part of netloom's table for cfg (merge the
+// service proxy's and NetworkPolicy's fragments into it with nft.Merge).
+// It is pure: the same Config always gives the same Model.
 //
 //	chain postrouting: type nat hook postrouting priority srcnat
 //	  ip saddr CLUSTER ip daddr != CLUSTER masquerade
@@ -37,39 +49,39 @@ const (
 // The forward accepts make our intent explicit and give later
 // NetworkPolicy chains a place to sit; they cannot override a drop in
 // another table (every base chain on the hook must accept).
-func Ruleset(cfg Config) Model {
-	post := Chain{
+func Ruleset(cfg Config) nft.Model {
+	post := nft.Chain{
 		Name: ChainPostrouting, Type: "nat", Hook: "postrouting",
-		Priority: PrioritySrcNAT, Policy: "accept",
+		Priority: nft.PrioritySrcNAT, Policy: "accept",
 	}
 	if cfg.ClusterCIDR.IsValid() {
 		cidr := cfg.ClusterCIDR.Masked()
-		post.Rules = append(post.Rules, NewRule(
-			ipFamily(cidr.Addr()),
-			PrefixMatch(Saddr, cidr, false),
-			PrefixMatch(Daddr, cidr, true),
-			Masquerade(),
+		post.Rules = append(post.Rules, nft.NewRule(
+			nft.IPFamily(cidr.Addr()),
+			nft.PrefixMatch(nft.Saddr, cidr, false),
+			nft.PrefixMatch(nft.Daddr, cidr, true),
+			nft.Masquerade(),
 		))
 	}
 
-	fwd := Chain{
+	fwd := nft.Chain{
 		Name: ChainForward, Type: "filter", Hook: "forward",
-		Priority: PriorityFilter, Policy: "accept",
-		Rules: []Rule{NewRule(CtState(CtEstablished|CtRelated), Accept())},
+		Priority: nft.PriorityFilter, Policy: "accept",
+		Rules: []nft.Rule{nft.NewRule(nft.CtState(nft.CtEstablished|nft.CtRelated), nft.Accept())},
 	}
 	for _, name := range []string{cfg.Bridge, cfg.WGIface} {
 		if name == "" {
 			continue
 		}
 		fwd.Rules = append(fwd.Rules,
-			NewRule(Iifname(name), Accept()),
-			NewRule(Oifname(name), Accept()),
+			nft.NewRule(nft.Iifname(name), nft.Accept()),
+			nft.NewRule(nft.Oifname(name), nft.Accept()),
 		)
 	}
 
-	return Model{
+	return nft.Model{
 		Family: TableFamily,
 		Table:  TableName,
-		Chains: []Chain{fwd, post},
+		Chains: []nft.Chain{fwd, post},
 	}
 }

@@ -2,27 +2,31 @@ package firewall
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/netloom/netloom/nft"
+	"github.com/netloom/netloom/nft/nfttest"
 	"golang.org/x/sys/unix"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // chainTexts summarizes a model as chain name -> header + rule texts.
-func chainTexts(m Model) map[string][]string {
+func chainTexts(m nft.Model) map[string][]string {
 	out := map[string][]string{}
 	for _, c := range m.Chains {
 		lines := []string{}
 		if c.BaseChain() {
-			lines = append(lines, c.Type+" "+c.Hook+" "+priorityText(c.Hook, c.Priority)+" "+policyText(c.Policy))
+			lines = append(lines, fmt.Sprintf("%s %s %d %s", c.Type, c.Hook, c.Priority, c.Policy))
 		}
 		for _, r := range c.Rules {
 			lines = append(lines, r.Text)
@@ -33,8 +37,8 @@ func chainTexts(m Model) map[string][]string {
 }
 
 func TestRuleset(t *testing.T) {
-	fwdHead := "filter forward filter accept"
-	postHead := "nat postrouting srcnat accept"
+	fwdHead := "filter forward 0 accept"
+	postHead := "nat postrouting 100 accept"
 	tests := []struct {
 		name string
 		cfg  Config
@@ -133,172 +137,108 @@ func TestMasqueradeExprs(t *testing.T) {
 	}
 }
 
-func TestPrefixMatchIPv6Offsets(t *testing.T) {
-	p := netip.MustParsePrefix("fd00::/8")
-	for _, tt := range []struct {
-		field  AddrField
-		offset uint32
-	}{{Saddr, 8}, {Daddr, 24}} {
-		f := PrefixMatch(tt.field, p, false)
-		pl, ok := f.Exprs[0].(*expr.Payload)
-		if !ok || pl.Offset != tt.offset || pl.Len != 16 {
-			t.Errorf("field %d: payload %+v, want offset %d len 16", tt.field, f.Exprs[0], tt.offset)
-		}
-		bw := f.Exprs[1].(*expr.Bitwise)
-		if diff := cmp.Diff(append([]byte{0xff}, make([]byte, 15)...), bw.Mask); diff != "" {
-			t.Errorf("mask (-want +got):\n%s", diff)
-		}
-	}
-}
-
-func TestPriorityText(t *testing.T) {
-	tests := []struct {
-		hook string
-		prio int32
-		want string
-	}{
-		{"forward", 0, "filter"},
-		{"postrouting", 100, "srcnat"},
-		{"prerouting", -100, "dstnat"},
-		{"forward", -100, "-100"}, // dstnat is not a name on forward
-		{"input", 100, "srcnat"},
-		{"forward", 5, "filter + 5"},
-		{"prerouting", -105, "dstnat - 5"},
-		{"forward", -150, "mangle"},
-		{"forward", 42, "security - 8"},
-		{"forward", 1000, "1000"},
-	}
-	for _, tt := range tests {
-		if got := priorityText(tt.hook, tt.prio); got != tt.want {
-			t.Errorf("priorityText(%s, %d) = %q, want %q", tt.hook, tt.prio, got, tt.want)
-		}
-	}
-}
-
-func TestValidate(t *testing.T) {
-	ok := Ruleset(Config{ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")})
-	if err := ok.Validate(); err != nil {
-		t.Fatalf("Validate(Ruleset) = %v", err)
-	}
-	tests := []struct {
-		name string
-		edit func(m *Model)
-		want string
-	}{
-		{"family", func(m *Model) { m.Family = "bridge" }, `unsupported table family "bridge"`},
-		{"hook", func(m *Model) { m.Chains[0].Hook = "sideways" }, `unknown hook "sideways"`},
-		{"type", func(m *Model) { m.Chains[0].Type = "mangle" }, `unknown type "mangle"`},
-		{"policy", func(m *Model) { m.Chains[0].Policy = "reject" }, `unknown policy "reject"`},
-		{"duplicate chain", func(m *Model) { m.Chains = append(m.Chains, m.Chains[0]) }, `defined twice`},
-		{"jump target", func(m *Model) {
-			m.Chains[0].Rules = append(m.Chains[0].Rules, Rule{Text: "jump nowhere",
-				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: "nowhere"}}})
-		}, `target chain "nowhere" missing`},
-		{"lookup set", func(m *Model) {
-			m.Chains[0].Rules = append(m.Chains[0].Rules, Rule{Text: "ip daddr @nope",
-				Exprs: []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: "nope"}}})
-		}, `set "nope" missing`},
-		{"set key", func(m *Model) { m.Sets = []Set{{Name: "s", Type: "?"}} }, `key type missing`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			m := Ruleset(Config{ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")})
-			tt.edit(&m)
-			err := m.Validate()
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("Validate = %v, want error containing %q", err, tt.want)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("error is not one line: %q", err)
-			}
-		})
-	}
-}
-
-// testSetModel is a model with a set, a regular chain and a jump: the shape
-// NetworkPolicy and service NAT will take. Used by the golden and root tests.
-func testSetModel() Model {
-	m := Ruleset(Config{
+// goldenCases are the rulesets of the golden files under testdata/.
+var goldenCases = []struct {
+	file string
+	m    nft.Model
+}{
+	{"ruleset-ipv4.golden", Ruleset(Config{
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
-		Bridge:      "nl-br", WGIface: "nl-wg",
-	})
-	blocked := netip.MustParseAddr("192.0.2.7")
-	m.Sets = append(m.Sets, Set{
-		Name: "blocked",
-		Type: "ipv4_addr",
-		Elements: []Element{
-			{Text: "192.0.2.7", Kernel: []nftables.SetElement{{Key: blocked.AsSlice()}}},
-			{Text: "192.0.2.9", Kernel: []nftables.SetElement{{Key: netip.MustParseAddr("192.0.2.9").AsSlice()}}},
-		},
-		Spec: nftables.Set{KeyType: nftables.TypeIPAddr},
-	})
-	m.Chains = append(m.Chains, Chain{
-		Name: "policy",
-		Rules: []Rule{NewRule(
-			ipFamily(blocked),
-			Frag{Text: "ip daddr", Exprs: []expr.Any{
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			}},
-			Frag{Text: "@blocked", Exprs: []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: "blocked"}}},
-			Frag{Text: "drop", Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}},
-		)},
-	})
-	for i := range m.Chains {
-		if m.Chains[i].Name == ChainForward {
-			m.Chains[i].Rules = append(m.Chains[i].Rules, Rule{Text: "jump policy",
-				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: "policy"}}})
-		}
-	}
-	return m
+		PodSubnet:   netip.MustParsePrefix("10.244.3.0/24"),
+		Bridge:      "netloom-br", WGIface: "netloom0",
+	})},
+	{"ruleset-ipv6.golden", Ruleset(Config{
+		ClusterCIDR: netip.MustParsePrefix("fd00:10:244::/56"),
+		Bridge:      "netloom-br", WGIface: "netloom0",
+	})},
 }
 
 func TestGolden(t *testing.T) {
-	tests := []struct {
-		file string
-		m    Model
-	}{
-		{"ruleset-ipv4.golden", Ruleset(Config{
-			ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
-			PodSubnet:   netip.MustParsePrefix("10.244.3.0/24"),
-			Bridge:      "netloom-br", WGIface: "netloom0",
-		})},
-		{"ruleset-ipv6.golden", Ruleset(Config{
-			ClusterCIDR: netip.MustParsePrefix("fd00:10:244::/56"),
-			Bridge:      "netloom-br", WGIface: "netloom0",
-		})},
-		{"sets-and-jumps.golden", testSetModel()},
-	}
-	for _, tt := range tests {
+	for _, tt := range goldenCases {
 		t.Run(tt.file, func(t *testing.T) {
-			got := tt.m.String()
-			path := filepath.Join("testdata", tt.file)
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("%s differs (-want +got), run go test -update if intended:\n%s", path, diff)
-			}
+			nfttest.CheckGolden(t, filepath.Join("testdata", tt.file), tt.m.String(), *update)
 		})
 	}
 }
 
-// String must not depend on the order chains and sets were appended in.
-func TestStringSorted(t *testing.T) {
-	m := testSetModel()
-	rev := m
-	rev.Chains = nil
-	for i := len(m.Chains) - 1; i >= 0; i-- {
-		rev.Chains = append(rev.Chains, m.Chains[i])
+// Kernel tests: every one works in network namespaces it creates and
+// deletes (see nfttest); nothing is ever added to the test process's own
+// namespace.
+
+// nsApplier returns an Applier that opens its own connection in ns.
+func nsApplier(t *testing.T, ns string) *nft.Applier {
+	t.Helper()
+	a := nft.NewApplier(nft.WithNetNS(nfttest.NSHandle(t, ns)))
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// Every golden ruleset, applied: nft's own listing of the table is the
+// golden file, so the expressions sent decode to the rules it shows.
+func TestGoldenInKernel(t *testing.T) {
+	nfttest.NeedRoot(t)
+	ns := nfttest.NewNS(t)
+	a := nsApplier(t, ns)
+	for _, tt := range goldenCases {
+		if err := a.Apply(tt.m); err != nil {
+			t.Fatalf("%s: Apply: %v", tt.file, err)
+		}
+		want, err := os.ReadFile(filepath.Join("testdata", tt.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nfttest.CheckListing(t, ns, TableFamily, TableName, string(want))
 	}
-	rev.Sets = []Set{m.Sets[0]}
-	rev.Sets[0].Elements = []Element{m.Sets[0].Elements[1], m.Sets[0].Elements[0]}
-	if diff := cmp.Diff(m.String(), rev.String()); diff != "" {
-		t.Errorf("String depends on order (-want +got):\n%s", diff)
+}
+
+// Real packets: a pod-like address in the cluster CIDR pings an outside
+// host that has no route back to the cluster CIDR. Only masquerading on the
+// router makes the reply come back.
+//
+//	pod (10.244.1.5/24) --veth-- router (10.244.1.1, 192.0.2.1) --veth-- outside (192.0.2.2/24)
+func TestMasqueradePackets(t *testing.T) {
+	nfttest.NeedRoot(t, "ping")
+	run := nfttest.Run
+	pod, router, outside := nfttest.NewNS(t), nfttest.NewNS(t), nfttest.NewNS(t)
+	run(t, "ip", "-n", pod, "link", "add", "p0", "type", "veth", "peer", "name", "r0", "netns", router)
+	run(t, "ip", "-n", router, "link", "add", "r1", "type", "veth", "peer", "name", "o0", "netns", outside)
+	run(t, "ip", "-n", pod, "addr", "add", "10.244.1.5/24", "dev", "p0")
+	run(t, "ip", "-n", pod, "link", "set", "p0", "up")
+	run(t, "ip", "-n", pod, "route", "add", "default", "via", "10.244.1.1")
+	run(t, "ip", "-n", router, "addr", "add", "10.244.1.1/24", "dev", "r0")
+	run(t, "ip", "-n", router, "addr", "add", "192.0.2.1/24", "dev", "r1")
+	run(t, "ip", "-n", router, "link", "set", "r0", "up")
+	run(t, "ip", "-n", router, "link", "set", "r1", "up")
+	run(t, "ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	run(t, "ip", "-n", outside, "addr", "add", "192.0.2.2/24", "dev", "o0")
+	run(t, "ip", "-n", outside, "link", "set", "o0", "up")
+
+	ping := func(wait string) error {
+		return exec.Command("ip", "netns", "exec", pod, "ping", "-c", "1", "-W", wait, "192.0.2.2").Run()
+	}
+	// Control: without the table the outside host cannot answer.
+	if err := ping("1"); err == nil {
+		t.Fatal("ping went through without masquerading; the test topology is wrong")
+	}
+
+	a := nsApplier(t, router)
+	if err := a.Apply(Ruleset(Config{ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), Bridge: "r0"})); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if err = ping("2"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("ping from pod to outside with masquerading: %v", err)
+	}
+	if _, lookErr := exec.LookPath("conntrack"); lookErr == nil {
+		out, _ := exec.Command("ip", "netns", "exec", router, "conntrack", "-L", "-p", "icmp").CombinedOutput()
+		// original src is the pod, the reply goes to the router's address.
+		if !strings.Contains(string(out), "src=10.244.1.5 dst=192.0.2.2") || !strings.Contains(string(out), "src=192.0.2.2 dst=192.0.2.1") {
+			t.Errorf("conntrack shows no masqueraded flow:\n%s", out)
+		}
 	}
 }

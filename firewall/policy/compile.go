@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,7 +31,7 @@ const (
 // PriorityForward is the priority of ChainForward: after the generic
 // forward chain (filter), so that the two read in order in a listing. Any
 // order is correct: a drop in either base chain drops.
-const PriorityForward = firewall.PriorityFilter + 5
+const PriorityForward = nft.PriorityFilter + 5
 
 // Options tune the compiled fragment.
 type Options struct {
@@ -46,7 +47,7 @@ type Options struct {
 // and what its names mean (for counters and traces). Every answer Trace
 // gives is computed from Model alone; the maps only name what it found.
 type Compiled struct {
-	Model firewall.Model
+	Model nft.Model
 	Node  string
 	// Classes maps a class chain's name to its meaning.
 	Classes map[string]Class
@@ -123,11 +124,11 @@ type compiler struct {
 	pods     []Pod            // IPv4 pods with an address, sorted by key
 
 	selCache   map[string]labels.Selector
-	nsSelCache map[string][]string        // namespace selector -> namespaces
-	podSel     map[[2]string][]int        // (namespace, pod selector) -> pods
-	sets       map[string]*firewall.Set   // by name
-	ruleCache  map[string][]firewall.Rule // policy key + direction -> rules
-	refCache   map[string][]RuleRef       // idem, origins
+	nsSelCache map[string][]string   // namespace selector -> namespaces
+	podSel     map[[2]string][]int   // (namespace, pod selector) -> pods
+	sets       map[string]*nft.Set   // by name
+	ruleCache  map[string][]nft.Rule // policy key + direction -> rules
+	refCache   map[string][]RuleRef  // idem, origins
 	policies   map[string]*networkingv1.NetworkPolicy
 	counterSet map[string]CounterRef
 }
@@ -140,8 +141,8 @@ func newCompiler(s *Snapshot, node string, opts Options) *compiler {
 		selCache:   map[string]labels.Selector{},
 		nsSelCache: map[string][]string{},
 		podSel:     map[[2]string][]int{},
-		sets:       map[string]*firewall.Set{},
-		ruleCache:  map[string][]firewall.Rule{},
+		sets:       map[string]*nft.Set{},
+		ruleCache:  map[string][]nft.Rule{},
 		refCache:   map[string][]RuleRef{},
 		policies:   map[string]*networkingv1.NetworkPolicy{},
 		counterSet: map[string]CounterRef{},
@@ -220,7 +221,7 @@ func (c *compiler) compile() *Compiled {
 	}
 	classes := map[string]*class{}
 	var classOrder []string
-	egressMap, ingressMap := []firewall.Element{}, []firewall.Element{}
+	egressMap, ingressMap := []nft.Element{}, []nft.Element{}
 	addClass := func(dir Direction, p Pod, policies []string) string {
 		short := "in"
 		if dir == Egress {
@@ -267,15 +268,15 @@ func (c *compiler) compile() *Compiled {
 		}
 	}
 
-	m := firewall.Model{Family: firewall.TableFamily, Table: firewall.TableName}
-	m.Chains = append(m.Chains, firewall.Chain{
+	m := nft.Model{Family: firewall.TableFamily, Table: firewall.TableName}
+	m.Chains = append(m.Chains, nft.Chain{
 		Name: ChainForward, Type: "filter", Hook: "forward",
 		Priority: PriorityForward, Policy: "accept",
-		Rules: []firewall.Rule{
-			firewall.NewRule(firewall.CtState(firewall.CtEstablished|firewall.CtRelated), firewall.Accept()),
-			firewall.NewRule(firewall.CtState(firewall.CtInvalid), firewall.Drop()),
-			firewall.NewRule(firewall.IPv4(), firewall.Addr(firewall.Saddr), firewall.VmapLookup(MapEgress)),
-			firewall.NewRule(firewall.IPv4(), firewall.Addr(firewall.Daddr), firewall.VmapLookup(MapIngress)),
+		Rules: []nft.Rule{
+			nft.NewRule(nft.CtState(nft.CtEstablished|nft.CtRelated), nft.Accept()),
+			nft.NewRule(nft.CtState(nft.CtInvalid), nft.Drop()),
+			nft.NewRule(nft.IPv4(), nft.Addr(nft.Saddr), nft.VmapLookup(MapEgress)),
+			nft.NewRule(nft.IPv4(), nft.Addr(nft.Daddr), nft.VmapLookup(MapIngress)),
 		},
 	})
 	m.Sets = append(m.Sets, verdictMap(MapEgress, egressMap), verdictMap(MapIngress, ingressMap))
@@ -283,7 +284,7 @@ func (c *compiler) compile() *Compiled {
 	sort.Strings(classOrder)
 	for _, name := range classOrder {
 		cl := classes[name]
-		ch := firewall.Chain{Name: name}
+		ch := nft.Chain{Name: name}
 		var refs []RuleRef
 		for _, key := range cl.policies {
 			rules, rr := c.policyRules(c.policies[key], cl.dir)
@@ -291,12 +292,12 @@ func (c *compiler) compile() *Compiled {
 			refs = append(refs, rr...)
 		}
 		if c.opts.LogDrops {
-			ch.Rules = append(ch.Rules, firewall.NewRule(logLimited(c.logRate(), logPrefix(cl.dir, cl.policies))))
+			ch.Rules = append(ch.Rules, nft.NewRule(logLimited(c.logRate(), logPrefix(cl.dir, cl.policies))))
 			refs = append(refs, RuleRef{Direction: cl.dir, Rule: -1})
 		}
 		dropped := name + "-dropped"
 		c.counterSet[dropped] = CounterRef{Direction: cl.dir, Class: name, Dropped: true}
-		ch.Rules = append(ch.Rules, firewall.NewRule(counterRef(dropped), firewall.Drop()))
+		ch.Rules = append(ch.Rules, nft.NewRule(counterRef(dropped), nft.Drop()))
 		refs = append(refs, RuleRef{Direction: cl.dir, Rule: -1})
 		m.Chains = append(m.Chains, ch)
 
@@ -351,7 +352,7 @@ func logPrefix(dir Direction, policies []string) string {
 
 // policyRules compiles np's rules of one direction (cached: a policy's
 // rules are the same in every class chain it is part of).
-func (c *compiler) policyRules(np *networkingv1.NetworkPolicy, dir Direction) ([]firewall.Rule, []RuleRef) {
+func (c *compiler) policyRules(np *networkingv1.NetworkPolicy, dir Direction) ([]nft.Rule, []RuleRef) {
 	key := PolicyKey(np)
 	ck := key + "\x00" + string(dir)
 	if r, ok := c.ruleCache[ck]; ok {
@@ -380,33 +381,33 @@ type setNamer interface {
 }
 
 // buildRules compiles np's rules of one direction, naming sets with sn.
-func buildRules(sn setNamer, np *networkingv1.NetworkPolicy, key string, dir Direction, allowed string) ([]firewall.Rule, []RuleRef) {
-	var rules []firewall.Rule
+func buildRules(sn setNamer, np *networkingv1.NetworkPolicy, key string, dir Direction, allowed string) ([]nft.Rule, []RuleRef) {
+	var rules []nft.Rule
 	var refs []RuleRef
 	add := func(i int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) {
-		var fs []firewall.Frag
-		peerField, final := firewall.Saddr, firewall.Accept()
+		var fs []nft.Frag
+		peerField, final := nft.Saddr, nft.Accept()
 		if dir == Egress {
-			peerField, final = firewall.Daddr, firewall.Return()
+			peerField, final = nft.Daddr, nft.Return()
 		}
 		// The `meta nfproto ipv4` dependency of ip payload matches (the
 		// chain is only reached from an IPv4 map; nft adds it all the same,
 		// and lists it where no ip payload follows, so it goes with them).
 		if len(peers) > 0 || (len(ports) > 0 && usesNamedPorts(ports)) {
-			fs = append(fs, firewall.IPv4())
+			fs = append(fs, nft.IPv4())
 		}
 		if len(peers) > 0 {
-			fs = append(fs, firewall.Addr(peerField), firewall.Lookup(sn.peerSet(np.Namespace, peers)))
+			fs = append(fs, nft.Addr(peerField), nft.Lookup(sn.peerSet(np.Namespace, peers)))
 		}
 		if len(ports) > 0 {
 			if usesNamedPorts(ports) {
-				fs = append(fs, firewall.DaddrProtoPort(), firewall.Lookup(sn.namedPortSet(np, dir, peers, ports)))
+				fs = append(fs, nft.DaddrProtoPort(), nft.Lookup(sn.namedPortSet(np, dir, peers, ports)))
 			} else {
-				fs = append(fs, protoPort(), firewall.Lookup(sn.portSet(ports)))
+				fs = append(fs, protoPort(), nft.Lookup(sn.portSet(ports)))
 			}
 		}
 		fs = append(fs, counterRef(allowed), final)
-		rules = append(rules, firewall.NewRule(fs...))
+		rules = append(rules, nft.NewRule(fs...))
 		refs = append(refs, RuleRef{Policy: key, Direction: dir, Rule: i})
 	}
 	if dir == Ingress {
@@ -614,9 +615,9 @@ func peerSetName(ns string, peers []networkingv1.NetworkPolicyPeer) string {
 	return "pol-peer-" + hashOf(scope+"\x00"+peersKey(peers))
 }
 
-func (c *compiler) peerSetContent(name, ns string, peers []networkingv1.NetworkPolicyPeer) *firewall.Set {
+func (c *compiler) peerSetContent(name, ns string, peers []networkingv1.NetworkPolicyPeer) *nft.Set {
 	rs := c.peerRanges(ns, peers)
-	elems := make([]firewall.Element, len(rs))
+	elems := make([]nft.Element, len(rs))
 	for i, r := range rs {
 		elems[i] = addrIntervalElement(r)
 	}
@@ -638,8 +639,8 @@ func portSetName(ports []networkingv1.NetworkPolicyPort) string {
 	return "pol-port-" + hashOf(portsKey(ports))
 }
 
-func portSetContent(name string, ports []networkingv1.NetworkPolicyPort) *firewall.Set {
-	var elems []firewall.Element
+func portSetContent(name string, ports []networkingv1.NetworkPolicyPort) *nft.Set {
+	var elems []nft.Element
 	for _, pr := range numericPortRanges(ports) {
 		elems = append(elems, protoPortElement(pr))
 	}
@@ -672,7 +673,7 @@ func namedPortSetName(np *networkingv1.NetworkPolicy, dir Direction, peers []net
 
 // namedPortSetContent computes the named port set of a rule of a policy
 // of namespace ns with pod selector podSel.
-func (c *compiler) namedPortSetContent(name, ns string, podSel *metav1.LabelSelector, dir Direction, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) *firewall.Set {
+func (c *compiler) namedPortSetContent(name, ns string, podSel *metav1.LabelSelector, dir Direction, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) *nft.Set {
 	numeric := numericPortRanges(ports)
 	var dests []Pod
 	if dir == Ingress {
@@ -731,7 +732,7 @@ func (c *compiler) namedPortSetContent(name, ns string, podSel *metav1.LabelSele
 		}
 		return int(a.port) - int(b.port)
 	})
-	var elems []firewall.Element
+	var elems []nft.Element
 	for _, pr := range numeric {
 		elems = append(elems, addrProtoPortElement(ipRange{0, ^uint32(0)}, pr))
 	}

@@ -6,7 +6,8 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
+	"github.com/netloom/netloom/nft/nfttest"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -158,7 +159,7 @@ func heapInUse() int64 {
 	return int64(ms.HeapAlloc)
 }
 
-func reportModel(b *testing.B, m firewall.Model) {
+func reportModel(b *testing.B, m nft.Model) {
 	rules, elems := 0, 0
 	for _, c := range m.Chains {
 		rules += len(c.Rules)
@@ -191,14 +192,14 @@ func changeOne(s *Snapshot, on bool) *Snapshot {
 // compiled table, and one policy changed afterwards (compile + incremental
 // apply, and the apply alone).
 func BenchmarkApply(b *testing.B) {
-	needRoot(b)
+	nfttest.NeedRoot(b)
 	for _, policies := range []int{1000, 10000} {
 		for _, nodes := range []int{50, 1} {
 			s := benchSnapshot(policies, nodes)
 			name := fmt.Sprintf("policies=%d/pods=5000/nodes=%d", policies, nodes)
-			m := firewall.Merge(baseRuleset(), Compile(s, "node-00", Options{LogDrops: true}).Model)
+			m := nft.Merge(baseRuleset(), Compile(s, "node-00", Options{LogDrops: true}).Model)
 			b.Run("full/"+name, func(b *testing.B) {
-				a := nsApplier(b, newNS(b))
+				a := nsApplier(b, nfttest.NewNS(b))
 				for b.Loop() {
 					a.Invalidate()
 					if err := a.Apply(m); err != nil {
@@ -208,9 +209,9 @@ func BenchmarkApply(b *testing.B) {
 				b.ReportMetric(float64(a.LastApply().Messages), "msgs")
 				reportModel(b, m)
 			})
-			models := [2]firewall.Model{m, firewall.Merge(baseRuleset(), Compile(changeOne(s, true), "node-00", Options{LogDrops: true}).Model)}
+			models := [2]nft.Model{m, nft.Merge(baseRuleset(), Compile(changeOne(s, true), "node-00", Options{LogDrops: true}).Model)}
 			b.Run("one-change-apply/"+name, func(b *testing.B) {
-				a := nsApplier(b, newNS(b))
+				a := nsApplier(b, nfttest.NewNS(b))
 				if err := a.Apply(m); err != nil {
 					b.Fatal(err)
 				}
@@ -227,7 +228,7 @@ func BenchmarkApply(b *testing.B) {
 				b.ReportMetric(float64(a.LastApply().Messages), "msgs")
 			})
 			b.Run("one-change-compile+apply/"+name, func(b *testing.B) {
-				a := nsApplier(b, newNS(b))
+				a := nsApplier(b, nfttest.NewNS(b))
 				if err := a.Apply(m); err != nil {
 					b.Fatal(err)
 				}
@@ -235,7 +236,7 @@ func BenchmarkApply(b *testing.B) {
 				i := 0
 				for b.Loop() {
 					i++
-					mm := firewall.Merge(baseRuleset(), Compile(snaps[i%2], "node-00", Options{LogDrops: true}).Model)
+					mm := nft.Merge(baseRuleset(), Compile(snaps[i%2], "node-00", Options{LogDrops: true}).Model)
 					if err := a.Apply(mm); err != nil {
 						b.Fatal(err)
 					}
@@ -243,16 +244,16 @@ func BenchmarkApply(b *testing.B) {
 				b.ReportMetric(float64(a.LastApply().Messages), "msgs")
 			})
 			b.Run("one-change-incremental-compile+apply/"+name, func(b *testing.B) {
-				a := nsApplier(b, newNS(b))
+				a := nsApplier(b, nfttest.NewNS(b))
 				c := NewCompiler(Options{LogDrops: true})
-				if err := a.Apply(firewall.Merge(baseRuleset(), c.Compile(s, "node-00").Model)); err != nil {
+				if err := a.Apply(nft.Merge(baseRuleset(), c.Compile(s, "node-00").Model)); err != nil {
 					b.Fatal(err)
 				}
 				snaps := [2]*Snapshot{s, changeOne(s, true)}
 				i := 0
 				for b.Loop() {
 					i++
-					mm := firewall.Merge(baseRuleset(), c.Compile(snaps[i%2], "node-00").Model)
+					mm := nft.Merge(baseRuleset(), c.Compile(snaps[i%2], "node-00").Model)
 					if err := a.Apply(mm); err != nil {
 						b.Fatal(err)
 					}

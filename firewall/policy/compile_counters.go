@@ -1,6 +1,6 @@
 package policy
 
-import "github.com/netloom/netloom/firewall"
+import "github.com/netloom/netloom/nft"
 
 // Counts are what a policy's counters say for one direction on one node.
 type Counts struct {
@@ -22,9 +22,9 @@ type DirCounters struct {
 // the table c.Model was applied to) to policies, "namespace/name" ->
 // counts. Counters of other names are ignored; policies that select no
 // local pod are absent.
-func CountersFor(c *Compiled, values map[string]firewall.CounterValue) map[string]DirCounters {
+func CountersFor(c *Compiled, values map[string]nft.CounterValue) map[string]DirCounters {
 	out := map[string]DirCounters{}
-	add := func(policy string, dir Direction, v firewall.CounterValue, dropped bool) {
+	add := func(policy string, dir Direction, v nft.CounterValue, dropped bool) {
 		dc := out[policy]
 		cs := &dc.Ingress
 		if dir == Egress {

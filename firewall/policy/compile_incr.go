@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -43,21 +44,21 @@ import (
 // A Compiler is not safe for concurrent use.
 type Compiler struct {
 	opts    Options
-	forward firewall.Chain
+	forward nft.Chain
 	st      *incrState
 }
 
 // NewCompiler returns a Compiler with the options Compile would take.
 func NewCompiler(opts Options) *Compiler {
 	c := &Compiler{opts: opts}
-	c.forward = firewall.Chain{
+	c.forward = nft.Chain{
 		Name: ChainForward, Type: "filter", Hook: "forward",
 		Priority: PriorityForward, Policy: "accept",
-		Rules: []firewall.Rule{
-			firewall.NewRule(firewall.CtState(firewall.CtEstablished|firewall.CtRelated), firewall.Accept()),
-			firewall.NewRule(firewall.CtState(firewall.CtInvalid), firewall.Drop()),
-			firewall.NewRule(firewall.IPv4(), firewall.Addr(firewall.Saddr), firewall.VmapLookup(MapEgress)),
-			firewall.NewRule(firewall.IPv4(), firewall.Addr(firewall.Daddr), firewall.VmapLookup(MapIngress)),
+		Rules: []nft.Rule{
+			nft.NewRule(nft.CtState(nft.CtEstablished|nft.CtRelated), nft.Accept()),
+			nft.NewRule(nft.CtState(nft.CtInvalid), nft.Drop()),
+			nft.NewRule(nft.IPv4(), nft.Addr(nft.Saddr), nft.VmapLookup(MapEgress)),
+			nft.NewRule(nft.IPv4(), nft.Addr(nft.Daddr), nft.VmapLookup(MapIngress)),
 		},
 	}
 	c.reset()
@@ -128,7 +129,7 @@ type ptrEntry struct {
 }
 
 type polDir struct {
-	rules   []firewall.Rule
+	rules   []nft.Rule
 	refs    []RuleRef
 	counter string
 	sets    []*setRef // in the order the pure compiler creates them
@@ -229,8 +230,8 @@ type nsList struct {
 type nsAssign struct {
 	entries []*polEntry
 	classes []*nsClass
-	egElems []firewall.Element
-	inElems []firewall.Element
+	egElems []nft.Element
+	inElems []nft.Element
 }
 
 type nsClass struct {
@@ -245,7 +246,7 @@ type nsClass struct {
 type classEntry struct {
 	dir     Direction
 	entries []*polEntry
-	chain   firewall.Chain
+	chain   nft.Chain
 	refs    []RuleRef
 	dropped string
 	used    uint64
@@ -254,7 +255,7 @@ type classEntry struct {
 // setEntry is a set's elements for the current world and node.
 type setEntry struct {
 	ref  *setRef
-	set  *firewall.Set
+	set  *nft.Set
 	used uint64
 }
 
@@ -357,7 +358,7 @@ func (c *Compiler) compile(s *Snapshot, node string) (*Compiled, bool) {
 	w := st.w
 
 	// Classes of the local pods, per namespace.
-	var egElems, inElems []firewall.Element
+	var egElems, inElems []nft.Element
 	nEg, nIn := 0, 0
 	assigns := make([]*nsAssign, len(namespaces))
 	nClasses := 0
@@ -376,8 +377,8 @@ func (c *Compiler) compile(s *Snapshot, node string) (*Compiled, bool) {
 		nIn += len(a.inElems)
 		nClasses += len(a.classes)
 	}
-	egElems = make([]firewall.Element, 0, nEg)
-	inElems = make([]firewall.Element, 0, nIn)
+	egElems = make([]nft.Element, 0, nEg)
+	inElems = make([]nft.Element, 0, nIn)
 	classByName := make(map[string]*nsClass, nClasses)
 	classNames := make([]string, 0, nClasses)
 	for _, a := range assigns {
@@ -395,8 +396,8 @@ func (c *Compiler) compile(s *Snapshot, node string) (*Compiled, bool) {
 
 	// Class chains, and the policies active in each direction.
 	out := &Compiled{Node: node, Classes: make(map[string]Class, len(classNames))}
-	m := firewall.Model{Family: firewall.TableFamily, Table: firewall.TableName}
-	m.Chains = make([]firewall.Chain, 0, 1+len(classNames))
+	m := nft.Model{Family: firewall.TableFamily, Table: firewall.TableName}
+	m.Chains = make([]nft.Chain, 0, 1+len(classNames))
 	m.Chains = append(m.Chains, c.forward)
 	activeChanged := false
 	nActive := 0
@@ -462,7 +463,7 @@ func (c *Compiler) compile(s *Snapshot, node string) (*Compiled, bool) {
 	if activeChanged || st.conflicts {
 		c.activeSets(classNames, classByName)
 	}
-	m.Sets = make([]firewall.Set, 0, 2+len(st.setList))
+	m.Sets = make([]nft.Set, 0, 2+len(st.setList))
 	m.Sets = append(m.Sets, verdictMap(MapEgress, egElems), verdictMap(MapIngress, inElems))
 	for _, ref := range st.setList {
 		se := st.sets[ref.recipe]
@@ -552,7 +553,7 @@ func (c *Compiler) buildClass(cl *nsClass) *classEntry {
 	for _, e := range cl.entries {
 		nr += len(e.dir(cl.dir).rules)
 	}
-	rules := make([]firewall.Rule, 0, nr)
+	rules := make([]nft.Rule, 0, nr)
 	refs := make([]RuleRef, 0, nr)
 	for _, e := range cl.entries {
 		pd := e.dir(cl.dir)
@@ -564,12 +565,12 @@ func (c *Compiler) buildClass(cl *nsClass) *classEntry {
 		if rate == 0 {
 			rate = 5
 		}
-		rules = append(rules, firewall.NewRule(logLimited(rate, logPrefix(cl.dir, cl.policies))))
+		rules = append(rules, nft.NewRule(logLimited(rate, logPrefix(cl.dir, cl.policies))))
 		refs = append(refs, RuleRef{Direction: cl.dir, Rule: -1})
 	}
-	rules = append(rules, firewall.NewRule(counterRef(ce.dropped), firewall.Drop()))
+	rules = append(rules, nft.NewRule(counterRef(ce.dropped), nft.Drop()))
 	refs = append(refs, RuleRef{Direction: cl.dir, Rule: -1})
-	ce.chain = firewall.Chain{Name: cl.name, Rules: rules}
+	ce.chain = nft.Chain{Name: cl.name, Rules: rules}
 	ce.refs = refs
 	return ce
 }
@@ -661,7 +662,7 @@ func (c *Compiler) assignNS(w *compiler, ns string, list []*polEntry) (*nsAssign
 }
 
 // setContent computes a set's elements in world w.
-func (c *Compiler) setContent(w *compiler, ref *setRef) *firewall.Set {
+func (c *Compiler) setContent(w *compiler, ref *setRef) *nft.Set {
 	switch ref.kind {
 	case setPeer:
 		return w.peerSetContent(ref.name, ref.ns, ref.peers)

@@ -7,32 +7,32 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
 	"golang.org/x/sys/unix"
 )
 
 // The building blocks of the compiled rules that only NetworkPolicy uses;
-// the shared ones (firewall.Frag, NewRule, IPv4, Addr, Lookup, verdicts...)
-// are the firewall package's. Each Frag carries its nft text (as `nft
+// the shared ones (nft.Frag, NewRule, IPv4, Addr, Lookup, verdicts...)
+// are package nft's. Each Frag carries its nft text (as `nft
 // list` prints it) next to the expressions sent to the kernel, so the two
 // cannot drift apart. The root tests compare nft's listing of an applied
 // model with Model.String.
 
 // protoPort is `meta l4proto . th dport` (key of the port sets).
-func protoPort() firewall.Frag {
-	return firewall.Frag{Text: "meta l4proto . th dport", Exprs: firewall.LoadL4ProtoDport(firewall.Reg1, firewall.Reg9)}
+func protoPort() nft.Frag {
+	return nft.Frag{Text: "meta l4proto . th dport", Exprs: nft.LoadL4ProtoDport(nft.Reg1, nft.Reg9)}
 }
 
-func counterRef(name string) firewall.Frag {
-	return firewall.Frag{Text: fmt.Sprintf("counter name %q", name), Exprs: []expr.Any{
+func counterRef(name string) nft.Frag {
+	return nft.Frag{Text: fmt.Sprintf("counter name %q", name), Exprs: []expr.Any{
 		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: name},
 	}}
 }
 
 // logLimited is `limit rate N/second log prefix "..."` (burst 5, nft's
 // default, which it does not print).
-func logLimited(rate uint64, prefix string) firewall.Frag {
-	return firewall.Frag{
+func logLimited(rate uint64, prefix string) nft.Frag {
+	return nft.Frag{
 		Text: fmt.Sprintf("limit rate %d/second log prefix %q", rate, prefix),
 		Exprs: []expr.Any{
 			&expr.Limit{Type: expr.LimitTypePkts, Rate: rate, Unit: expr.LimitTimeSecond, Burst: 5},
@@ -48,16 +48,16 @@ var (
 	addrProtoPortType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
 )
 
-func verdictMap(name string, elems []firewall.Element) firewall.Set {
-	return firewall.Set{
+func verdictMap(name string, elems []nft.Element) nft.Set {
+	return nft.Set{
 		Name: name, Type: "ipv4_addr : verdict", Elements: elems,
 		Spec: nftables.Set{KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict, IsMap: true},
 	}
 }
 
-func vmapElement(a interface{ As4() [4]byte }, chain string) firewall.Element {
+func vmapElement(a interface{ As4() [4]byte }, chain string) nft.Element {
 	b := a.As4()
-	return firewall.Element{
+	return nft.Element{
 		Text: rangeText(ipRange{be32v(b), be32v(b)}) + " : jump " + chain,
 		Kernel: []nftables.SetElement{{
 			Key:         b[:],
@@ -66,22 +66,22 @@ func vmapElement(a interface{ As4() [4]byte }, chain string) firewall.Element {
 	}
 }
 
-func addrIntervalSet(name string, elems []firewall.Element) *firewall.Set {
-	return &firewall.Set{
+func addrIntervalSet(name string, elems []nft.Element) *nft.Set {
+	return &nft.Set{
 		Name: name, Type: "ipv4_addr", Flags: []string{"interval"}, Elements: elems,
 		Spec: nftables.Set{KeyType: nftables.TypeIPAddr, Interval: true},
 	}
 }
 
-func protoPortSet(name string, elems []firewall.Element) *firewall.Set {
-	return &firewall.Set{
+func protoPortSet(name string, elems []nft.Element) *nft.Set {
+	return &nft.Set{
 		Name: name, Type: "inet_proto . inet_service", Flags: []string{"interval"}, Elements: elems,
 		Spec: nftables.Set{KeyType: protoPortType, Interval: true, Concatenation: true},
 	}
 }
 
-func addrProtoPortSet(name string, elems []firewall.Element) *firewall.Set {
-	return &firewall.Set{
+func addrProtoPortSet(name string, elems []nft.Element) *nft.Set {
+	return &nft.Set{
 		Name: name, Type: "ipv4_addr . inet_proto . inet_service", Flags: []string{"interval"}, Elements: elems,
 		Spec: nftables.Set{KeyType: addrProtoPortType, Interval: true, Concatenation: true},
 	}
@@ -123,12 +123,12 @@ func appendAddr(b []byte, v uint32) []byte {
 // addrIntervalElement is a range of an rbtree interval set: a start
 // element and an end element one past the range (none when the range runs
 // to the last address).
-func addrIntervalElement(r ipRange) firewall.Element {
+func addrIntervalElement(r ipRange) nft.Element {
 	k := []nftables.SetElement{{Key: be32(r.lo)}}
 	if r.hi != ^uint32(0) {
 		k = append(k, nftables.SetElement{Key: be32(r.hi + 1), IntervalEnd: true})
 	}
-	return firewall.Element{Text: rangeText(r), Kernel: k}
+	return nft.Element{Text: rangeText(r), Kernel: k}
 }
 
 // Concatenated interval sets (pipapo) take each element as one key and one
@@ -140,21 +140,21 @@ func portField(p uint16) []byte { return []byte{byte(p >> 8), byte(p), 0, 0} }
 
 func portText(pr portRange) string {
 	if pr.from == pr.to {
-		return fmt.Sprintf("%s . %d", firewall.L4ProtoName(pr.proto), pr.from)
+		return fmt.Sprintf("%s . %d", nft.L4ProtoName(pr.proto), pr.from)
 	}
-	return fmt.Sprintf("%s . %d-%d", firewall.L4ProtoName(pr.proto), pr.from, pr.to)
+	return fmt.Sprintf("%s . %d-%d", nft.L4ProtoName(pr.proto), pr.from, pr.to)
 }
 
-func protoPortElement(pr portRange) firewall.Element {
+func protoPortElement(pr portRange) nft.Element {
 	key := append(protoField(pr.proto), portField(pr.from)...)
 	end := append(protoField(pr.proto), portField(pr.to)...)
-	return firewall.Element{Text: portText(pr), Kernel: []nftables.SetElement{{Key: key, KeyEnd: end}}}
+	return nft.Element{Text: portText(pr), Kernel: []nftables.SetElement{{Key: key, KeyEnd: end}}}
 }
 
-func addrProtoPortElement(r ipRange, pr portRange) firewall.Element {
+func addrProtoPortElement(r ipRange, pr portRange) nft.Element {
 	key := append(append(be32(r.lo), protoField(pr.proto)...), portField(pr.from)...)
 	end := append(append(be32(r.hi), protoField(pr.proto)...), portField(pr.to)...)
-	return firewall.Element{
+	return nft.Element{
 		Text:   rangeText(r) + " . " + portText(pr),
 		Kernel: []nftables.SetElement{{Key: key, KeyEnd: end}},
 	}

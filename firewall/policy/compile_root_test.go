@@ -1,11 +1,8 @@
 package policy
 
 import (
-	crand "crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,87 +10,43 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/netloom/netloom/firewall"
-	"github.com/vishvananda/netns"
+	"github.com/netloom/netloom/nft"
+	"github.com/netloom/netloom/nft/nfttest"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
-// Kernel tests: each works in network namespaces it creates and deletes;
-// nothing is added to the test process's own namespace.
-
-func needRoot(t testing.TB, tools ...string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, nftables)")
-	}
-	for _, tool := range append([]string{"ip", "nft"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
-		}
-	}
-}
-
-func newNS(t testing.TB) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := crand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := "nlt-" + hex.EncodeToString(b)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
-func run(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+// Kernel tests: each works in network namespaces it creates and deletes
+// (see nfttest); nothing is added to the test process's own namespace.
 
 // nsApplier returns an Applier that opens its own connection in ns.
-func nsApplier(t testing.TB, ns string) *firewall.Applier {
+func nsApplier(t testing.TB, ns string) *nft.Applier {
 	t.Helper()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", ns, err)
-	}
-	a := firewall.NewApplier(firewall.WithNetNS(int(h)))
-	t.Cleanup(func() {
-		a.Close()
-		h.Close()
-	})
+	a := nft.NewApplier(nft.WithNetNS(nfttest.NSHandle(t, ns)))
+	t.Cleanup(func() { a.Close() })
 	return a
 }
 
 // checkKernel asserts that nft's listing of the table is the model.
-func checkKernel(t *testing.T, ns string, m firewall.Model) {
+func checkKernel(t *testing.T, ns string, m nft.Model) {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "netloom").CombinedOutput()
+	out, err := nfttest.ListTable(ns, firewall.TableFamily, firewall.TableName)
 	if err != nil {
-		t.Fatalf("nft list table in %s: %v: %s", ns, err, out)
+		t.Fatal(err)
 	}
-	if diff := cmp.Diff(firewall.Canonical(m.String()), firewall.Canonical(string(out))); diff != "" {
+	if diff := cmp.Diff(nft.Canonical(m.String()), nft.Canonical(out)); diff != "" {
 		t.Errorf("nft list table differs from the model (-model +nft):\n%s", diff)
 	}
 }
 
-func baseRuleset() firewall.Model {
+func baseRuleset() nft.Model {
 	return firewall.Ruleset(firewall.Config{ClusterCIDR: addrPrefix("10.244.0.0/16"), Bridge: "nl-br", WGIface: "nl-wg"})
 }
 
 // Every golden case, applied: the kernel's listing is the model's text, so
 // the expressions sent decode to the rules the golden files show.
 func TestGoldenModelsInKernel(t *testing.T) {
-	needRoot(t)
-	ns := newNS(t)
+	nfttest.NeedRoot(t)
+	ns := nfttest.NewNS(t)
 	a := nsApplier(t, ns)
 	for _, tt := range goldenCases {
 		s := fixture()
@@ -101,7 +54,7 @@ func TestGoldenModelsInKernel(t *testing.T) {
 		for _, doc := range tt.policies {
 			s.Policies = append(s.Policies, policy(t, doc))
 		}
-		m := firewall.Merge(baseRuleset(), Compile(s, "n1", tt.opts).Model)
+		m := nft.Merge(baseRuleset(), Compile(s, "n1", tt.opts).Model)
 		a.Invalidate()
 		if err := a.Apply(m); err != nil {
 			t.Fatalf("%s: Apply: %v", tt.name, err)
@@ -113,13 +66,13 @@ func TestGoldenModelsInKernel(t *testing.T) {
 // Incremental updates: pods, labels and policies change; each Apply sends
 // only the difference, and the kernel's table is the new model each time.
 func TestIncrementalApply(t *testing.T) {
-	needRoot(t)
-	ns := newNS(t)
+	nfttest.NeedRoot(t)
+	ns := nfttest.NewNS(t)
 	a := nsApplier(t, ns)
 	s := fixture()
-	apply := func(step string, wantIncremental bool) firewall.Model {
+	apply := func(step string, wantIncremental bool) nft.Model {
 		t.Helper()
-		m := firewall.Merge(baseRuleset(), Compile(s, "n1", Options{LogDrops: true}).Model)
+		m := nft.Merge(baseRuleset(), Compile(s, "n1", Options{LogDrops: true}).Model)
 		if err := a.Apply(m); err != nil {
 			t.Fatalf("%s: Apply: %v", step, err)
 		}
@@ -168,7 +121,7 @@ spec:
 	apply("all policies deleted", true)
 
 	// A base chain's priority changes: only a replacement can do that.
-	m2 := firewall.Merge(baseRuleset(), Compile(s, "n1", Options{}).Model)
+	m2 := nft.Merge(baseRuleset(), Compile(s, "n1", Options{}).Model)
 	for i := range m2.Chains {
 		if m2.Chains[i].Name == ChainForward {
 			m2.Chains[i].Priority++
@@ -197,7 +150,7 @@ func TestCountersFor(t *testing.T) {
 			allowed = name
 		}
 	}
-	got := CountersFor(c, map[string]firewall.CounterValue{
+	got := CountersFor(c, map[string]nft.CounterValue{
 		allowed: {Packets: 3, Bytes: 300},
 		dropped: {Packets: 2, Bytes: 120},
 		"other": {Packets: 9},
@@ -216,21 +169,21 @@ func TestCountersFor(t *testing.T) {
 //
 //	client 10.244.2.10 --veth-- router (10.244.2.1, 10.244.1.1) --veth-- server 10.244.1.11
 func TestPolicyPackets(t *testing.T) {
-	needRoot(t, "socat", "timeout")
-	cli, router, srv := newNS(t), newNS(t), newNS(t)
-	run(t, "ip", "-n", cli, "link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", router)
-	run(t, "ip", "-n", srv, "link", "add", "s0", "type", "veth", "peer", "name", "r1", "netns", router)
-	run(t, "ip", "-n", cli, "addr", "add", "10.244.2.10/24", "dev", "c0")
-	run(t, "ip", "-n", cli, "link", "set", "c0", "up")
-	run(t, "ip", "-n", cli, "route", "add", "default", "via", "10.244.2.1")
-	run(t, "ip", "-n", srv, "addr", "add", "10.244.1.11/24", "dev", "s0")
-	run(t, "ip", "-n", srv, "link", "set", "s0", "up")
-	run(t, "ip", "-n", srv, "route", "add", "default", "via", "10.244.1.1")
-	run(t, "ip", "-n", router, "addr", "add", "10.244.2.1/24", "dev", "r0")
-	run(t, "ip", "-n", router, "addr", "add", "10.244.1.1/24", "dev", "r1")
-	run(t, "ip", "-n", router, "link", "set", "r0", "up")
-	run(t, "ip", "-n", router, "link", "set", "r1", "up")
-	run(t, "ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	nfttest.NeedRoot(t, "socat", "timeout")
+	cli, router, srv := nfttest.NewNS(t), nfttest.NewNS(t), nfttest.NewNS(t)
+	nfttest.Run(t, "ip", "-n", cli, "link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", router)
+	nfttest.Run(t, "ip", "-n", srv, "link", "add", "s0", "type", "veth", "peer", "name", "r1", "netns", router)
+	nfttest.Run(t, "ip", "-n", cli, "addr", "add", "10.244.2.10/24", "dev", "c0")
+	nfttest.Run(t, "ip", "-n", cli, "link", "set", "c0", "up")
+	nfttest.Run(t, "ip", "-n", cli, "route", "add", "default", "via", "10.244.2.1")
+	nfttest.Run(t, "ip", "-n", srv, "addr", "add", "10.244.1.11/24", "dev", "s0")
+	nfttest.Run(t, "ip", "-n", srv, "link", "set", "s0", "up")
+	nfttest.Run(t, "ip", "-n", srv, "route", "add", "default", "via", "10.244.1.1")
+	nfttest.Run(t, "ip", "-n", router, "addr", "add", "10.244.2.1/24", "dev", "r0")
+	nfttest.Run(t, "ip", "-n", router, "addr", "add", "10.244.1.1/24", "dev", "r1")
+	nfttest.Run(t, "ip", "-n", router, "link", "set", "r0", "up")
+	nfttest.Run(t, "ip", "-n", router, "link", "set", "r1", "up")
+	nfttest.Run(t, "ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
 	for _, port := range []int{80, 81} {
 		cmd := exec.Command("ip", "netns", "exec", srv, "socat",
@@ -260,7 +213,7 @@ func TestPolicyPackets(t *testing.T) {
 
 	s := fixture() // y/allow-x-http: y/b accepts TCP 80 from namespace x
 	a := nsApplier(t, router)
-	if err := a.Apply(firewall.Merge(baseRuleset(), Compile(s, "n1", Options{}).Model)); err != nil {
+	if err := a.Apply(nft.Merge(baseRuleset(), Compile(s, "n1", Options{}).Model)); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	if err := connect(80); err != nil {
@@ -277,7 +230,7 @@ func TestPolicyPackets(t *testing.T) {
 
 	// Allow 81 too (an incremental update): it connects, 80 still does.
 	s.Policies[0].Spec.Ingress[0].Ports = append(s.Policies[0].Spec.Ingress[0].Ports, networkingv1.NetworkPolicyPort{Port: intOrStr(81)})
-	if err := a.Apply(firewall.Merge(baseRuleset(), Compile(s, "n1", Options{}).Model)); err != nil {
+	if err := a.Apply(nft.Merge(baseRuleset(), Compile(s, "n1", Options{}).Model)); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	if !a.LastApply().Incremental {
@@ -289,7 +242,7 @@ func TestPolicyPackets(t *testing.T) {
 		}
 	}
 	// The counters saw it.
-	vals, err := a.Counters()
+	vals, err := a.Counters(firewall.TableFamily, firewall.TableName)
 	if err != nil {
 		t.Fatalf("Counters: %v", err)
 	}
@@ -304,8 +257,8 @@ func TestPolicyPackets(t *testing.T) {
 // each applied as an update of the previous one: the kernel's table is the
 // model every time, and the update is never refused (no fallback).
 func TestIncrementalRandom(t *testing.T) {
-	needRoot(t)
-	ns := newNS(t)
+	nfttest.NeedRoot(t)
+	ns := nfttest.NewNS(t)
 	a := nsApplier(t, ns)
 	steps := 40
 	if testing.Short() {
@@ -318,7 +271,7 @@ func TestIncrementalRandom(t *testing.T) {
 		if i%3 == 2 {
 			s.Pods = s.Pods[:len(s.Pods)-r.IntN(len(s.Pods)/2)] // pods go away
 		}
-		m := firewall.Merge(baseRuleset(), Compile(s, "node1", Options{LogDrops: i%2 == 0}).Model)
+		m := nft.Merge(baseRuleset(), Compile(s, "node1", Options{LogDrops: i%2 == 0}).Model)
 		if err := a.Apply(m); err != nil {
 			t.Fatalf("step %d: Apply: %v", i, err)
 		}

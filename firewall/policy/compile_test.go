@@ -2,16 +2,15 @@ package policy
 
 import (
 	"flag"
-	"os"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"net/netip"
-
 	"github.com/google/go-cmp/cmp"
-	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
+	"github.com/netloom/netloom/nft/nfttest"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -140,22 +139,7 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("Validate: %v", err)
 			}
 			got := c.Model.String()
-			path := filepath.Join("testdata", tt.name+".golden")
-			if *update {
-				if err := os.MkdirAll("testdata", 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("%s differs (-want +got), run go test -update if intended:\n%s", path, diff)
-			}
+			nfttest.CheckGolden(t, filepath.Join("testdata", tt.name+".golden"), got, *update)
 			// Deterministic: compiling again, with inputs in another
 			// order, gives the same text.
 			s2 := fixture()
@@ -170,7 +154,7 @@ func TestGolden(t *testing.T) {
 }
 
 // chainRules returns the rule texts of chain name.
-func chainRules(m firewall.Model, name string) []string {
+func chainRules(m nft.Model, name string) []string {
 	ch, ok := m.Chain(name)
 	if !ok {
 		return nil
@@ -182,7 +166,7 @@ func chainRules(m firewall.Model, name string) []string {
 	return out
 }
 
-func setElems(m firewall.Model, name string) []string {
+func setElems(m nft.Model, name string) []string {
 	for _, s := range m.Sets {
 		if s.Name == name {
 			out := []string{}

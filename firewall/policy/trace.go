@@ -11,7 +11,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,7 +63,7 @@ func Trace(c *Compiled, pkt Packet) TraceResult {
 		res.Steps = append(res.Steps, "cannot trace: "+err.Error())
 		return res
 	}
-	var bases []firewall.Chain
+	var bases []nft.Chain
 	for _, ch := range c.Model.Chains {
 		if ch.Hook == "forward" {
 			bases = append(bases, ch)
@@ -275,8 +275,8 @@ type hit struct {
 }
 
 type vm struct {
-	chains map[string]*firewall.Chain
-	sets   map[string]*firewall.Set
+	chains map[string]*nft.Chain
+	sets   map[string]*nft.Set
 	netHdr []byte // IPv4 header
 	trHdr  []byte // transport header (ports)
 	l4     byte
@@ -284,11 +284,11 @@ type vm struct {
 	hits   []hit // class chain rules that ended a chain (verdict or drop)
 }
 
-func newVM(m firewall.Model, pkt Packet) (*vm, error) {
+func newVM(m nft.Model, pkt Packet) (*vm, error) {
 	if !pkt.Src.Is4() || !pkt.Dst.Is4() {
 		return nil, fmt.Errorf("only IPv4 packets are traced (%s -> %s)", pkt.Src, pkt.Dst)
 	}
-	v := &vm{chains: map[string]*firewall.Chain{}, sets: map[string]*firewall.Set{}}
+	v := &vm{chains: map[string]*nft.Chain{}, sets: map[string]*nft.Set{}}
 	for i := range m.Chains {
 		v.chains[m.Chains[i].Name] = &m.Chains[i]
 	}
@@ -384,7 +384,7 @@ type ruleResult struct {
 }
 
 // rule executes one rule's expressions.
-func (v *vm) rule(r firewall.Rule) (ruleResult, error) {
+func (v *vm) rule(r nft.Rule) (ruleResult, error) {
 	var regs [16 + 4*16]byte // verdict register aside: data regs 1..4 = 32-bit regs 8..23
 	res := ruleResult{matched: true, kind: verdictContinue}
 	for _, e := range r.Exprs {
@@ -536,7 +536,7 @@ func load(regs *[80]byte, r uint32, n uint32) ([]byte, error) {
 // elements (hash), start/end element pairs (rbtree intervals: the greatest
 // element not above key must be a start), and key..key-end per field
 // (pipapo: concatenated intervals).
-func setLookup(s *firewall.Set, key []byte) (nftables.SetElement, bool) {
+func setLookup(s *nft.Set, key []byte) (nftables.SetElement, bool) {
 	var elems []nftables.SetElement
 	for _, e := range s.Elements {
 		elems = append(elems, e.Kernel...)

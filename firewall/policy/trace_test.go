@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
 	"sigs.k8s.io/yaml"
 )
 
@@ -121,7 +122,7 @@ func addr4(s string) netip.Addr { return netip.MustParseAddr(s) }
 func TestTraceMergedModel(t *testing.T) {
 	s := fixture()
 	c := Compile(s, "n1", Options{})
-	c.Model = firewall.Merge(firewall.Ruleset(firewall.Config{ClusterCIDR: addrPrefix("10.244.0.0/16"), Bridge: "nl-br"}), c.Model)
+	c.Model = nft.Merge(firewall.Ruleset(firewall.Config{ClusterCIDR: addrPrefix("10.244.0.0/16"), Bridge: "nl-br"}), c.Model)
 	pkt := Packet{Src: addr4("10.244.2.10"), Dst: addr4("10.244.1.11"), Protocol: TCP, Port: 81}
 	if tr := Trace(c, pkt); tr.Allowed || !tr.Ingress.Isolated {
 		t.Errorf("trace = %+v", tr)

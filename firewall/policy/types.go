@@ -1,6 +1,6 @@
 // Package policy implements Kubernetes NetworkPolicy (networking.k8s.io/v1)
 // for netloom: a pure evaluator that states the semantics, a compiler from
-// the same inputs to a firewall.Model fragment (sets, maps and chains of
+// the same inputs to an nft.Model fragment (sets, maps and chains of
 // netloom's nftables table), and a tracer that walks the compiled model for
 // one packet, so that `netloom policy trace` says what the kernel does.
 package policy

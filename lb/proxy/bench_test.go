@@ -9,6 +9,8 @@ import (
 
 	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/nft"
+	"github.com/netloom/netloom/nft/nfttest"
 )
 
 // bigInput is services LoadBalancer services (every third with policy
@@ -145,15 +147,15 @@ func heldBy(f func() any) uint64 {
 // service's endpoint changed (alternating between two models), and
 // "one-change-with-compile" the same including Compile. Needs root.
 func BenchmarkApply(b *testing.B) {
-	needRoot(b)
+	nfttest.NeedRoot(b)
 	in := bigInput(10000, 10)
 	base := firewall.Ruleset(firewall.Config{ClusterCIDR: in.ClusterCIDR, PodSubnet: in.PodSubnet, WGIface: in.WGIface})
-	m1 := firewall.Merge(base, Compile(in))
-	m2 := firewall.Merge(base, Compile(withOneChange(in, 4242)))
+	m1 := nft.Merge(base, Compile(in))
+	m2 := nft.Merge(base, Compile(withOneChange(in, 4242)))
 	b.Logf("model: %d chains, %d sets, %d set elements", len(m1.Chains), len(m1.Sets), countElements(m1))
 
 	b.Run("full", func(b *testing.B) {
-		ns := newNS(b)
+		ns := nfttest.NewNS(b)
 		a := nsApplier(b, ns)
 		for b.Loop() {
 			a.Invalidate()
@@ -165,14 +167,14 @@ func BenchmarkApply(b *testing.B) {
 		b.ReportMetric(float64(st.Messages), "msgs")
 	})
 	b.Run("one-change", func(b *testing.B) {
-		ns := newNS(b)
+		ns := nfttest.NewNS(b)
 		a := nsApplier(b, ns)
 		start := time.Now()
 		if err := a.Apply(m1); err != nil {
 			b.Fatalf("Apply: %v", err)
 		}
 		b.Logf("first full apply: %v", time.Since(start))
-		ms := []firewall.Model{m2, m1}
+		ms := []nft.Model{m2, m1}
 		i := 0
 		for b.Loop() {
 			if err := a.Apply(ms[i%2]); err != nil {
@@ -187,7 +189,7 @@ func BenchmarkApply(b *testing.B) {
 	// What a reconcile pass costs for one changed service: compile the
 	// whole input, merge, Apply the difference.
 	b.Run("one-change-with-compile", func(b *testing.B) {
-		ns := newNS(b)
+		ns := nfttest.NewNS(b)
 		a := nsApplier(b, ns)
 		if err := a.Apply(m1); err != nil {
 			b.Fatalf("Apply: %v", err)
@@ -195,7 +197,7 @@ func BenchmarkApply(b *testing.B) {
 		ins := []Input{withOneChange(in, 4242), in}
 		i := 0
 		for b.Loop() {
-			m := firewall.Merge(base, Compile(ins[i%2]))
+			m := nft.Merge(base, Compile(ins[i%2]))
 			if err := a.Apply(m); err != nil {
 				b.Fatalf("Apply: %v", err)
 			}
@@ -203,16 +205,16 @@ func BenchmarkApply(b *testing.B) {
 		}
 	})
 	b.Run("one-change-with-compiler", func(b *testing.B) {
-		ns := newNS(b)
+		ns := nfttest.NewNS(b)
 		a := nsApplier(b, ns)
 		c := NewCompiler()
-		if err := a.Apply(firewall.Merge(base, c.Compile(in))); err != nil {
+		if err := a.Apply(nft.Merge(base, c.Compile(in))); err != nil {
 			b.Fatalf("Apply: %v", err)
 		}
 		ins := []Input{withOneChange(in, 4242), in}
 		i := 0
 		for b.Loop() {
-			m := firewall.Merge(base, c.Compile(ins[i%2]))
+			m := nft.Merge(base, c.Compile(ins[i%2]))
 			if err := a.Apply(m); err != nil {
 				b.Fatalf("Apply: %v", err)
 			}
@@ -223,7 +225,7 @@ func BenchmarkApply(b *testing.B) {
 	})
 }
 
-func countElements(m firewall.Model) int {
+func countElements(m nft.Model) int {
 	n := 0
 	for _, s := range m.Sets {
 		n += len(s.Elements)

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/nft"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // elementsOf returns the sorted element texts of a set of m.
-func elementsOf(m firewall.Model, set string) []string {
+func elementsOf(m nft.Model, set string) []string {
 	for _, s := range m.Sets {
 		if s.Name == set {
 			var out []string
@@ -30,7 +30,7 @@ func elementsOf(m firewall.Model, set string) []string {
 }
 
 // rulesOf returns the rule texts of a chain of m, nil when it is missing.
-func rulesOf(m firewall.Model, chain string) []string {
+func rulesOf(m nft.Model, chain string) []string {
 	c, ok := m.Chain(chain)
 	if !ok {
 		return nil
@@ -42,7 +42,7 @@ func rulesOf(m firewall.Model, chain string) []string {
 	return out
 }
 
-func chainNames(m firewall.Model) []string {
+func chainNames(m nft.Model) []string {
 	var out []string
 	for _, c := range m.Chains {
 		out = append(out, c.Name)
@@ -57,7 +57,7 @@ type dynamic struct {
 	Elements map[string][]string
 }
 
-func dynamicOf(m firewall.Model) dynamic {
+func dynamicOf(m nft.Model) dynamic {
 	d := dynamic{Chains: map[string][]string{}, Elements: map[string][]string{}}
 	static := map[string]bool{}
 	for _, c := range staticChains(Input{}) {

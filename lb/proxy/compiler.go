@@ -10,6 +10,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/nft"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -33,7 +34,7 @@ import (
 //
 // The returned Model shares its elements with the Compiler and with the
 // Models it returned before: neither the caller nor the Compiler modifies
-// them (firewall.Applier does not either). The Compiler holds its last
+// them (nft.Applier does not either). The Compiler holds its last
 // Model's elements, not a copy of them.
 //
 // A Compiler is not safe for concurrent use.
@@ -49,9 +50,9 @@ type Compiler struct {
 
 	// last holds the element lists of the last Model, per map: the
 	// fragments' elements are windows of them.
-	last         [numMaps][]firewall.Element
+	last         [numMaps][]nft.Element
 	hairpinAddrs []uint32
-	hairpinElems []firewall.Element
+	hairpinElems []nft.Element
 
 	// Scratch space, kept between calls.
 	svcs   []*ServiceAddrs
@@ -110,8 +111,8 @@ func (s *portSig) equal(o *portSig) bool {
 // portFrag is the compiled fragment of one service port.
 type portFrag struct {
 	portSig
-	elems  [numMaps][]firewall.Element
-	sets   []firewall.Set
+	elems  [numMaps][]nft.Element
+	sets   []nft.Set
 	chains []chainOp
 }
 
@@ -119,7 +120,7 @@ type portFrag struct {
 // one of its own, or the use of a shared chain (svc-pick-N...), which the
 // first fragment that uses it adds.
 type chainOp struct {
-	chain *firewall.Chain // nil: the shared chain kind(n, m)
+	chain *nft.Chain // nil: the shared chain kind(n, m)
 	kind  uint8
 	n, m  int
 }
@@ -147,7 +148,7 @@ type svcFrags struct {
 
 // Compile returns the proxy's fragment of table inet netloom for in: the
 // same Model as Compile(in).
-func (c *Compiler) Compile(in Input) firewall.Model {
+func (c *Compiler) Compile(in Input) nft.Model {
 	if !c.started || in.ClusterCIDR != c.cidr {
 		// Local VIPs with session affinity have ClusterCIDR in their chains.
 		clear(c.frags)
@@ -386,7 +387,7 @@ func (f *portFrag) keepSame(old *portFrag) {
 		return
 	}
 	for k, es := range f.elems {
-		if len(es) > 0 && slices.EqualFunc(es, old.elems[k], func(a, b firewall.Element) bool { return a.Text == b.Text }) {
+		if len(es) > 0 && slices.EqualFunc(es, old.elems[k], func(a, b nft.Element) bool { return a.Text == b.Text }) {
 			f.elems[k] = old.elems[k]
 		}
 	}
@@ -419,8 +420,8 @@ func (c *Compiler) build(svc *lb.Service, sig *portSig) *portFrag {
 }
 
 // model assembles the Model from c.order.
-func (c *Compiler) model(in Input) firewall.Model {
-	var elems [numMaps][]firewall.Element
+func (c *Compiler) model(in Input) nft.Model {
+	var elems [numMaps][]nft.Element
 	for k := range elems {
 		elems[k] = c.concat(k)
 	}
@@ -431,24 +432,24 @@ func (c *Compiler) model(in Input) firewall.Model {
 			nchains += len(f.chains) // most are its own
 		}
 	}
-	sets := make([]firewall.Set, 0, nsets+8)
+	sets := make([]nft.Set, 0, nsets+8)
 	for _, f := range c.order {
 		sets = append(sets, f.sets...)
 	}
-	dispatchMap := func(name string, elems []firewall.Element) firewall.Set {
-		return firewall.Set{
+	dispatchMap := func(name string, elems []nft.Element) nft.Set {
+		return nft.Set{
 			Name: name, Type: "ipv4_addr . inet_proto . inet_service : verdict", Elements: elems,
 			Spec: nftables.Set{KeyType: addrProtoPortType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
 		}
 	}
-	endpointMap := func(name string, elems []firewall.Element) firewall.Set {
-		return firewall.Set{
+	endpointMap := func(name string, elems []nft.Element) nft.Set {
+		return nft.Set{
 			Name: name, Type: "ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service", Elements: elems,
 			Spec: nftables.Set{KeyType: endpointKeyType, DataType: addrPortType, IsMap: true, Size: mapSize(len(elems))},
 		}
 	}
-	endpointChainMap := func(name string, elems []firewall.Element) firewall.Set {
-		return firewall.Set{
+	endpointChainMap := func(name string, elems []nft.Element) nft.Set {
+		return nft.Set{
 			Name: name, Type: "ipv4_addr . inet_proto . inet_service . mark : verdict", Elements: elems,
 			Spec: nftables.Set{KeyType: endpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
 		}
@@ -460,12 +461,12 @@ func (c *Compiler) model(in Input) firewall.Model {
 		endpointMap(MapLocalEndpoints, elems[mapLocalEndpoints]),
 		endpointChainMap(MapEndpointChains, elems[mapEndpointChains]),
 		endpointChainMap(MapLocalEndpointChains, elems[mapLocalEndpointChains]),
-		firewall.Set{
+		nft.Set{
 			Name: SetAllowed, Type: "ipv4_addr . inet_proto . inet_service . ipv4_addr", Flags: []string{"interval"},
 			Elements: elems[mapAllowed],
 			Spec:     nftables.Set{KeyType: addrProtoPortAddrType, Interval: true, Concatenation: true},
 		},
-		firewall.Set{
+		nft.Set{
 			Name: SetHairpin, Type: "ipv4_addr . ipv4_addr", Elements: c.hairpin(),
 			Spec: nftables.Set{KeyType: addrAddrType},
 		},
@@ -478,7 +479,7 @@ func (c *Compiler) model(in Input) firewall.Model {
 	clear(c.shared)
 	a := assembler{
 		cidrOK: in.ClusterCIDR.IsValid() && in.ClusterCIDR.Addr().Is4(), cidr: in.ClusterCIDR,
-		chains: append(make([]firewall.Chain, 0, len(static)+nchains+16), static...),
+		chains: append(make([]nft.Chain, 0, len(static)+nchains+16), static...),
 		shared: c.shared,
 	}
 	for _, f := range c.order {
@@ -486,7 +487,7 @@ func (c *Compiler) model(in Input) firewall.Model {
 			a.replay(op)
 		}
 	}
-	return firewall.Model{
+	return nft.Model{
 		Family: firewall.TableFamily,
 		Table:  firewall.TableName,
 		Sets:   sets,
@@ -498,7 +499,7 @@ func (c *Compiler) model(in Input) firewall.Model {
 // order: the last Model's list when they are the same (every reused
 // fragment's elements are a window of it), else a new list, which the
 // fragments' elements then become windows of.
-func (c *Compiler) concat(k int) []firewall.Element {
+func (c *Compiler) concat(k int) []nft.Element {
 	old := c.last[k]
 	n, same := 0, true
 	for _, f := range c.order {
@@ -514,7 +515,7 @@ func (c *Compiler) concat(k int) []firewall.Element {
 	switch {
 	case n == 0 && (k == mapServices || k == mapEndpoints):
 		// Compile always made these two lists, the others on first use.
-		c.last[k] = []firewall.Element{}
+		c.last[k] = []nft.Element{}
 		return c.last[k]
 	case n == 0:
 		c.last[k] = nil
@@ -522,7 +523,7 @@ func (c *Compiler) concat(k int) []firewall.Element {
 	case same && n == len(old):
 		return old
 	}
-	out := make([]firewall.Element, n)
+	out := make([]nft.Element, n)
 	n = 0
 	for _, f := range c.order {
 		es := f.elems[k]
@@ -539,7 +540,7 @@ func (c *Compiler) concat(k int) []firewall.Element {
 
 // hairpin returns the elements of svc-hairpin: every local backend's
 // address, sorted, reusing the last list (or its elements) when it can.
-func (c *Compiler) hairpin() []firewall.Element {
+func (c *Compiler) hairpin() []nft.Element {
 	addrs := c.addrs[:0]
 	for _, f := range c.order {
 		for _, v := range f.local {
@@ -552,7 +553,7 @@ func (c *Compiler) hairpin() []firewall.Element {
 		c.addrs = addrs
 		return c.hairpinElems
 	}
-	out := make([]firewall.Element, 0, len(addrs))
+	out := make([]nft.Element, 0, len(addrs))
 	old, oldElems := c.hairpinAddrs, c.hairpinElems
 	j := 0
 	for _, v := range addrs {
@@ -575,7 +576,7 @@ func (c *Compiler) hairpin() []firewall.Element {
 type assembler struct {
 	cidrOK bool
 	cidr   netip.Prefix
-	chains []firewall.Chain
+	chains []nft.Chain
 	shared map[sharedKey]bool
 }
 
@@ -610,7 +611,7 @@ func (a *assembler) first(kind uint8, n, m int) bool {
 // pick adds svc-pick-N on first use.
 func (a *assembler) pick(n int) {
 	if a.first(opPick, n, 0) {
-		a.chains = append(a.chains, firewall.Chain{Name: pickChain(n), Rules: []firewall.Rule{firewall.NewRule(pickDNAT(uint32(n), MapEndpoints))}})
+		a.chains = append(a.chains, nft.Chain{Name: pickChain(n), Rules: []nft.Rule{nft.NewRule(pickDNAT(uint32(n), MapEndpoints))}})
 	}
 }
 
@@ -622,15 +623,15 @@ func (a *assembler) local(n, m int) {
 	a.pick(n)
 	rules := shortCircuit(a.cidrOK, a.cidr, pickChain(n))
 	if m == 0 {
-		rules = append(rules, firewall.NewRule(firewall.Drop()))
+		rules = append(rules, nft.NewRule(nft.Drop()))
 	} else {
 		pl := pickLocalChain(m)
 		if a.first(opPickLocal, m, 0) {
-			a.chains = append(a.chains, firewall.Chain{Name: pl, Rules: []firewall.Rule{firewall.NewRule(pickDNAT(uint32(m), MapLocalEndpoints))}})
+			a.chains = append(a.chains, nft.Chain{Name: pl, Rules: []nft.Rule{nft.NewRule(pickDNAT(uint32(m), MapLocalEndpoints))}})
 		}
-		rules = append(rules, firewall.NewRule(firewall.Goto(pl)))
+		rules = append(rules, nft.NewRule(nft.Goto(pl)))
 	}
-	a.chains = append(a.chains, firewall.Chain{Name: localChain(n, m), Rules: rules})
+	a.chains = append(a.chains, nft.Chain{Name: localChain(n, m), Rules: rules})
 }
 
 // affPick adds svc-aff-pick-N (or svc-aff-pick-local-N) on first use.
@@ -640,16 +641,16 @@ func (a *assembler) affPick(n int, local bool) {
 		kind, name, set = opAffPickLocal, affPickLocalChain(n), MapLocalEndpointChains
 	}
 	if a.first(kind, n, 0) {
-		a.chains = append(a.chains, firewall.Chain{Name: name, Rules: []firewall.Rule{firewall.NewRule(pickVmap(uint32(n), set))}})
+		a.chains = append(a.chains, nft.Chain{Name: name, Rules: []nft.Rule{nft.NewRule(pickVmap(uint32(n), set))}})
 	}
 }
 
 // shortCircuit are the rules of a Local VIP's chain that send this node's
 // own connections and its pods' to every endpoint (to chain).
-func shortCircuit(cidrOK bool, cidr netip.Prefix, chain string) []firewall.Rule {
-	var rules []firewall.Rule
+func shortCircuit(cidrOK bool, cidr netip.Prefix, chain string) []nft.Rule {
+	var rules []nft.Rule
 	if cidrOK {
-		rules = append(rules, firewall.NewRule(firewall.IPv4(), firewall.PrefixMatch(firewall.Saddr, cidr, false), firewall.Goto(chain)))
+		rules = append(rules, nft.NewRule(nft.IPv4(), nft.PrefixMatch(nft.Saddr, cidr, false), nft.Goto(chain)))
 	}
-	return append(rules, firewall.NewRule(fibSaddrLocal(), firewall.Goto(chain)))
+	return append(rules, nft.NewRule(fibSaddrLocal(), nft.Goto(chain)))
 }

@@ -2,8 +2,8 @@
 // send connections for a ClusterIP:port or a LoadBalancer VIP:port to the
 // service's ready endpoints. Compile is pure: it turns an Input (this
 // node, the services with their allocated addresses, their endpoints) into
-// a firewall.Model fragment of table inet netloom, to be merged with the
-// other fragments (firewall.Merge) and installed by firewall.Applier. It is
+// an nft.Model fragment of table inet netloom, to be merged with the
+// other fragments (nft.Merge) and installed by nft.Applier. It is
 // table-tested and golden-tested without root; the kernel tests apply it in
 // network namespaces they create and send real packets through it. A
 // Compiler (NewCompiler) gives the same Models for a sequence of Inputs,

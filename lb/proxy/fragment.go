@@ -4,7 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/google/nftables"
-	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
 )
 
 // fragBuilder compiles one service port into its fragment: its elements of
@@ -74,25 +74,25 @@ func (b *fragBuilder) stickyServicePort(sp *servicePort) {
 	f := b.f
 	for _, ep := range sp.all {
 		set := sp.affinitySet(ep)
-		f.sets = append(f.sets, firewall.Set{
+		f.sets = append(f.sets, nft.Set{
 			Name: set, Type: "ipv4_addr", Flags: []string{"dynamic", "timeout"},
 			Spec: nftables.Set{KeyType: nftables.TypeIPAddr, Dynamic: true, HasTimeout: true, Size: AffinitySetSize},
 		})
-		b.chain(firewall.Chain{Name: sp.endpointChain(ep), Rules: []firewall.Rule{
-			firewall.NewRule(updateSaddr(set, sp.affinityTimeout())),
-			firewall.NewRule(l4proto(sp.proto), dnatTo(ep)),
+		b.chain(nft.Chain{Name: sp.endpointChain(ep), Rules: []nft.Rule{
+			nft.NewRule(updateSaddr(set, sp.affinityTimeout())),
+			nft.NewRule(l4proto(sp.proto), dnatTo(ep)),
 		}})
 	}
-	remembered := func(eps []netip.AddrPort) []firewall.Rule {
-		rules := make([]firewall.Rule, 0, len(eps)+1)
+	remembered := func(eps []netip.AddrPort) []nft.Rule {
+		rules := make([]nft.Rule, 0, len(eps)+1)
 		for _, ep := range eps {
-			rules = append(rules, firewall.NewRule(saddrInSet(sp.affinitySet(ep)), firewall.Goto(sp.endpointChain(ep))))
+			rules = append(rules, nft.NewRule(saddrInSet(sp.affinitySet(ep)), nft.Goto(sp.endpointChain(ep))))
 		}
 		return rules
 	}
 
-	sticky := firewall.Chain{Name: sp.stickyChain(), Rules: remembered(sp.all)}
-	sticky.Rules = append(sticky.Rules, firewall.NewRule(firewall.Goto(b.affPick(len(sp.all), false))))
+	sticky := nft.Chain{Name: sp.stickyChain(), Rules: remembered(sp.all)}
+	sticky.Rules = append(sticky.Rules, nft.NewRule(nft.Goto(b.affPick(len(sp.all), false))))
 	b.chain(sticky)
 	for _, a := range [2]netip.Addr{sp.cip, sp.vip} {
 		if !a.IsValid() {
@@ -103,13 +103,13 @@ func (b *fragBuilder) stickyServicePort(sp *servicePort) {
 		}
 		target := sticky.Name
 		if a == sp.vip && sp.localPolicy() {
-			local := firewall.Chain{Name: sp.stickyLocalChain()}
+			local := nft.Chain{Name: sp.stickyLocalChain()}
 			local.Rules = append(local.Rules, shortCircuit(b.cidrOK, b.cidr, sticky.Name)...)
 			local.Rules = append(local.Rules, remembered(sp.local)...)
 			if len(sp.local) == 0 {
-				local.Rules = append(local.Rules, firewall.NewRule(firewall.Drop()))
+				local.Rules = append(local.Rules, nft.NewRule(nft.Drop()))
 			} else {
-				local.Rules = append(local.Rules, firewall.NewRule(firewall.Goto(b.affPick(len(sp.local), true))))
+				local.Rules = append(local.Rules, nft.NewRule(nft.Goto(b.affPick(len(sp.local), true))))
 			}
 			for i, ep := range sp.local {
 				b.add(mapLocalEndpointChains, b.s.endpointChainElement(a, sp.proto, sp.port, uint32(i), sp.endpointChain(ep)))
@@ -159,7 +159,7 @@ func (b *fragBuilder) reserve(sp *servicePort, hasRanges bool, nAllowed int) {
 	for _, k := range n {
 		total += k
 	}
-	elems := make([]firewall.Element, total)
+	elems := make([]nft.Element, total)
 	off := 0
 	for k, c := range n {
 		b.f.elems[k] = elems[off : off : off+c]
@@ -171,7 +171,7 @@ func (b *fragBuilder) reserve(sp *servicePort, hasRanges bool, nAllowed int) {
 
 // add appends e, whose text is the store's text since the last add, to the
 // fragment's list k.
-func (b *fragBuilder) add(k int, e firewall.Element) {
+func (b *fragBuilder) add(k int, e nft.Element) {
 	s := b.s
 	s.refs = append(s.refs, textRef{k: k, i: len(b.f.elems[k]), start: b.textEnd, end: len(s.text)})
 	b.textEnd = len(s.text)
@@ -194,7 +194,7 @@ func (b *fragBuilder) finish() {
 	s.reserve(0, 0, 0)
 }
 
-func (b *fragBuilder) chain(c firewall.Chain) {
+func (b *fragBuilder) chain(c nft.Chain) {
 	b.f.chains = append(b.f.chains, chainOp{chain: &c})
 }
 

@@ -11,13 +11,13 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/nft"
 	"golang.org/x/sys/unix"
 )
 
 // The building blocks of the proxy's rules that only the proxy uses; the
-// shared ones (firewall.Frag, NewRule, IPv4, PrefixMatch, DaddrProtoPort,
-// verdicts...) are the firewall package's. Each Frag carries its nft text,
+// shared ones (nft.Frag, NewRule, IPv4, PrefixMatch, DaddrProtoPort,
+// verdicts...) are package nft's. Each Frag carries its nft text,
 // as `nft list` prints it, next to the expressions sent to the kernel, so
 // the two cannot drift apart. The root test compares nft's listing of an
 // applied model with Model.String. The expressions are what nft 1.0.6
@@ -25,53 +25,53 @@ import (
 // decoding nft's rules).
 
 // l4proto is "meta l4proto tcp".
-func l4proto(p proto) firewall.Frag {
-	return firewall.Frag{Text: "meta l4proto " + p.String(), Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: firewall.Reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: firewall.Reg1, Data: []byte{byte(p)}},
+func l4proto(p proto) nft.Frag {
+	return nft.Frag{Text: "meta l4proto " + p.String(), Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: nft.Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nft.Reg1, Data: []byte{byte(p)}},
 	}}
 }
 
 // dispatch is "ip daddr . meta l4proto . th dport vmap @set": the one
 // lookup per new connection that finds the service port.
-func dispatch(set string) firewall.Frag {
-	return firewall.Join(firewall.IPv4(), firewall.DaddrProtoPort(), firewall.VmapLookup(set))
+func dispatch(set string) nft.Frag {
+	return nft.Join(nft.IPv4(), nft.DaddrProtoPort(), nft.VmapLookup(set))
 }
 
 // notAllowed is "ip daddr . meta l4proto . th dport . ip saddr != @set".
-func notAllowed(set string) firewall.Frag {
-	f := firewall.Join(firewall.IPv4(), firewall.DaddrProtoPort())
+func notAllowed(set string) nft.Frag {
+	f := nft.Join(nft.IPv4(), nft.DaddrProtoPort())
 	f.Text += " . ip saddr != @" + set
 	f.Exprs = append(f.Exprs,
-		firewall.LoadAddr(firewall.Saddr, firewall.Reg11),
-		&expr.Lookup{SourceRegister: firewall.Reg1, SetName: set, Invert: true},
+		nft.LoadAddr(nft.Saddr, nft.Reg11),
+		&expr.Lookup{SourceRegister: nft.Reg1, SetName: set, Invert: true},
 	)
 	return f
 }
 
 // saddrDaddrIn is "ip saddr . ip daddr @set".
-func saddrDaddrIn(set string) firewall.Frag {
-	return firewall.Join(
-		firewall.IPv4(),
-		firewall.Frag{Text: "ip saddr . ip daddr", Exprs: []expr.Any{
-			firewall.LoadAddr(firewall.Saddr, firewall.Reg1),
-			firewall.LoadAddr(firewall.Daddr, firewall.Reg9),
+func saddrDaddrIn(set string) nft.Frag {
+	return nft.Join(
+		nft.IPv4(),
+		nft.Frag{Text: "ip saddr . ip daddr", Exprs: []expr.Any{
+			nft.LoadAddr(nft.Saddr, nft.Reg1),
+			nft.LoadAddr(nft.Daddr, nft.Reg9),
 		}},
-		firewall.Lookup(set),
+		nft.Lookup(set),
 	)
 }
 
 // saddrInSet is "ip saddr @set".
-func saddrInSet(set string) firewall.Frag {
-	return firewall.Join(firewall.IPv4(), firewall.Addr(firewall.Saddr), firewall.Lookup(set))
+func saddrInSet(set string) nft.Frag {
+	return nft.Join(nft.IPv4(), nft.Addr(nft.Saddr), nft.Lookup(set))
 }
 
 // fibSaddrLocal is "fib saddr type local": the packet comes from an
 // address of this node.
-func fibSaddrLocal() firewall.Frag {
-	return firewall.Frag{Text: "fib saddr type local", Exprs: []expr.Any{
-		&expr.Fib{Register: firewall.Reg1, ResultADDRTYPE: true, FlagSADDR: true},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: firewall.Reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+func fibSaddrLocal() nft.Frag {
+	return nft.Frag{Text: "fib saddr type local", Exprs: []expr.Any{
+		&expr.Fib{Register: nft.Reg1, ResultADDRTYPE: true, FlagSADDR: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nft.Reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 	}}
 }
 
@@ -80,45 +80,45 @@ const ipsDstNAT = 1 << 5
 
 // ctStatusDNAT is "ct status dnat": the connection's destination was
 // translated.
-func ctStatusDNAT() firewall.Frag {
-	return firewall.Frag{Text: "ct status dnat", Exprs: []expr.Any{
-		&expr.Ct{Register: firewall.Reg1, Key: expr.CtKeySTATUS},
+func ctStatusDNAT() nft.Frag {
+	return nft.Frag{Text: "ct status dnat", Exprs: []expr.Any{
+		&expr.Ct{Register: nft.Reg1, Key: expr.CtKeySTATUS},
 		&expr.Bitwise{
-			SourceRegister: firewall.Reg1, DestRegister: firewall.Reg1, Len: 4,
+			SourceRegister: nft.Reg1, DestRegister: nft.Reg1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT),
 			Xor:  binaryutil.NativeEndian.PutUint32(0),
 		},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: firewall.Reg1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: nft.Reg1, Data: binaryutil.NativeEndian.PutUint32(0)},
 	}}
 }
 
 // pickKey loads "ip daddr . meta l4proto . th dport . numgen random mod N"
 // from reg 1 on: the service address and port the client asked for and a
 // random index, the key of the endpoint maps.
-func pickKey(n uint32) firewall.Frag {
-	f := firewall.Join(firewall.IPv4(), firewall.DaddrProtoPort())
+func pickKey(n uint32) nft.Frag {
+	f := nft.Join(nft.IPv4(), nft.DaddrProtoPort())
 	f.Text += fmt.Sprintf(" . numgen random mod %d", n)
-	f.Exprs = append(f.Exprs, &expr.Numgen{Register: firewall.Reg11, Modulus: n, Type: unix.NFT_NG_RANDOM})
+	f.Exprs = append(f.Exprs, &expr.Numgen{Register: nft.Reg11, Modulus: n, Type: unix.NFT_NG_RANDOM})
 	return f
 }
 
 // pickVmap is "ip daddr . meta l4proto . th dport . numgen random mod N
 // vmap @set".
-func pickVmap(n uint32, set string) firewall.Frag {
-	return firewall.Join(pickKey(n), firewall.VmapLookup(set))
+func pickVmap(n uint32, set string) nft.Frag {
+	return nft.Join(pickKey(n), nft.VmapLookup(set))
 }
 
 // pickDNAT is "dnat ip to ip daddr . meta l4proto . th dport . numgen
 // random mod N map @set": the map gives address and port of the chosen
 // endpoint (reg 1 and reg 9).
-func pickDNAT(n uint32, set string) firewall.Frag {
+func pickDNAT(n uint32, set string) nft.Frag {
 	f := pickKey(n)
 	f.Text = "dnat ip to " + f.Text + " map @" + set
 	f.Exprs = append(f.Exprs,
-		&expr.Lookup{SourceRegister: firewall.Reg1, DestRegister: firewall.Reg1, IsDestRegSet: true, SetName: set},
+		&expr.Lookup{SourceRegister: nft.Reg1, DestRegister: nft.Reg1, IsDestRegSet: true, SetName: set},
 		&expr.NAT{
 			Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4,
-			RegAddrMin: firewall.Reg1, RegAddrMax: firewall.Reg1, RegProtoMin: firewall.Reg9, RegProtoMax: firewall.Reg9,
+			RegAddrMin: nft.Reg1, RegAddrMax: nft.Reg1, RegProtoMin: nft.Reg9, RegProtoMax: nft.Reg9,
 			Specified: true,
 		},
 	)
@@ -126,48 +126,48 @@ func pickDNAT(n uint32, set string) firewall.Frag {
 }
 
 // dnatTo is "dnat ip to 10.244.1.5:8080".
-func dnatTo(ap netip.AddrPort) firewall.Frag {
-	return firewall.Frag{Text: "dnat ip to " + ap.String(), Exprs: []expr.Any{
-		&expr.Immediate{Register: firewall.Reg1, Data: ap.Addr().AsSlice()},
-		&expr.Immediate{Register: firewall.Reg2, Data: binaryutil.BigEndian.PutUint16(ap.Port())},
+func dnatTo(ap netip.AddrPort) nft.Frag {
+	return nft.Frag{Text: "dnat ip to " + ap.String(), Exprs: []expr.Any{
+		&expr.Immediate{Register: nft.Reg1, Data: ap.Addr().AsSlice()},
+		&expr.Immediate{Register: nft.Reg2, Data: binaryutil.BigEndian.PutUint16(ap.Port())},
 		&expr.NAT{
 			Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4,
-			RegAddrMin: firewall.Reg1, RegAddrMax: firewall.Reg1, RegProtoMin: firewall.Reg2, RegProtoMax: firewall.Reg2,
+			RegAddrMin: nft.Reg1, RegAddrMax: nft.Reg1, RegProtoMin: nft.Reg2, RegProtoMax: nft.Reg2,
 			Specified: true,
 		},
 	}}
 }
 
 // snatTo is "snat ip to 10.244.3.1".
-func snatTo(a netip.Addr) firewall.Frag {
-	return firewall.Frag{Text: "snat ip to " + a.String(), Exprs: []expr.Any{
-		&expr.Immediate{Register: firewall.Reg1, Data: a.AsSlice()},
-		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: firewall.Reg1, RegAddrMax: firewall.Reg1},
+func snatTo(a netip.Addr) nft.Frag {
+	return nft.Frag{Text: "snat ip to " + a.String(), Exprs: []expr.Any{
+		&expr.Immediate{Register: nft.Reg1, Data: a.AsSlice()},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: nft.Reg1, RegAddrMax: nft.Reg1},
 	}}
 }
 
 // updateSaddr is "update @set { ip saddr timeout 3h }": remember the client
 // in a dynamic set, refreshing its timeout.
-func updateSaddr(set string, timeout time.Duration) firewall.Frag {
-	f := firewall.IPv4()
+func updateSaddr(set string, timeout time.Duration) nft.Frag {
+	f := nft.IPv4()
 	f.Text = fmt.Sprintf("update @%s { ip saddr timeout %s }", set, nftDuration(timeout))
-	f.Exprs = append(f.Exprs, firewall.LoadAddr(firewall.Saddr, firewall.Reg1), &expr.Dynset{
-		SrcRegKey: firewall.Reg1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: timeout,
+	f.Exprs = append(f.Exprs, nft.LoadAddr(nft.Saddr, nft.Reg1), &expr.Dynset{
+		SrcRegKey: nft.Reg1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: timeout,
 	})
 	return f
 }
 
 // rejectTCPReset is "reject with tcp reset" (after a meta l4proto tcp).
-func rejectTCPReset() firewall.Frag {
-	return firewall.Frag{Text: "reject with tcp reset", Exprs: []expr.Any{
+func rejectTCPReset() nft.Frag {
+	return nft.Frag{Text: "reject with tcp reset", Exprs: []expr.Any{
 		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
 	}}
 }
 
 // rejectPortUnreachable is "reject": icmpx port unreachable, which the
 // inet family turns into ICMP port unreachable for IPv4.
-func rejectPortUnreachable() firewall.Frag {
-	return firewall.Frag{Text: "reject", Exprs: []expr.Any{
+func rejectPortUnreachable() nft.Frag {
+	return nft.Frag{Text: "reject", Exprs: []expr.Any{
 		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH},
 	}}
 }
@@ -201,7 +201,7 @@ const (
 	protoSCTP proto = unix.IPPROTO_SCTP
 )
 
-func (p proto) String() string { return firewall.L4ProtoName(byte(p)) }
+func (p proto) String() string { return nft.L4ProtoName(byte(p)) }
 
 // parseProto maps a Kubernetes protocol name ("" is TCP) to its number.
 func parseProto(s string) (proto, bool) {
@@ -311,7 +311,7 @@ func putAddrProtoPort(b []byte, a netip.Addr, p proto, port uint16) {
 }
 
 // dispatchElement is "10.96.0.10 . tcp . 80 : goto chain".
-func (s *elemStore) dispatchElement(a netip.Addr, p proto, port uint16, chain string) firewall.Element {
+func (s *elemStore) dispatchElement(a netip.Addr, p proto, port uint16, chain string) nft.Element {
 	e, kernel, b := s.next(12)
 	putAddrProtoPort(b, a, p, port)
 	e.Key = b
@@ -319,12 +319,12 @@ func (s *elemStore) dispatchElement(a netip.Addr, p proto, port uint16, chain st
 	s.text = appendAddrProtoPort(s.text, a, p, port)
 	s.text = append(s.text, " : goto "...)
 	s.text = append(s.text, chain...)
-	return firewall.Element{Kernel: kernel}
+	return nft.Element{Kernel: kernel}
 }
 
 // allowElement is "VIP . tcp . 80 . 192.0.2.0/24": a pipapo element with an
 // inclusive key end.
-func (s *elemStore) allowElement(vip netip.Addr, p proto, port uint16, src netip.Prefix) firewall.Element {
+func (s *elemStore) allowElement(vip netip.Addr, p proto, port uint16, src netip.Prefix) nft.Element {
 	src = src.Masked()
 	lo := src.Addr().As4()
 	hi := lastAddr(src).As4()
@@ -341,16 +341,16 @@ func (s *elemStore) allowElement(vip netip.Addr, p proto, port uint16, src netip
 	} else {
 		s.text = src.AppendTo(s.text)
 	}
-	return firewall.Element{Kernel: kernel}
+	return nft.Element{Kernel: kernel}
 }
 
-func hairpinElement(a netip.Addr) firewall.Element {
+func hairpinElement(a netip.Addr) nft.Element {
 	b := a.As4()
 	buf := make([]byte, 0, 32)
 	buf = a.AppendTo(buf)
 	buf = append(buf, " . "...)
 	buf = a.AppendTo(buf)
-	return firewall.Element{
+	return nft.Element{
 		Text:   string(buf),
 		Kernel: []nftables.SetElement{{Key: []byte{b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]}}},
 	}
@@ -376,7 +376,7 @@ func appendEndpointKey(buf []byte, a netip.Addr, p proto, port uint16, index uin
 }
 
 // endpointElement is "10.96.0.10 . tcp . 80 . 0x00000001 : 10.244.1.5 . 8080".
-func (s *elemStore) endpointElement(a netip.Addr, p proto, port uint16, index uint32, ep netip.AddrPort) firewall.Element {
+func (s *elemStore) endpointElement(a netip.Addr, p proto, port uint16, index uint32, ep netip.AddrPort) nft.Element {
 	e, kernel, b := s.next(24)
 	endpointKey(b, a, p, port, index)
 	e4 := ep.Addr().As4()
@@ -388,11 +388,11 @@ func (s *elemStore) endpointElement(a netip.Addr, p proto, port uint16, index ui
 	s.text = ep.Addr().AppendTo(s.text)
 	s.text = append(s.text, " . "...)
 	s.text = strconv.AppendUint(s.text, uint64(ep.Port()), 10)
-	return firewall.Element{Kernel: kernel}
+	return nft.Element{Kernel: kernel}
 }
 
 // endpointChainElement is "10.96.0.10 . tcp . 80 . 0x00000001 : goto chain".
-func (s *elemStore) endpointChainElement(a netip.Addr, p proto, port uint16, index uint32, chain string) firewall.Element {
+func (s *elemStore) endpointChainElement(a netip.Addr, p proto, port uint16, index uint32, chain string) nft.Element {
 	e, kernel, b := s.next(16)
 	endpointKey(b, a, p, port, index)
 	e.Key = b
@@ -400,5 +400,5 @@ func (s *elemStore) endpointChainElement(a netip.Addr, p proto, port uint16, ind
 	s.text = appendEndpointKey(s.text, a, p, port, index)
 	s.text = append(s.text, " : goto "...)
 	s.text = append(s.text, chain...)
-	return firewall.Element{Kernel: kernel}
+	return nft.Element{Kernel: kernel}
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/nft"
+	"github.com/netloom/netloom/nft/nfttest"
 )
 
 // testNet is a node with two local pods, a "remote node" with one pod
@@ -46,9 +48,9 @@ var (
 
 func newTestNet(t *testing.T) *testNet {
 	t.Helper()
-	n := &testNet{client: newNS(t), node: newNS(t), remote: newNS(t), pods: map[string]string{}}
-	ip := func(args ...string) { run(t, append([]string{"ip"}, args...)...) }
-	sysctl := func(ns, kv string) { run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", kv) }
+	n := &testNet{client: nfttest.NewNS(t), node: nfttest.NewNS(t), remote: nfttest.NewNS(t), pods: map[string]string{}}
+	ip := func(args ...string) { nfttest.Run(t, append([]string{"ip"}, args...)...) }
+	sysctl := func(ns, kv string) { nfttest.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", kv) }
 
 	// client <-> node
 	ip("-n", n.client, "link", "add", "c0", "type", "veth", "peer", "name", "n0", "netns", n.node)
@@ -78,14 +80,14 @@ func newTestNet(t *testing.T) *testNet {
 		sysctl(n.node, "net.bridge.bridge-nf-call-iptables=0")
 	}
 	for _, p := range []string{"p1", "p2"} {
-		ns := newNS(t)
+		ns := nfttest.NewNS(t)
 		n.pods[p] = ns
 		ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "v"+p, "netns", n.node)
 		ip("-n", ns, "addr", "add", podIPs[p].String()+"/24", "dev", "eth0")
 		ip("-n", ns, "link", "set", "eth0", "up")
 		ip("-n", ns, "route", "add", "default", "via", "10.244.1.1")
 		ip("-n", n.node, "link", "set", "v"+p, "master", "nlbr0", "up")
-		run(t, "bridge", "-n", n.node, "link", "set", "dev", "v"+p, "isolated", "on")
+		nfttest.Run(t, "bridge", "-n", n.node, "link", "set", "dev", "v"+p, "isolated", "on")
 	}
 
 	// mesh link to the remote node and its pod
@@ -97,7 +99,7 @@ func newTestNet(t *testing.T) *testNet {
 	ip("-n", n.remote, "link", "set", "r0", "up")
 	ip("-n", n.remote, "route", "add", "10.244.1.0/24", "via", "169.254.77.1")
 	sysctl(n.remote, "net.ipv4.ip_forward=1")
-	p3 := newNS(t)
+	p3 := nfttest.NewNS(t)
 	n.pods["p3"] = p3
 	ip("-n", p3, "link", "add", "eth0", "type", "veth", "peer", "name", "vp3", "netns", n.remote)
 	ip("-n", p3, "addr", "add", "10.244.2.11/24", "dev", "eth0")
@@ -118,7 +120,7 @@ func serve(t *testing.T, ns, name string) {
 	t.Helper()
 	var tl net.Listener
 	var ul net.PacketConn
-	err := inNS(ns, func() error {
+	err := nfttest.InNS(ns, func() error {
 		var err error
 		if tl, err = net.Listen("tcp4", ":8080"); err != nil {
 			return err
@@ -160,7 +162,7 @@ type answer struct{ server, saw string }
 // ask connects from ns (from src when valid) to dst and returns the answer.
 func ask(ns, network string, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (answer, error) {
 	var a answer
-	err := inNS(ns, func() error {
+	err := nfttest.InNS(ns, func() error {
 		d := net.Dialer{Timeout: timeout}
 		if src.IsValid() {
 			if network == "udp" {
@@ -259,9 +261,9 @@ func packetInput(webEndpoints ...string) Input {
 	return in
 }
 
-func applyProxy(t *testing.T, a *firewall.Applier, ns string, in Input) firewall.Model {
+func applyProxy(t *testing.T, a *nft.Applier, ns string, in Input) nft.Model {
 	t.Helper()
-	m := firewall.Merge(firewall.Ruleset(firewall.Config{
+	m := nft.Merge(firewall.Ruleset(firewall.Config{
 		ClusterCIDR: in.ClusterCIDR, PodSubnet: in.PodSubnet, Bridge: "nlbr0", WGIface: in.WGIface,
 	}), Compile(in))
 	if err := a.Apply(m); err != nil {
@@ -275,7 +277,7 @@ func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a,
 
 // Real packets through the compiled proxy.
 func TestPackets(t *testing.T) {
-	needRoot(t)
+	nfttest.NeedRoot(t)
 	n := newTestNet(t)
 	a := nsApplier(t, n.node)
 	applyProxy(t, a, n.node, packetInput("p1", "p2", "p3"))

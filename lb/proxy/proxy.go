@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/nft"
 )
 
 // Names of the static chains, maps and sets of the fragment. Everything the
@@ -47,11 +47,11 @@ const (
 // across versions. For nat chains the priority only orders them among nat
 // chains; the kernel's NAT hooks run at their fixed places.
 const (
-	PriorityNATPrerouting    int32 = firewall.PriorityDstNAT      // dstnat
-	PriorityNATOutput        int32 = firewall.PriorityDstNAT - 11 // -111
-	PriorityNATPostrouting   int32 = firewall.PrioritySrcNAT      // srcnat
-	PriorityFilterPrerouting int32 = firewall.PriorityDstNAT - 10 // dstnat - 10: before DNAT
-	PriorityFilterOutput     int32 = firewall.PriorityDstNAT - 21 // -121: before the nat output chain
+	PriorityNATPrerouting    int32 = nft.PriorityDstNAT      // dstnat
+	PriorityNATOutput        int32 = nft.PriorityDstNAT - 11 // -111
+	PriorityNATPostrouting   int32 = nft.PrioritySrcNAT      // srcnat
+	PriorityFilterPrerouting int32 = nft.PriorityDstNAT - 10 // dstnat - 10: before DNAT
+	PriorityFilterOutput     int32 = nft.PriorityDstNAT - 21 // -121: before the nat output chain
 )
 
 // AffinitySetSize bounds each endpoint's set of remembered clients (the
@@ -99,7 +99,7 @@ type Input struct {
 }
 
 // Compile computes the proxy's fragment of table inet netloom (merge it
-// with the other fragments with firewall.Merge). It is pure and
+// with the other fragments with nft.Merge). It is pure and
 // deterministic: the same Input gives the same Model, whatever the order of
 // services and endpoints. See the package documentation for the design.
 // An agent that compiles on every pass should keep a Compiler instead,
@@ -114,7 +114,7 @@ type Input struct {
 //	svc-local-N-M          pods and the node itself: goto svc-pick-N; others: goto svc-pick-local-M (M local endpoints), or drop when M is 0
 //	svc-sticky-..., svc-ep-..., svc-aff-pick-N    sessionAffinity ClientIP
 //	svc-allow-check, svc-allow-reject, svc-reject loadBalancerSourceRanges, no endpoints
-func Compile(in Input) firewall.Model {
+func Compile(in Input) nft.Model {
 	return NewCompiler().Compile(in)
 }
 
@@ -234,51 +234,51 @@ func allowedRanges(in []netip.Prefix) []netip.Prefix {
 }
 
 // staticChains are the base chains and the shared verdict chains.
-func staticChains(in Input) []firewall.Chain {
-	snat := firewall.Masquerade()
+func staticChains(in Input) []nft.Chain {
+	snat := nft.Masquerade()
 	if in.PodSubnet.IsValid() && in.PodSubnet.Addr().Is4() {
 		snat = snatTo(in.PodSubnet.Masked().Addr().Next())
 	}
-	remote := []firewall.Frag{ctStatusDNAT()}
+	remote := []nft.Frag{ctStatusDNAT()}
 	if in.ClusterCIDR.IsValid() && in.ClusterCIDR.Addr().Is4() {
-		remote = append(remote, firewall.IPv4(), firewall.PrefixMatch(firewall.Saddr, in.ClusterCIDR, true))
+		remote = append(remote, nft.IPv4(), nft.PrefixMatch(nft.Saddr, in.ClusterCIDR, true))
 	}
 	if in.WGIface != "" {
-		remote = append(remote, firewall.Oifname(in.WGIface))
+		remote = append(remote, nft.Oifname(in.WGIface))
 	}
-	post := firewall.Chain{
+	post := nft.Chain{
 		Name: ChainPostrouting, Type: "nat", Hook: "postrouting", Priority: PriorityNATPostrouting, Policy: "accept",
-		Rules: []firewall.Rule{
-			firewall.NewRule(saddrDaddrIn(SetHairpin), snat),
-			firewall.NewRule(append(remote, snat)...),
+		Rules: []nft.Rule{
+			nft.NewRule(saddrDaddrIn(SetHairpin), snat),
+			nft.NewRule(append(remote, snat)...),
 		},
 	}
-	return []firewall.Chain{
+	return []nft.Chain{
 		{
 			Name: ChainFilterPrerouting, Type: "filter", Hook: "prerouting", Priority: PriorityFilterPrerouting, Policy: "accept",
-			Rules: []firewall.Rule{firewall.NewRule(firewall.CtState(firewall.CtNew), dispatch(MapFilter))},
+			Rules: []nft.Rule{nft.NewRule(nft.CtState(nft.CtNew), dispatch(MapFilter))},
 		},
 		{
 			Name: ChainFilterOutput, Type: "filter", Hook: "output", Priority: PriorityFilterOutput, Policy: "accept",
-			Rules: []firewall.Rule{firewall.NewRule(firewall.CtState(firewall.CtNew), dispatch(MapFilter))},
+			Rules: []nft.Rule{nft.NewRule(nft.CtState(nft.CtNew), dispatch(MapFilter))},
 		},
 		{
 			Name: ChainPrerouting, Type: "nat", Hook: "prerouting", Priority: PriorityNATPrerouting, Policy: "accept",
-			Rules: []firewall.Rule{firewall.NewRule(dispatch(MapServices))},
+			Rules: []nft.Rule{nft.NewRule(dispatch(MapServices))},
 		},
 		{
 			Name: ChainOutput, Type: "nat", Hook: "output", Priority: PriorityNATOutput, Policy: "accept",
-			Rules: []firewall.Rule{firewall.NewRule(dispatch(MapServices))},
+			Rules: []nft.Rule{nft.NewRule(dispatch(MapServices))},
 		},
 		post,
-		{Name: ChainAllowCheck, Rules: []firewall.Rule{firewall.NewRule(notAllowed(SetAllowed), firewall.Drop())}},
-		{Name: ChainAllowReject, Rules: []firewall.Rule{
-			firewall.NewRule(notAllowed(SetAllowed), firewall.Drop()),
-			firewall.NewRule(firewall.Goto(ChainReject)),
+		{Name: ChainAllowCheck, Rules: []nft.Rule{nft.NewRule(notAllowed(SetAllowed), nft.Drop())}},
+		{Name: ChainAllowReject, Rules: []nft.Rule{
+			nft.NewRule(notAllowed(SetAllowed), nft.Drop()),
+			nft.NewRule(nft.Goto(ChainReject)),
 		}},
-		{Name: ChainReject, Rules: []firewall.Rule{
-			firewall.NewRule(l4proto(protoTCP), rejectTCPReset()),
-			firewall.NewRule(rejectPortUnreachable()),
+		{Name: ChainReject, Rules: []nft.Rule{
+			nft.NewRule(l4proto(protoTCP), rejectTCPReset()),
+			nft.NewRule(rejectPortUnreachable()),
 		}},
 	}
 }

@@ -1,4 +1,4 @@
-package firewall
+package nft
 
 import (
 	"net/netip"
@@ -42,7 +42,7 @@ func TestPlanUpdate(t *testing.T) {
 			m.Sets = nil
 			m.Chains = m.Chains[:len(m.Chains)-1] // the chain that looked the set up
 			for i := range m.Chains {
-				if m.Chains[i].Name == ChainForward {
+				if m.Chains[i].Name == chainForward {
 					m.Chains[i].Rules = m.Chains[i].Rules[:len(m.Chains[i].Rules)-1]
 				}
 			}
@@ -73,11 +73,11 @@ func TestPlanUpdate(t *testing.T) {
 }
 
 func TestMerge(t *testing.T) {
-	a := Ruleset(Config{ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")})
+	a := baseModel(netip.MustParsePrefix("10.244.0.0/16"))
 	b := Model{Family: "inet", Table: "ignored", Counters: []string{"c"},
 		Chains: []Chain{{Name: "x"}}, Sets: []Set{{Name: "s", Type: "ipv4_addr", Spec: nftables.Set{KeyType: nftables.TypeIPAddr}}}}
 	m := Merge(a, b)
-	if m.Table != "netloom" || m.Family != "inet" || len(m.Chains) != 3 || len(m.Sets) != 1 || len(m.Counters) != 1 {
+	if m.Table != testTable || m.Family != testFamily || len(m.Chains) != 3 || len(m.Sets) != 1 || len(m.Counters) != 1 {
 		t.Errorf("Merge = %+v", m)
 	}
 	if err := m.Validate(); err != nil {
@@ -89,7 +89,7 @@ func TestMerge(t *testing.T) {
 }
 
 func TestValidateCounters(t *testing.T) {
-	m := Ruleset(Config{})
+	m := baseModel(netip.Prefix{})
 	m.Chains[0].Rules = append(m.Chains[0].Rules, Rule{Text: `counter name "nope"`,
 		Exprs: []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: "nope"}}})
 	if err := m.Validate(); err == nil || !strings.Contains(err.Error(), `counter "nope" missing`) {

@@ -1,4 +1,4 @@
-package firewall
+package nft
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netns"
+	"github.com/netloom/netloom/nft/nfttest"
 )
 
 // ruleTexts are the texts of rules.
@@ -230,7 +230,7 @@ func addrSet(name string, addrs ...string) Set {
 // editModel is a table with a base chain jumping to regular chains of
 // rules, some of which look up sets.
 func editModel(chains map[string][]Rule, sets []string) Model {
-	m := Model{Family: TableFamily, Table: TableName}
+	m := Model{Family: testFamily, Table: testTable}
 	var jumps []Rule
 	names := make([]string, 0, len(chains))
 	for name := range chains {
@@ -241,7 +241,7 @@ func editModel(chains map[string][]Rule, sets []string) Model {
 		m.Chains = append(m.Chains, Chain{Name: name, Rules: chains[name]})
 		jumps = append(jumps, Rule{Text: "jump " + name, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: name}}})
 	}
-	m.Chains = append(m.Chains, Chain{Name: ChainForward, Type: "filter", Hook: "forward", Priority: PriorityFilter, Rules: jumps})
+	m.Chains = append(m.Chains, Chain{Name: chainForward, Type: "filter", Hook: "forward", Priority: PriorityFilter, Rules: jumps})
 	for i, s := range sets {
 		m.Sets = append(m.Sets, addrSet(s, fmt.Sprintf("10.0.%d.1", i)))
 	}
@@ -265,7 +265,7 @@ func checkKernelCanonical(t *testing.T, ns string, m Model) {
 // (handles from the kernel's echo), a connection given with WithConn
 // (handles read with GetRules), and the former flush-and-refill.
 func applierModes(t *testing.T, ns string) map[string]*Applier {
-	h := nsHandle(t, ns)
+	h := nfttest.NSHandle(t, ns)
 	return map[string]*Applier{
 		"own":      closing(t, NewApplier(WithNetNS(h))),
 		"withconn": nsApplier(t, ns),
@@ -283,10 +283,10 @@ func closing(t *testing.T, a *Applier) *Applier {
 // and removed), and checks after each Apply that the kernel's table is the
 // model, rule order included.
 func TestRuleEditsRandom(t *testing.T) {
-	needRoot(t)
+	nfttest.NeedRoot(t)
 	for _, mode := range []string{"own", "withconn", "refill"} {
 		t.Run(mode, func(t *testing.T) {
-			ns := newNS(t)
+			ns := nfttest.NewNS(t)
 			a := applierModes(t, ns)[mode]
 			r := rand.New(rand.NewPCG(7, uint64(len(mode))))
 			sets := []string{"s0", "s1", "s2"}
@@ -384,10 +384,10 @@ func bigChainModel(n int, changed ...int) Model {
 // chain is right afterwards; with handles unknown (WithConn) or stale
 // (rules deleted by hand) the Applier still gets it right.
 func TestRuleEditBigChain(t *testing.T) {
-	needRoot(t)
+	nfttest.NeedRoot(t)
 	for _, mode := range []string{"own", "withconn"} {
 		t.Run(mode, func(t *testing.T) {
-			ns := newNS(t)
+			ns := nfttest.NewNS(t)
 			a := applierModes(t, ns)[mode]
 			const n = 10000
 			m := bigChainModel(n)
@@ -431,7 +431,7 @@ func TestRuleEditBigChain(t *testing.T) {
 
 			// Stale handles: a rule the Applier knows is deleted by hand.
 			// The batch that deletes it is refused and the table replaced.
-			out := run(t, "ip", "netns", "exec", ns, "nft", "-a", "list", "chain", "inet", "netloom", "class")
+			out := nfttest.Run(t, "ip", "netns", "exec", ns, "nft", "-a", "list", "chain", testFamily, testTable, "class")
 			var handle string
 			for _, l := range strings.Split(out, "\n") {
 				if strings.Contains(l, `"p7000" drop`) {
@@ -441,7 +441,7 @@ func TestRuleEditBigChain(t *testing.T) {
 			if handle == "" {
 				t.Fatalf("rule p7000 not found:\n%.500s", out)
 			}
-			run(t, "ip", "netns", "exec", ns, "nft", "delete", "rule", "inet", "netloom", "class", "handle", handle)
+			nfttest.Run(t, "ip", "netns", "exec", ns, "nft", "delete", "rule", testFamily, testTable, "class", "handle", handle)
 			back := bigChainModel(n)
 			if err := a.Apply(back); err != nil {
 				t.Fatalf("Apply after a hand edit: %v", err)
@@ -465,54 +465,5 @@ func TestRuleEditBigChain(t *testing.T) {
 			}
 			checkKernelCanonical(t, ns, next)
 		})
-	}
-}
-
-func nsHandle(t testing.TB, ns string) int {
-	t.Helper()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", ns, err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return int(h)
-}
-
-// On the Applier's own socket too, a refused batch leaves the table as it
-// was, the error is one line, and the Applier recovers.
-func TestOwnSocketRefusedBatch(t *testing.T) {
-	needRoot(t)
-	ns := newNS(t)
-	a := closing(t, NewApplier(WithNetNS(nsHandle(t, ns))))
-	m := Ruleset(Config{ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), Bridge: "br0"})
-	if err := a.Apply(m); err != nil {
-		t.Fatalf("Apply: %v", err)
-	}
-	bad := Ruleset(Config{ClusterCIDR: netip.MustParsePrefix("10.99.0.0/16")})
-	post, _ := bad.Chain(ChainPostrouting)
-	for i := range bad.Chains {
-		if bad.Chains[i].Name == ChainForward {
-			bad.Chains[i].Rules = append(bad.Chains[i].Rules, post.Rules...)
-		}
-	}
-	err := a.Apply(bad)
-	if err == nil {
-		t.Fatal("Apply of masquerade in a filter chain succeeded, want an error")
-	}
-	t.Logf("error: %v", err)
-	if strings.Contains(err.Error(), "\n") {
-		t.Errorf("error is not one line: %q", err)
-	}
-	checkKernelMatches(t, ns, m)
-	if err := a.Apply(m); err != nil {
-		t.Fatalf("Apply after a refused one: %v", err)
-	}
-	checkKernelMatches(t, ns, m)
-	// Counters and Remove still work on the same connection.
-	if _, err := a.Counters(); err != nil {
-		t.Errorf("Counters: %v", err)
-	}
-	if err := a.Remove(); err != nil {
-		t.Errorf("Remove: %v", err)
 	}
 }

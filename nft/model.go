@@ -1,4 +1,4 @@
-package firewall
+package nft
 
 import (
 	"fmt"
@@ -9,17 +9,12 @@ import (
 	"github.com/google/nftables/expr"
 )
 
-// Table and family of the nftables table netloom owns.
-const (
-	TableName   = "netloom"
-	TableFamily = "inet"
-)
-
-// Model is the whole content of netloom's table. It is a plain value: build
-// it with Ruleset (and later generators), compare it, render it with String,
-// install it with Applier.Apply.
+// Model is the whole content of one nftables table. It is a plain value:
+// build it with the constructors of this package (NewRule and the Frags),
+// join fragments with Merge, compare it, render it with String, install it
+// with Applier.Apply.
 type Model struct {
-	Family string // nft family name; only "inet" is supported by the Applier
+	Family string // nft family name: "inet", "ip" or "ip6"
 	Table  string
 	Sets   []Set // named sets and maps; rendered and created sorted by name
 	Chains []Chain

@@ -1,4 +1,4 @@
-package firewall
+package nft
 
 import (
 	"fmt"
@@ -10,17 +10,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The building blocks of rules, shared by the generators of the table's
-// fragments (Ruleset, NetworkPolicy, the service proxy). A Frag is a piece
-// of a rule: its nft text, as `nft list` prints it (empty for implicit
-// parts such as the `meta nfproto` dependency nft adds and hides when
-// listing), and its expressions. Rules are built by joining frags, so the
+// The building blocks of rules, shared by the generators of a table's
+// fragments (firewall.Ruleset, NetworkPolicy, the service proxy). A Frag
+// is a piece of a rule: its nft text, as `nft list` prints it (empty for
+// implicit parts such as the `meta nfproto` dependency nft adds and hides
+// when listing), and its expressions. Rules are built by joining frags, so the
 // text and the expressions are written next to each other and cannot drift
 // apart; the root tests compare nft's listing of an applied Model with
 // Model.String. The expressions are what nft generates for the same text.
 //
 // Matches on ip payloads are IPv4 only unless they say otherwise, and
-// expect the IPv4 dependency in front of them.
+// expect the IPv4 (or IPFamily) dependency in front of them.
 
 // Frag is a piece of a rule: Text and the Exprs it stands for.
 type Frag struct {
@@ -69,6 +69,19 @@ func IPv4() Frag {
 	}}
 }
 
+// IPFamily is the dependency for matches on addresses of a's family: IPv4
+// for an IPv4 address, else `meta nfproto ipv6` (which nft likewise adds
+// before ip6 payload matches in an inet table and hides when listing).
+func IPFamily(a netip.Addr) Frag {
+	if !a.Is6() {
+		return IPv4()
+	}
+	return Frag{Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: Reg1, Data: []byte{unix.NFPROTO_IPV6}},
+	}}
+}
+
 // AddrField is the source or destination address of the network header.
 type AddrField int
 
@@ -98,7 +111,7 @@ func Addr(f AddrField) Frag {
 
 // PrefixMatch matches the field against p ("ip saddr 10.244.0.0/16",
 // "ip6 daddr != fd00::/64"), IPv4 or IPv6 as p is; neg inverts it. The
-// caller adds the family dependency (IPv4) first.
+// caller adds the family dependency (IPFamily(p.Addr()), or IPv4) first.
 func PrefixMatch(field AddrField, p netip.Prefix, neg bool) Frag {
 	p = p.Masked()
 	addr := p.Addr()

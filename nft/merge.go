@@ -1,11 +1,13 @@
-package firewall
+package nft
 
 import "slices"
 
 // Merge joins model fragments into one table: the family and table name of
-// the first part, and the sets, chains and counters of every part in order.
-// Names must not collide across parts (Validate reports it when they do);
-// the masquerade ruleset and the NetworkPolicy fragment are merged this way.
+// the first part (of a later one where they are empty), and the sets,
+// chains and counters of every part in order. Names must not collide
+// across parts (Validate reports it when they do); netloom's agent merges
+// the masquerade ruleset, the service proxy's fragment and the
+// NetworkPolicy fragment this way.
 func Merge(parts ...Model) Model {
 	var out Model
 	for i, p := range parts {

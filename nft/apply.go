@@ -1,4 +1,4 @@
-package firewall
+package nft
 
 import (
 	"errors"
@@ -286,20 +286,15 @@ type CounterValue struct {
 	Bytes   uint64
 }
 
-// Counters reads the named counters of netloom's table (inet netloom, or
-// the table of the last applied model): name -> value. A missing table
-// gives an error.
-func (a *Applier) Counters() (map[string]CounterValue, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	family, name := TableFamily, TableName
-	if a.last != nil {
-		family, name = a.last.Family, a.last.Table
-	}
+// Counters reads the named counters of the table family/name: counter
+// name -> value. A missing table gives an error.
+func (a *Applier) Counters(family, name string) (map[string]CounterValue, error) {
 	fam, err := tableFamily(family)
 	if err != nil {
 		return nil, fmt.Errorf("read nftables counters: %w", err)
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	c, err := a.connLocked()
 	if err != nil {
 		return nil, fmt.Errorf("read nftables counters of %s %s: %w", family, name, err)
@@ -322,14 +317,10 @@ func (a *Applier) Counters() (map[string]CounterValue, error) {
 	return out, nil
 }
 
-// Remove deletes netloom's table (inet netloom) if it exists.
-func (a *Applier) Remove() error {
-	return a.RemoveTable(TableFamily, TableName)
-}
-
-// RemoveTable deletes the table family/name if it exists; a missing table is
-// not an error (it is added first in the same transaction).
-func (a *Applier) RemoveTable(family, name string) error {
+// Remove deletes the table family/name if it exists; a missing table is
+// not an error (it is added first in the same transaction). The next Apply
+// replaces the table.
+func (a *Applier) Remove(family, name string) error {
 	fam, err := tableFamily(family)
 	if err != nil {
 		return fmt.Errorf("remove nftables table: %w", err)

@@ -1,9 +1,11 @@
-package firewall
+package nft
 
 import (
 	"fmt"
 	"net/netip"
 	"testing"
+
+	"github.com/netloom/netloom/nft/nfttest"
 )
 
 // Root benchmarks, each in a network namespace of its own.
@@ -13,7 +15,7 @@ import (
 // chain (the former behaviour) on the Applier's own socket, "refill-flush"
 // also sends with nftables.Conn.Flush (the former behaviour exactly).
 func BenchmarkRuleEdit(b *testing.B) {
-	needRoot(b)
+	nfttest.NeedRoot(b)
 	models := [2]Model{bigChainModel(10000, 5000), bigChainModel(10000)}
 	for _, bm := range []struct {
 		name string
@@ -24,8 +26,8 @@ func BenchmarkRuleEdit(b *testing.B) {
 		{"refill-flush", []Option{withRefillOnly(), withLibraryFlush()}},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
-			ns := newNS(b)
-			a := NewApplier(append(bm.opts, WithNetNS(nsHandle(b, ns)))...)
+			ns := nfttest.NewNS(b)
+			a := NewApplier(append(bm.opts, WithNetNS(nfttest.NSHandle(b, ns)))...)
 			b.Cleanup(func() { a.Close() })
 			if err := a.Apply(models[1]); err != nil {
 				b.Fatal(err)
@@ -50,7 +52,7 @@ func BenchmarkRuleEdit(b *testing.B) {
 // 20,000 elements): on the Applier's own socket ("own") and with
 // nftables.Conn.Flush ("flush", the former behaviour).
 func BenchmarkFullApply(b *testing.B) {
-	needRoot(b)
+	nfttest.NeedRoot(b)
 	m := policyLikeModel(1800, 9, 1200, 17)
 	for _, bm := range []struct {
 		name string
@@ -60,8 +62,8 @@ func BenchmarkFullApply(b *testing.B) {
 		{"flush", []Option{withLibraryFlush()}},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
-			ns := newNS(b)
-			a := NewApplier(append(bm.opts, WithNetNS(nsHandle(b, ns)))...)
+			ns := nfttest.NewNS(b)
+			a := NewApplier(append(bm.opts, WithNetNS(nfttest.NSHandle(b, ns)))...)
 			b.Cleanup(func() { a.Close() })
 			for b.Loop() {
 				a.Invalidate()
