@@ -10,7 +10,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/events"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 func getSnapshot(t *testing.T, s *Server) Snapshot {
@@ -152,34 +151,5 @@ func TestStreamCarriesServicesPoliciesAndVIPEvents(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{events.Join, events.VIPFailover}, kinds); diff != "" {
 		t.Errorf("event kinds (-want +got):\n%s", diff)
-	}
-}
-
-func TestMetricsOfVIPsAndPolicies(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	src := newFakeSource()
-	src.addLB()
-	s := newTestServer(t, src, Options{Registry: reg})
-	body := scrape(t, s)
-	for series, want := range map[string]string{
-		`netloom_vips_owned`:                          "1",
-		`netloom_vips{announced="true"}`:              "2",
-		`netloom_vips{announced="false"}`:             "0",
-		`netloom_policy_rules`:                        "14",
-		`netloom_store_objects{kind="Service"}`:       "3",
-		`netloom_store_objects{kind="NetworkPolicy"}`: "2",
-		`netloom_store_objects{kind="AddressPool"}`:   "1",
-		`netloom_policy_packets_total{direction="ingress",policy="default/web-from-clients",verdict="dropped"}`: "3",
-		`netloom_policy_packets_total{direction="ingress",policy="default/web-from-clients",verdict="allowed"}`: "12",
-		`netloom_policy_packets_total{direction="egress",policy="default/db-egress",verdict="dropped"}`:         "0",
-	} {
-		got, ok := sample(body, series)
-		if !ok {
-			t.Errorf("no sample %s", series)
-			continue
-		}
-		if got != want {
-			t.Errorf("%s = %s, want %s", series, got, want)
-		}
 	}
 }

@@ -1,7 +1,8 @@
 // Package webui is netloom's embedded dashboard: a read-only overview of the
 // cluster as one agent sees it (nodes, WireGuard tunnels, pods, services,
-// policies, events), its JSON and server-sent-events handlers, and the
-// Prometheus metrics, all on one listener.
+// policies, events), its JSON and server-sent-events handlers, and /metrics,
+// all on one listener. It serves the metrics the agent gathers (package
+// node/metrics) and defines none itself.
 //
 // The pages are plain HTML, CSS and JavaScript embedded in the binary: no
 // CDN, no build step, no request leaves the page's origin.
@@ -32,7 +33,6 @@ import (
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/events"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -62,10 +62,9 @@ type Options struct {
 	// Token is the cluster join token. Required when Addr is not a
 	// loopback address: it is what a user logs in with.
 	Token string
-	// Registry receives the dashboard's metrics collector and the Go
-	// runtime and process collectors, and is served at /metrics (default: a
-	// new registry).
-	Registry *prometheus.Registry
+	// Registry is served at /metrics, behind the same login as the API
+	// (default: an empty registry). The dashboard registers nothing on it.
+	Registry prometheus.Gatherer
 	// Log receives the server's diagnostics (default: discarded).
 	Log *slog.Logger
 }
@@ -75,12 +74,11 @@ type Server struct {
 	src      Source
 	addr     string
 	auth     *authenticator // nil: no login needed (loopback)
-	reg      *prometheus.Registry
+	reg      prometheus.Gatherer
 	log      *slog.Logger
 	handler  http.Handler
 	pages    *template.Template
 	static   http.Handler
-	coll     *collector
 	interval time.Duration // between two snapshots on /api/stream
 	now      func() time.Time
 
@@ -95,8 +93,7 @@ const eventsInSnapshot = 300
 //go:embed assets
 var assets embed.FS
 
-// New checks the options and prepares a server; Run serves it. It registers
-// the metrics collectors on Options.Registry.
+// New checks the options and prepares a server; Run serves it.
 func New(src Source, opt Options) (*Server, error) {
 	if src == nil {
 		return nil, errors.New("web UI: no source of cluster state")
@@ -119,21 +116,8 @@ func New(src Source, opt Options) (*Server, error) {
 		s.auth = newAuthenticator(opt.Token, time.Now)
 	}
 	s.reg = opt.Registry
-	if s.reg == nil {
+	if r, ok := s.reg.(*prometheus.Registry); s.reg == nil || ok && r == nil {
 		s.reg = prometheus.NewRegistry()
-	}
-	s.coll = newCollector(src)
-	for _, c := range []prometheus.Collector{
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		s.coll,
-	} {
-		if err := s.reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, fmt.Errorf("web UI: register metrics: %w", err)
-			}
-		}
 	}
 	s.pages, err = template.ParseFS(assets, "assets/*.html")
 	if err != nil {

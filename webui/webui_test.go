@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/events"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const testToken = "nl1.dGhpcyBpcyBub3QgYSByZWFsIHNlY3JldCwgb25seSBhIHRlc3Q"
@@ -337,6 +338,40 @@ func TestAuthOnNonLoopback(t *testing.T) {
 	// On a non-loopback address any Host name is fine: the token protects it.
 	if resp := do(t, h, "GET", "/api/status", nil, map[string]string{"Host": "node1.example", "Authorization": "Bearer " + testToken}); resp.StatusCode != 200 {
 		t.Errorf("authorized request to a DNS name: %d", resp.StatusCode)
+	}
+}
+
+// /metrics serves the registry it is given, as it is: the dashboard
+// registers nothing there (the agent's metrics live in node/metrics).
+func TestMetricsServesGivenRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "netloom_test_total", Help: "A test counter."})
+	reg.MustRegister(c)
+	c.Add(3)
+	for range 2 { // two servers may share one registry
+		s := newTestServer(t, newFakeSource(), Options{Registry: reg})
+		resp := do(t, s.Handler(), "GET", "/metrics", nil, nil)
+		body := readAll(t, resp)
+		if resp.StatusCode != 200 || !strings.Contains(body, "\nnetloom_test_total 3\n") {
+			t.Errorf("GET /metrics: status %d, want the registry's counter:\n%s", resp.StatusCode, body)
+		}
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fams) != 1 {
+		var names []string
+		for _, f := range fams {
+			names = append(names, f.GetName())
+		}
+		t.Errorf("the dashboard registered metrics: the registry has %v", names)
+	}
+
+	// Without a registry, /metrics is empty.
+	resp := do(t, newTestServer(t, newFakeSource(), Options{}).Handler(), "GET", "/metrics", nil, nil)
+	if body := readAll(t, resp); resp.StatusCode != 200 || strings.TrimSpace(body) != "" {
+		t.Errorf("GET /metrics without a registry: status %d:\n%s", resp.StatusCode, body)
 	}
 }
 
