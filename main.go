@@ -134,6 +134,7 @@ func agentFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "keepalive", Value: 25 * time.Second, EnvVars: env("KEEPALIVE"), Usage: "WireGuard persistent keepalive: keeps NAT mappings open, and makes a re-added peer shake hands at once; 0 = off"},
 		&cli.DurationFlag{Name: "garp-interval", EnvVars: env("GARP_INTERVAL"), Usage: "keep repeating gratuitous ARP for owned VIPs at this interval (0: only a burst on takeover)"},
 		&cli.BoolFlag{Name: "policy-log-drops", EnvVars: env("POLICY_LOG_DROPS"), Usage: "log packets NetworkPolicy drops (kernel log, 5/s per class, prefix netloom-pol)"},
+		&cli.DurationFlag{Name: "resync-interval", Value: 30 * time.Second, EnvVars: env("RESYNC_INTERVAL"), Usage: "how often to re-read the kernel state netloom owns (nftables table, WireGuard peers, routes, pod bridge) and restore what someone changed"},
 		&cli.DurationFlag{Name: "peer-grace", Value: 15 * time.Second, EnvVars: env("PEER_GRACE"), Usage: "how long a member that stopped answering keeps its WireGuard peer and route, so that an agent restart loses no pod traffic (0: drop at once)"},
 		&cli.DurationFlag{Name: "subnet-grace", Value: 24 * time.Hour, EnvVars: env("SUBNET_GRACE"), Usage: "how long a node that died without leaving keeps its subnet"},
 		&cli.DurationFlag{Name: "probe-interval", Value: t.ProbeInterval, EnvVars: env("PROBE_INTERVAL"), Usage: "gossip failure-detection probe interval"},
@@ -211,7 +212,7 @@ func agentCommand() *cli.Command {
 				AdvertiseAddr: c.String("advertise-addr"), GossipPort: c.Int("gossip-port"), WGPort: c.Int("wg-port"),
 				WGIface: c.String("wg-iface"), Bridge: c.String("bridge"), ClusterCIDR: c.String("cluster-cidr"), ServiceCIDR: c.String("service-cidr"), GARPInterval: c.Duration("garp-interval"), PolicyLogDrops: c.Bool("policy-log-drops"),
 				NodeMask: c.Int("node-mask"), Join: join, Token: c.String("token"), TokenFile: c.String("token-file"),
-				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), PeerGrace: c.Duration("peer-grace"), SubnetGrace: c.Duration("subnet-grace"),
+				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), PeerGrace: c.Duration("peer-grace"), ResyncInterval: c.Duration("resync-interval"), SubnetGrace: c.Duration("subnet-grace"),
 				UIAddr: c.String("ui-addr"),
 				Timers: mesh.Timers{
 					ProbeInterval: c.Duration("probe-interval"), ProbeTimeout: c.Duration("probe-timeout"),

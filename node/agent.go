@@ -1,12 +1,12 @@
 // Package node is the netloom agent: it builds the subsystems (gossip,
-// store, subnet agreement, WireGuard overlay, firewall), owns their
-// lifetimes, runs their reconcile loops and serves the local API that the
-// CLI and the CNI plugin use.
+// store, the snapshot hub and one controller per room), owns their
+// lifetimes and serves the local API that the CLI and the CNI plugin use.
+// Decisions live in the rooms' pure functions and controllers; this
+// package is wiring.
 package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,89 +15,56 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/netloom/netloom/cluster"
 	"github.com/netloom/netloom/firewall"
-	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/firewall/fwctl"
 	"github.com/netloom/netloom/ipam"
+	"github.com/netloom/netloom/ipam/ipamctl"
 	"github.com/netloom/netloom/lb"
-	"github.com/netloom/netloom/lb/arp"
-	"github.com/netloom/netloom/lb/proxy"
+	"github.com/netloom/netloom/lb/lbctl"
 	"github.com/netloom/netloom/mesh"
+	"github.com/netloom/netloom/mesh/meshctl"
 	"github.com/netloom/netloom/mesh/store"
 	"github.com/netloom/netloom/mesh/wg"
+	"github.com/netloom/netloom/nft"
+	"github.com/netloom/netloom/node/cni"
 	"github.com/netloom/netloom/node/events"
+	"github.com/netloom/netloom/node/metrics"
 	"github.com/netloom/netloom/systemd"
-	"github.com/netloom/netloom/webui"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vishvananda/netlink"
 )
-
-// Store kinds the agent writes itself (users write Namespace, Pod, ...).
-const (
-	KindLease   = "SubnetLease"
-	KindPodAddr = "PodAddress"
-)
-
-// PodAddress records where a pod attached: written by the node that ran CNI
-// ADD, read by every node (policies and services need pod IPs).
-type PodAddress struct {
-	Node        string `json:"node"`
-	IP          string `json:"ip"`
-	ContainerID string `json:"containerID"`
-	IfName      string `json:"ifName"`
-}
 
 // Agent is a running netloom node.
 type Agent struct {
-	cfg settings
-	log *slog.Logger
+	cfg      settings
+	log      *slog.Logger
+	events   *events.Log
+	metrics  *metrics.Metrics
+	registry *prometheus.Registry
 
+	// Set by Run before anything reads them.
 	store   *store.Store
 	repl    *store.Replicator
 	members *mesh.Membership
 	dev     *wg.Device
-	fw      *firewall.Applier
+	table   *nft.Applier
 	secret  []byte
 	pubKey  string
-	events  *events.Log
-	// metrics are the agent's hooks into /metrics, gathered in registry.
-	metrics  *webui.Metrics
-	registry *prometheus.Registry
+	hub     *cluster.Hub
+	lbc     *lbctl.Controller
+	fwc     *fwctl.Controller
+	meshc   *meshctl.Controller
+	lbLoop  *cluster.Loop
+	arp     announcerSlot
 
-	mu        sync.Mutex
-	subnet    netip.Prefix
-	subnetErr string
-	alloc     *ipam.Allocator
-	joined    bool
-	settled   bool
-	ready     bool
-	leaving   bool
-	lbView    lbState
-	// conflicts remembers the last address conflict of each service (the
-	// allocation reports one only in the pass that resolves it).
-	conflicts map[lb.ServiceKey]conflictNote
-	// objs caches decoded objects and derived state between passes.
-	objs *objCaches
-	// polc and proxyc compile network policy and the service proxy
-	// incrementally; only passes use them.
-	polc   *policy.Compiler
-	proxyc *proxy.Compiler
-	// applied is what the nftables table was last programmed from.
-	applied   tableKey
-	policyRun *policy.Compiled
-	announcer *arp.Announcer
-	// reannounceNext asks the next pass to send gratuitous ARP for owned VIPs.
-	reannounceNext bool
-	// programmedAt is when the newest applied data plane pass started;
-	// programmed is closed (and replaced) after each such pass.
-	programmedAt time.Time
-	programmed   chan struct{}
-	lastMeta     mesh.Meta
-	leaveDone    chan struct{}
-	kick         chan struct{}
+	alloc     atomic.Pointer[ipam.Allocator]
+	ready     atomic.Bool
+	leaveOnce sync.Once
+	leaveDone chan struct{}
 }
 
 // New checks the configuration and prepares an agent; Run starts it.
@@ -110,9 +77,17 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		log = slog.Default()
 	}
 	reg := prometheus.NewRegistry()
-	return &Agent{cfg: s, log: log, events: events.NewLog(s.Name, 1000), leaveDone: make(chan struct{}), kick: make(chan struct{}, 1), objs: newObjCaches(),
-		metrics: webui.NewMetrics(reg), registry: reg}, nil
+	a := &Agent{cfg: s, log: log, events: events.NewLog(s.Name, 1000), leaveDone: make(chan struct{}), registry: reg}
+	m, err := metrics.New(reg, a)
+	if err != nil {
+		return nil, err
+	}
+	a.metrics = m
+	return a, nil
 }
+
+// Events is the agent's recent events.
+func (a *Agent) Events() *events.Log { return a.events }
 
 // Run runs the agent until ctx ends (a restart: the data plane stays in
 // place) or until a leave request (everything netloom made is removed).
@@ -137,7 +112,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
-
 	priv, err := wg.LoadOrCreateKey(filepath.Join(c.DataDir, "wireguard.key"))
 	if err != nil {
 		return err
@@ -156,9 +130,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.dev = dev
-	a.fw = firewall.NewApplier()
+	a.table = nft.NewApplier()
 
-	// A node that restarts gets its old subnet back from its persisted lease.
 	a.members = mesh.New(mesh.Config{
 		Name: c.Name, AdvertiseAddr: c.advertise, Port: c.GossipPort,
 		Key: GossipKey(secret), Timers: c.Timers, Log: a.log,
@@ -172,7 +145,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}
-	if err := a.members.Start(a.repl, a.meta()); err != nil {
+	if err := a.members.Start(a.repl, a.meta(cluster.Local{})); err != nil {
 		dev.Close()
 		return err
 	}
@@ -192,42 +165,204 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go a.joinLoop(runCtx)
-	go systemd.RunWatchdog(runCtx)
-	go a.runAnnouncer(runCtx)
+	var wg sync.WaitGroup
+	a.hub = cluster.NewHub(cluster.HubConfig{Name: c.Name, LB: a.lbConfig(), SubnetGrace: c.SubnetGrace}, cluster.NewStoreSource(st), a.members)
+	host := &cni.Host{Bridge: c.Bridge, MTU: c.mtu, ClusterCIDR: c.cidr, Ports: a.podPorts, Events: a.events, Log: a.log, Repaired: a.metrics.Repaired,
+		Ready: func(p netip.Prefix) { a.hub.SetLocal(func(l *cluster.Local) { l.Bridge = p }) }}
+	for _, run := range append(a.rooms(kernel{overlay: a.dev, table: a.table, host: host}), a.hub.Run, a.runMeta, a.runReady, a.runAnnouncer, a.joinLoop, a.runExpire,
+		func(ctx context.Context) error { systemd.RunWatchdog(ctx); return nil }) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = run(runCtx)
+		}()
+	}
 	a.serveUI(runCtx, c.UIAddr, a.registry)
 
-	storeKick, unsub := st.Subscribe()
-	defer unsub()
-	resync := time.NewTicker(5 * time.Second)
-	defer resync.Stop()
-	expire := time.NewTicker(time.Hour)
-	defer expire.Stop()
-	for {
-		a.reconcile()
-		select {
-		case <-ctx.Done():
-			a.log.Info("agent stopping; the data plane stays in place")
-			_ = systemd.Stopping()
-			a.members.Shutdown()
-			a.dev.Close()
-			return nil
-		case <-a.leaveDone:
-			return a.finishLeave()
-		case <-storeKick:
-		case <-a.members.Changes():
-		case <-a.kick:
-		case <-resync.C:
-		case <-expire.C:
-			st.Expire()
-		}
-		// A burst of changes becomes one pass.
-		time.Sleep(100 * time.Millisecond)
+	select {
+	case <-ctx.Done():
+		a.log.Info("agent stopping; the data plane stays in place")
+		_ = systemd.Stopping()
+		cancel()
+		wg.Wait()
+		a.members.Shutdown()
+		a.dev.Close()
+		return nil
+	case <-a.leaveDone:
+		return a.finishLeave(cancel, &wg)
 	}
 }
 
-// Events is the agent's recent events.
-func (a *Agent) Events() *events.Log { return a.events }
+// kernel is what the rooms program: the WireGuard device, netloom's
+// nftables table and the host side of pod attachment.
+type kernel struct {
+	overlay meshctl.Overlay
+	table   fwctl.Table
+	host    cluster.Controller
+}
+
+// rooms builds one controller per room on a.hub and returns their loops'
+// Run; each loop runs alone, so a slow room never stalls another.
+func (a *Agent) rooms(k kernel) []func(context.Context) error {
+	c := a.cfg
+	w := storeWriter{repl: a.repl, st: a.store, node: c.Name}
+	loop := func(name string, ctl cluster.Controller, every time.Duration) *cluster.Loop {
+		return cluster.NewLoop(a.hub, ctl, cluster.LoopOptions{Name: name, Every: every, Repair: c.ResyncInterval,
+			Observe: a.metrics.ObserveReconcile, Log: a.log})
+	}
+
+	ipamc := ipamctl.New(ipamctl.Config{Name: c.Name, CIDR: c.cidr, Mask: c.NodeMask, Grace: c.SubnetGrace, Log: a.log}, w, a.events)
+	ipamc.Subnet = a.setSubnet
+	ipamc.Conflict = a.metrics.SubnetConflict
+	ipamLoop := loop("ipam", ipamc, 5*time.Second)
+	ipamc.After = func(d time.Duration) { time.AfterFunc(d, ipamLoop.Kick) }
+
+	// The peer grace runs out with time: the mesh room looks every second.
+	a.meshc = meshctl.New(meshctl.Config{Name: c.Name, Keepalive: c.Keepalive, PeerGrace: c.PeerGrace, Log: a.log}, k.overlay, a.events)
+	a.meshc.Repaired = a.metrics.Repaired
+	a.lbc = lbctl.New(lbctl.Config{Name: c.Name, Log: a.log}, &a.arp, w, a.events, lbctl.Hooks{Conflict: a.metrics.VIPConflict, Failover: a.metrics.VIPFailover})
+	a.lbLoop = loop("lb", a.lbc, 0)
+	a.fwc = fwctl.New(fwctl.Config{Name: c.Name, ClusterCIDR: c.cidr, Bridge: c.Bridge, WGIface: c.WGIface, LogDrops: c.PolicyLogDrops, Log: a.log}, k.table, a.events)
+	a.fwc.Repaired = a.metrics.Repaired
+	return []func(context.Context) error{
+		ipamLoop.Run,
+		loop("local", k.host, 0).Run,
+		loop("mesh", a.meshc, time.Second).Run,
+		a.lbLoop.Run,
+		loop("firewall", a.fwc, 0).Run,
+	}
+}
+
+// lbConfig is the cluster-wide allocation configuration.
+func (a *Agent) lbConfig() lb.Config {
+	return lb.Config{ServiceCIDR: a.cfg.serviceCIDR, ClusterCIDR: a.cfg.cidr}
+}
+
+// setSubnet takes the ipam room's answer: the subnet this node may use.
+func (a *Agent) setSubnet(p netip.Prefix, why string) {
+	before := a.hub.Local()
+	if p.IsValid() && p != before.Subnet {
+		a.log.Info("pod subnet", "subnet", p)
+		a.events.Add(events.SubnetClaimed, p.String(), "this node's pod subnet is "+p.String())
+	}
+	if why != "" && why != before.SubnetErr {
+		a.log.Error("no pod subnet for this node", "err", why)
+		a.events.Add(events.SubnetFull, "", why)
+	}
+	if p.IsValid() {
+		if err := a.openAllocator(p); err != nil {
+			a.log.Warn("pod address allocator", "err", err)
+		}
+	}
+	a.hub.SetLocal(func(l *cluster.Local) { l.Subnet, l.SubnetErr = p, why })
+}
+
+// openAllocator opens the pod IP allocator for subnet, or moves it there.
+func (a *Agent) openAllocator(subnet netip.Prefix) error {
+	if al := a.alloc.Load(); al != nil {
+		if al.Subnet() == subnet {
+			return nil
+		}
+		return al.SetSubnet(subnet)
+	}
+	al, err := ipam.OpenAllocator(filepath.Join(a.cfg.DataDir, "pods.json"), subnet)
+	if err != nil {
+		return err
+	}
+	a.alloc.Store(al)
+	return nil
+}
+
+// podPorts are the host veth names of the pods attached here.
+func (a *Agent) podPorts() []string {
+	al := a.alloc.Load()
+	if al == nil {
+		return nil
+	}
+	var out []string
+	for id := range al.Allocations() {
+		if cid, ifName, ok := cutLast(id, "/"); ok {
+			out = append(out, cni.HostVethName(cid, ifName))
+		}
+	}
+	return out
+}
+
+func cutLast(s, sep string) (before, after string, ok bool) {
+	for i := len(s) - len(sep); i >= 0; i-- {
+		if s[i:i+len(sep)] == sep {
+			return s[:i], s[i+len(sep):], true
+		}
+	}
+	return s, "", false
+}
+
+// meta is what this node gossips about itself.
+func (a *Agent) meta(l cluster.Local) mesh.Meta {
+	m := mesh.Meta{Addr: a.cfg.advertise.String(), WGKey: a.pubKey, WGPort: a.cfg.WGPort, Version: Version, Leaving: l.Leaving}
+	if l.Subnet.IsValid() {
+		m.Subnet = l.Subnet.String()
+	}
+	return m
+}
+
+// runMeta gossips this node's metadata again whenever it changes.
+func (a *Agent) runMeta(ctx context.Context) error {
+	sub := a.hub.Subscribe()
+	var last mesh.Meta
+	for {
+		if m := a.meta(a.hub.Local()); m != last {
+			if err := a.members.SetMeta(m); err != nil {
+				a.log.Warn("update node metadata", "err", err)
+			} else {
+				last = m
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// runReady says ready (pods may attach, systemd hears READY=1) once the
+// node has heard the cluster, its subnet is won, the bridge holds its
+// gateway and the overlay to every known member is programmed from it, so
+// that no pod packet can leave before its route exists.
+func (a *Agent) runReady(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s := a.hub.Latest()
+		if s.Node.Joined && s.Node.Subnet.IsValid() && s.Node.Bridge == s.Node.Subnet && a.meshc.ProgrammedFor(s.Node.Subnet) {
+			a.ready.Store(true)
+			a.log.Info("node ready", "subnet", s.Node.Subnet)
+			_ = systemd.Ready()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// runExpire drops old tombstones from the store.
+func (a *Agent) runExpire(ctx context.Context) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			a.store.Expire()
+		}
+	}
+}
 
 func (a *Agent) memberEvent(kind, node string) {
 	switch kind {
@@ -235,18 +370,14 @@ func (a *Agent) memberEvent(kind, node string) {
 		a.events.Add(events.Join, node, "member "+node+" joined")
 		// A member (re)joining may have been on the other side of a
 		// partition, where its clients learned another owner for our VIPs.
-		a.reannounce()
+		if a.lbc != nil {
+			a.lbc.Reannounce()
+			a.lbLoop.Kick()
+		}
 	case "leave":
 		a.events.Add(events.Leave, node, "member "+node+" left the cluster")
 	case "dead":
 		a.events.Add(events.Dead, node, "member "+node+" failed (no answer to probes)")
-	}
-}
-
-func (a *Agent) poke() {
-	select {
-	case a.kick <- struct{}{}:
-	default:
 	}
 }
 
@@ -269,151 +400,6 @@ func (a *Agent) listen() (net.Listener, error) {
 	return ln, nil
 }
 
-// joinLoop contacts --join addresses and the members this node knew before
-// a restart, retrying until one answers.
-func (a *Agent) joinLoop(ctx context.Context) {
-	peersFile := filepath.Join(a.cfg.DataDir, "peers.json")
-	var known []string
-	if b, err := os.ReadFile(peersFile); err == nil {
-		_ = json.Unmarshal(b, &known)
-	}
-	addrs := append(append([]string{}, a.cfg.Join...), known...)
-	self := a.members.LocalAddr().String()
-	var targets []string
-	for _, t := range addrs {
-		if t != "" && t != self && t != a.cfg.advertise.String() {
-			targets = append(targets, t)
-		}
-	}
-	if len(targets) == 0 {
-		// A restart that lost its peer list: the WireGuard peers still on
-		// the device are the cluster's nodes; their gossip is likely on
-		// this node's port.
-		targets = a.peerGuesses()
-	}
-	if len(targets) == 0 {
-		a.joinAlone(ctx)
-	}
-	delay := time.Second
-	startedAt := time.Now()
-	logged := false
-	for len(targets) > 0 {
-		n, err := a.members.Join(targets)
-		if n > 0 {
-			a.log.Info("joined cluster", "contacted", n)
-			a.setJoined()
-			break
-		}
-		if !logged || time.Since(startedAt) > time.Minute {
-			a.log.Warn("cannot join the cluster yet; retrying", "err", err)
-			logged, startedAt = true, time.Now()
-		}
-		if time.Since(startedAt) > 10*time.Second && !mesh.IsTokenRefused(err) {
-			// Nobody answered for a while: go on alone rather than hold the
-			// data plane back; joining continues in the background. A
-			// member that refused our token is a configuration error, not
-			// an outage: this node waits for the right token.
-			a.setJoined()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		if delay < 10*time.Second {
-			delay *= 2
-		}
-	}
-	// Remember who is in the cluster, for the next start: soon after it
-	// changes, so that a restart shortly after the cluster formed finds it.
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	saved := ""
-	for {
-		saved = a.savePeers(peersFile, saved)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// peerGuesses are join targets from the WireGuard peers on the device: each
-// endpoint's address with this node's gossip port.
-func (a *Agent) peerGuesses() []string {
-	stats, err := a.dev.Stats()
-	if err != nil {
-		a.log.Warn("no WireGuard peers to guess members from", "err", err)
-		return nil
-	}
-	var out []string
-	for _, ps := range stats {
-		if ps.Endpoint.IsValid() {
-			out = append(out, netip.AddrPortFrom(ps.Endpoint.Addr(), uint16(a.cfg.GossipPort)).String())
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// joinAlone handles a start without anybody to join. A new cluster's first
-// node is joined at once. A node that was in a cluster before (its store
-// holds other nodes' subnet leases) but knows no address to call waits
-// until the others reach it (their probes and push/pull find it) or 10 s
-// pass, keeping the peers and routes it finds meanwhile: before, it
-// programmed an empty overlay at once and cut its pods off.
-func (a *Agent) joinAlone(ctx context.Context) {
-	others := false
-	for _, l := range a.leases() {
-		if l.Node != a.cfg.Name {
-			others = true
-		}
-	}
-	if others {
-		a.log.Info("no member address known; waiting for the cluster to reach this node")
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) && len(a.members.Alive()) < 2 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
-	a.setJoined()
-}
-
-// savePeers writes the alive members' gossip addresses when they differ
-// from what was saved (saved) and returns what the file now holds.
-func (a *Agent) savePeers(path, saved string) string {
-	var list []string
-	for _, m := range a.members.Members() {
-		if !m.Self && m.State == mesh.StateAlive {
-			list = append(list, netip.AddrPortFrom(m.Addr, uint16(m.Port)).String())
-		}
-	}
-	if len(list) == 0 {
-		return saved
-	}
-	sort.Strings(list)
-	b, _ := json.Marshal(list)
-	if string(b) == saved {
-		return saved
-	}
-	if err := writeFileAtomic(path, b, 0o600); err != nil {
-		return saved
-	}
-	return string(b)
-}
-
-func (a *Agent) setJoined() {
-	a.mu.Lock()
-	a.joined = true
-	a.mu.Unlock()
-	a.poke()
-}
-
 // handoverWait is how long a leaving node keeps forwarding for its VIPs
 // after it told the others it is leaving, so that the new owners have
 // announced them before it goes.
@@ -421,19 +407,17 @@ const handoverWait = 2 * time.Second
 
 // requestLeave starts a graceful leave; Run finishes it and returns.
 func (a *Agent) requestLeave() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.leaving {
-		return errors.New("this node is already leaving")
-	}
-	a.leaving = true
-	close(a.leaveDone)
-	return nil
+	err := errors.New("this node is already leaving")
+	a.leaveOnce.Do(func() {
+		err = nil
+		close(a.leaveDone)
+	})
+	return err
 }
 
 // finishLeave gives back the subnet, tells the cluster, and removes every
 // link, route and nftables table this node made.
-func (a *Agent) finishLeave() error {
+func (a *Agent) finishLeave(stopRooms context.CancelFunc, rooms *sync.WaitGroup) error {
 	c := a.cfg
 	a.log.Info("leaving the cluster", "node", c.Name)
 	_ = systemd.Stopping()
@@ -441,50 +425,40 @@ func (a *Agent) finishLeave() error {
 	// Hand the VIPs over first. This node stops answering ARP for them
 	// before it tells the others it is leaving, so that no two nodes ever
 	// answer for a VIP; the new owners announce as soon as they see it
-	// leaving, while this node still forwards what reaches it.
-	a.mu.Lock()
-	owned := 0
-	if a.announcer != nil {
-		owned = len(a.announcer.Owned())
-	}
-	a.mu.Unlock()
-	a.stopAnnouncing()
-	if err := a.members.SetMeta(a.meta()); err != nil {
+	// leaving, while this node still forwards what reaches it (its rooms
+	// keep running, and its own endpoints leave its proxy).
+	owned := a.arp.Stop()
+	a.hub.SetLocal(func(l *cluster.Local) { l.Leaving = true })
+	if err := a.members.SetMeta(a.meta(a.hub.Local())); err != nil {
 		errs = append(errs, err)
 	}
 	if owned > 0 {
 		time.Sleep(handoverWait)
-		a.reconcile()
 	}
-	dels := []store.Key{{Kind: KindLease, Name: c.Name}}
-	for _, e := range a.store.List(KindPodAddr, "") {
-		var pa PodAddress
-		if json.Unmarshal(e.Value, &pa) == nil && pa.Node == c.Name {
-			dels = append(dels, e.Key)
+	dels := []store.Key{{Kind: cluster.KindLease, Name: c.Name}}
+	for _, pa := range cluster.PodAddresses.List(a.store, "") {
+		if pa.Value.Node == c.Name {
+			dels = append(dels, pa.Key)
 		}
 	}
-	if entries, err := a.store.Apply(nil, dels); err != nil {
+	if _, err := a.repl.Apply(nil, dels); err != nil {
 		errs = append(errs, err)
-	} else {
-		a.repl.Publish(entries)
 	}
 	// Let the tombstones ride a few gossip rounds before the leave message.
 	time.Sleep(time.Second)
 	if err := a.members.Leave(3 * time.Second); err != nil {
 		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
 	}
+	// The rooms stop before their state goes, or they would make it again.
+	stopRooms()
+	rooms.Wait()
 	if err := a.dev.Destroy(); err != nil {
 		errs = append(errs, err)
 	}
-	if l, err := netlink.LinkByName(c.Bridge); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("remove bridge %s: %w", c.Bridge, err))
-		}
-	}
-	if err := a.fw.Remove(); err != nil {
+	if err := cni.RemoveHost(c.Bridge, c.cidr); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeClusterUnreachable(c.cidr); err != nil {
+	if err := a.table.Remove(firewall.TableFamily, firewall.TableName); err != nil {
 		errs = append(errs, err)
 	}
 	_ = os.Remove(filepath.Join(c.DataDir, "peers.json"))

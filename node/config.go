@@ -38,8 +38,11 @@ type Config struct {
 	Keepalive     time.Duration
 	// PeerGrace is how long a member that failed keeps its WireGuard peer
 	// and route (mesh.TopologyOptions.DeadGrace).
-	PeerGrace   time.Duration
-	SubnetGrace time.Duration
+	PeerGrace time.Duration
+	// ResyncInterval is how often the rooms re-read the kernel state they
+	// own and restore what differs (default 30s).
+	ResyncInterval time.Duration
+	SubnetGrace    time.Duration
 	// GARPInterval, when not zero, repeats gratuitous ARP for owned VIPs
 	// (for switches with short forwarding-table timers).
 	GARPInterval time.Duration
@@ -139,6 +142,9 @@ func (c Config) check() (settings, error) {
 			return s, fmt.Errorf("find own binary: %w", err)
 		}
 		s.Exe = exe
+	}
+	if s.ResyncInterval <= 0 {
+		s.ResyncInterval = 30 * time.Second
 	}
 	s.DataDir, _ = filepath.Abs(s.DataDir)
 	s.RunDir, _ = filepath.Abs(s.RunDir)

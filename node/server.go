@@ -11,12 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netloom/netloom/cluster"
 	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/mesh/objects"
 	"github.com/netloom/netloom/mesh/store"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/events"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 func (a *Agent) handler() http.Handler {
@@ -63,55 +63,6 @@ func decode(r *http.Request, v any) error {
 		return fmt.Errorf("decode request: %w", err)
 	}
 	return nil
-}
-
-// Status is this node's view of itself and the cluster.
-func (a *Agent) Status() api.Status {
-	a.mu.Lock()
-	subnet, subnetErr := a.subnet, a.subnetErr
-	a.mu.Unlock()
-	st := api.Status{Node: api.NodeStatus{
-		Name: a.cfg.Name, Address: a.cfg.advertise.String(), SubnetErr: subnetErr, Version: Version,
-		WireGuard: api.LocalWireGuard{Mode: a.dev.Mode(), Interface: a.cfg.WGIface, PublicKey: a.pubKey, Port: a.cfg.WGPort},
-	}}
-	if subnet.IsValid() {
-		st.Node.Subnet = subnet.String()
-	}
-	a.mu.Lock()
-	if a.policyRun != nil {
-		for _, ch := range a.policyRun.Model.Chains {
-			st.Node.PolicyRules += len(ch.Rules)
-		}
-	}
-	a.mu.Unlock()
-	st.VIPs = a.vipStatus()
-	st.ServiceIssues = a.serviceIssues()
-	table := a.subnetTable()
-	stats, _ := a.dev.Stats()
-	st.Members = []api.MemberStatus{}
-	for _, m := range a.members.Members() {
-		ms := api.MemberStatus{Name: m.Name, Address: m.Addr.String(), State: m.State, Self: m.Self}
-		if p, ok := table.ByNode[m.Name]; ok {
-			ms.Subnet = p.String()
-		}
-		ms.WireGuard.PublicKey = m.Meta.WGKey
-		if m.Self {
-			ms.WireGuard.Endpoint = netip.AddrPortFrom(a.cfg.advertise, uint16(a.cfg.WGPort)).String()
-		} else if k, err := wgtypes.ParseKey(m.Meta.WGKey); err == nil {
-			if ps, ok := stats[k]; ok {
-				if ps.Endpoint.IsValid() {
-					ms.WireGuard.Endpoint = ps.Endpoint.String()
-				}
-				if !ps.LastHandshake.IsZero() {
-					t := ps.LastHandshake.UTC()
-					ms.WireGuard.LastHandshake = &t
-				}
-				ms.WireGuard.RxBytes, ms.WireGuard.TxBytes = ps.RxBytes, ps.TxBytes
-			}
-		}
-		st.Members = append(st.Members, ms)
-	}
-	return st
 }
 
 func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
@@ -181,6 +132,9 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 		return
 	}
 	a.repl.Publish(entries)
+	if a.hub != nil {
+		a.hub.Kick()
+	}
 	if len(entries) > 0 {
 		a.events.Add(events.Applied, "", strings.Join(results, ", "))
 	}
@@ -228,17 +182,11 @@ func podID(req api.CNIRequest) string { return req.ContainerID + "/" + req.IfNam
 func (a *Agent) cniAnswer(p netip.Prefix) api.CNIResponse {
 	return api.CNIResponse{
 		IP:      p.String(),
-		Gateway: ipam.Gateway(a.subnetNow()).String(),
+		Gateway: ipam.Gateway(p.Masked()).String(),
 		MTU:     a.cfg.mtu,
 		Bridge:  a.cfg.Bridge,
 		Cluster: a.cfg.cidr.String(),
 	}
-}
-
-func (a *Agent) subnetNow() netip.Prefix {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.subnet
 }
 
 // waitAllocator waits (bounded) for the node to have a subnet and allocator.
@@ -246,10 +194,8 @@ func (a *Agent) waitAllocator(ctx context.Context) (*ipam.Allocator, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		a.mu.Lock()
-		al, ready, serr := a.alloc, a.ready, a.subnetErr
-		a.mu.Unlock()
-		if al != nil && ready {
+		al, serr := a.alloc.Load(), a.hub.Local().SubnetErr
+		if al != nil && a.ready.Load() {
 			return al, nil
 		}
 		select {
@@ -290,26 +236,27 @@ func (a *Agent) handleCNIAdd(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("allocate a pod address: %w", err))
 		return
 	}
-	pa := PodAddress{Node: a.cfg.Name, IP: p.Addr().String(), ContainerID: req.ContainerID, IfName: req.IfName}
-	b, _ := json.Marshal(pa)
-	entries, err := a.store.Apply([]store.Put{{Key: store.Key{Kind: KindPodAddr, Namespace: ns, Name: name}, Value: b}}, nil)
+	pa := cluster.PodAddress{Node: a.cfg.Name, IP: p.Addr().String(), ContainerID: req.ContainerID, IfName: req.IfName}
+	key := store.Key{Namespace: ns, Name: name}
+	put, err := cluster.PodAddresses.Put(key, pa)
+	if err == nil {
+		_, err = a.repl.Apply([]store.Put{put}, nil)
+	}
 	if err != nil {
 		_, _, _ = al.Release(podID(req))
 		writeErr(w, http.StatusInternalServerError, fmt.Errorf("register pod %s/%s: %w", ns, name, err))
 		return
 	}
 	registered := time.Now() // after the store holds the pod
-	a.repl.Publish(entries)
+	a.hub.Kick()
 	// The pod gets its address only once its policies (and services) are in
 	// the kernel: it must never send or receive a packet unfiltered.
 	wctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
-	err = a.waitProgrammed(wctx, registered)
+	err = a.fwc.WaitProgrammed(wctx, registered)
 	cancel()
 	if err != nil {
 		_, _, _ = al.Release(podID(req))
-		if dentries, derr := a.store.Apply(nil, []store.Key{{Kind: KindPodAddr, Namespace: ns, Name: name}}); derr == nil {
-			a.repl.Publish(dentries)
-		}
+		_, _ = a.repl.Apply(nil, []store.Key{{Kind: cluster.KindPodAddress, Namespace: ns, Name: name}})
 		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("pod %s/%s: network policy for it is not programmed yet (%v); try again", ns, name, err))
 		return
 	}
@@ -324,10 +271,7 @@ func (a *Agent) handleCNIDel(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	a.mu.Lock()
-	al := a.alloc
-	a.mu.Unlock()
-	if al != nil {
+	if al := a.alloc.Load(); al != nil {
 		if _, _, err := al.Release(podID(req)); err != nil {
 			writeErr(w, http.StatusInternalServerError, fmt.Errorf("release pod address: %w", err))
 			return
@@ -335,19 +279,16 @@ func (a *Agent) handleCNIDel(w http.ResponseWriter, r *http.Request) {
 	}
 	// Drop the pod's registration if it is this attachment's.
 	var dels []store.Key
-	for _, e := range a.store.List(KindPodAddr, "") {
-		var pa PodAddress
-		if json.Unmarshal(e.Value, &pa) == nil && pa.Node == a.cfg.Name && pa.ContainerID == req.ContainerID && pa.IfName == req.IfName {
-			dels = append(dels, e.Key)
+	for _, pa := range cluster.PodAddresses.List(a.store, "") {
+		if pa.Value.Node == a.cfg.Name && pa.Value.ContainerID == req.ContainerID && pa.Value.IfName == req.IfName {
+			dels = append(dels, pa.Key)
 		}
 	}
 	if len(dels) > 0 {
-		entries, err := a.store.Apply(nil, dels)
-		if err != nil {
+		if _, err := a.repl.Apply(nil, dels); err != nil {
 			writeErr(w, http.StatusInternalServerError, err)
 			return
 		}
-		a.repl.Publish(entries)
 		a.log.Info("pod detached", "container", req.ContainerID)
 		a.events.Add(events.PodDetached, dels[0].Namespace+"/"+dels[0].Name, "pod "+dels[0].Namespace+"/"+dels[0].Name+" detached")
 	}
@@ -360,9 +301,7 @@ func (a *Agent) handleCNICheck(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	a.mu.Lock()
-	al := a.alloc
-	a.mu.Unlock()
+	al := a.alloc.Load()
 	if al == nil {
 		writeErr(w, http.StatusServiceUnavailable, errors.New("this node has no pod subnet yet; try again shortly"))
 		return

@@ -2,13 +2,14 @@ package node
 
 import (
 	"fmt"
-	"github.com/netloom/netloom/ipam"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 
+	"github.com/netloom/netloom/cluster"
 	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/node/api"
 )
 
@@ -21,7 +22,8 @@ func (a *Agent) handleTrace(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	snap := a.policySnapshot()
+	cs := a.hub.Latest()
+	snap := cs.Policy
 	src, err := resolveEndpoint(snap, req.Src, "source")
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
@@ -37,7 +39,7 @@ func (a *Agent) handleTrace(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	if resp, ok := a.ownNodeTrace(snap, src, dst); ok {
+	if resp, ok := ownNodeTrace(cs, src, dst); ok {
 		writeJSON(w, resp)
 		return
 	}
@@ -98,19 +100,18 @@ func parsePortProto(v string) (uint16, policy.Protocol, error) {
 // ownNodeTrace answers for traffic between a pod and an address of its own
 // node: it goes through the node's input or output hook, not the forward
 // hook where policy is enforced, so it always passes (health checks).
-func (a *Agent) ownNodeTrace(s *policy.Snapshot, src, dst netip.Addr) (api.TraceResponse, bool) {
+func ownNodeTrace(cs *cluster.Snapshot, src, dst netip.Addr) (api.TraceResponse, bool) {
 	nodeOf := map[netip.Addr]string{}
-	table := a.subnetTable()
-	for _, m := range a.members.Members() {
+	for _, m := range cs.Members {
 		if addr, err := netip.ParseAddr(m.Meta.Addr); err == nil {
 			nodeOf[addr] = m.Name
 		}
-		if sub, ok := table.ByNode[m.Name]; ok {
+		if sub, ok := cs.Subnets.ByNode[m.Name]; ok {
 			nodeOf[ipam.Gateway(sub)] = m.Name
 		}
 	}
 	podNode := map[netip.Addr]policy.Pod{}
-	for _, p := range s.Pods {
+	for _, p := range cs.Policy.Pods {
 		podNode[p.IP] = p
 	}
 	if p, ok := podNode[dst]; ok && nodeOf[src] == p.Node {

@@ -3,11 +3,13 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"github.com/netloom/netloom/firewall/policy"
-	"github.com/netloom/netloom/lb"
 	"sort"
 	"strings"
 
+	"github.com/netloom/netloom/cluster"
+	"github.com/netloom/netloom/firewall"
+	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/mesh/objects"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/webui"
@@ -33,24 +35,19 @@ func (a *Agent) Objects(kind string) []api.Object {
 // attached by CNI that have no Pod object are listed too.
 func (a *Agent) objectList(kind, ns, name string) []api.Object {
 	list := []api.Object{}
-	places := map[string]PodAddress{}
+	places := map[string]cluster.PodAddress{}
 	if kind == "Pod" {
-		for _, e := range a.store.List(KindPodAddr, ns) {
-			var pa PodAddress
-			if json.Unmarshal(e.Value, &pa) == nil {
-				places[e.Key.Namespace+"/"+e.Key.Name] = pa
-			}
+		for _, pa := range cluster.PodAddresses.List(a.store, ns) {
+			places[pa.Key.Namespace+"/"+pa.Key.Name] = pa.Value
 		}
 	}
 	var snap *policy.Snapshot
 	var counters map[string]policy.DirCounters
 	if kind == "NetworkPolicy" {
-		snap = a.policySnapshot()
+		snap = a.hub.Latest().Policy
 		counters = a.policyCounters()
 	}
-	a.mu.Lock()
-	lbv := a.lbView
-	a.mu.Unlock()
+	lbs := a.lbc.Status()
 	seen := map[string]bool{}
 	for _, e := range a.store.List(kind, ns) {
 		if name != "" && e.Key.Name != name {
@@ -71,17 +68,19 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 				o.Object = withPolicyStatus(e.Value, o.Selects, o.Counters)
 			}
 		}
-		if kind == "Service" {
-			r := lbv.Plan.Results[lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name}]
+		if kind == "Service" && lbs.Snapshot != nil && lbs.Snapshot.LB != nil {
+			st := lbs.Snapshot.LB
+			k := lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name}
+			r := st.Plan.Results[k]
 			if r.ClusterIP.IsValid() {
 				o.ClusterIP = r.ClusterIP.String()
 			}
 			if r.VIP.IsValid() {
 				o.ExternalIP = r.VIP.String()
-				o.Owner = lbv.Owners[r.VIP]
+				o.Owner = st.Owners[r.VIP]
 			}
-			o.Pending, o.Conflict = r.Pending, a.conflictOf(lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name})
-			for _, ep := range lbv.Endpoints[lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name}] {
+			o.Pending, o.Conflict = r.Pending, lbs.Conflicts[k].Text
+			for _, ep := range st.Endpoints[k] {
 				o.Endpoints = append(o.Endpoints, api.Endpoint{Pod: ep.PodNamespace + "/" + ep.PodName, IP: ep.IP.String(), Node: ep.Node, Ready: ep.Ready})
 			}
 			o.Object = withServiceStatus(e.Value, o)
@@ -130,13 +129,11 @@ func (a *Agent) serveUI(ctx context.Context, addr string, reg *prometheus.Regist
 
 // policyCounters reads this node's policy counters from the kernel.
 func (a *Agent) policyCounters() map[string]policy.DirCounters {
-	a.mu.Lock()
-	run := a.policyRun
-	a.mu.Unlock()
+	run := a.fwc.Status().Policy
 	if run == nil {
 		return nil
 	}
-	values, err := a.fw.Counters()
+	values, err := a.table.Counters(firewall.TableFamily, firewall.TableName)
 	if err != nil {
 		a.log.Warn("read policy counters", "err", err)
 		return nil

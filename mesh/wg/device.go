@@ -305,23 +305,24 @@ func (d *Device) Port() int { return d.cfg.Port }
 
 // SetPeers makes the device's peer list equal to peers, touching only
 // peers that are new, changed or gone (see PeerConfig), in one
-// ConfigureDevice call.
-func (d *Device) SetPeers(peers []Peer) error {
+// ConfigureDevice call. It returns how many peers it added, changed or
+// removed.
+func (d *Device) SetPeers(peers []Peer) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.wg == nil {
-		return fmt.Errorf("set WireGuard peers on %s: device is closed", d.cfg.Iface)
+		return 0, fmt.Errorf("set WireGuard peers on %s: device is closed", d.cfg.Iface)
 	}
 	dev, err := d.wg.Device(d.cfg.Iface)
 	if err != nil {
-		return fmt.Errorf("set WireGuard peers on %s: read device: %w", d.cfg.Iface, err)
+		return 0, fmt.Errorf("set WireGuard peers on %s: read device: %w", d.cfg.Iface, err)
 	}
 	wc, changed := PeerConfig(dev.Peers, peers)
 	if !changed {
-		return nil
+		return 0, nil
 	}
 	if err := d.wg.ConfigureDevice(d.cfg.Iface, wc); err != nil {
-		return fmt.Errorf("set WireGuard peers on %s: %w", d.cfg.Iface, err)
+		return 0, fmt.Errorf("set WireGuard peers on %s: %w", d.cfg.Iface, err)
 	}
 	removed := 0
 	for _, p := range wc.Peers {
@@ -330,27 +331,28 @@ func (d *Device) SetPeers(peers []Peer) error {
 		}
 	}
 	d.log.Info("WireGuard peers updated", "peers", len(peers), "removed", removed, "added_or_changed", len(wc.Peers)-removed)
-	return nil
+	return len(wc.Peers), nil
 }
 
 // SetRoutes makes the routes with protocol RouteProtocol on the link equal
 // to routes (main table, scope link). Routes of other protocols are left
 // alone; a destination already routed by someone else is reported, not
-// overwritten. Errors of single routes are joined.
-func (d *Device) SetRoutes(routes []Route) error {
+// overwritten. Errors of single routes are joined. It returns how many
+// routes it added, replaced or deleted.
+func (d *Device) SetRoutes(routes []Route) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.nl == nil {
-		return fmt.Errorf("set routes on %s: device is closed", d.cfg.Iface)
+		return 0, fmt.Errorf("set routes on %s: device is closed", d.cfg.Iface)
 	}
 	link, err := d.nl.LinkByName(d.cfg.Iface)
 	if err != nil {
-		return fmt.Errorf("set routes on %s: look up link: %w", d.cfg.Iface, err)
+		return 0, fmt.Errorf("set routes on %s: look up link: %w", d.cfg.Iface, err)
 	}
 	index := link.Attrs().Index
 	have, err := d.ownRoutes(index)
 	if err != nil {
-		return fmt.Errorf("set routes on %s: %w", d.cfg.Iface, err)
+		return 0, fmt.Errorf("set routes on %s: %w", d.cfg.Iface, err)
 	}
 	current := make([]Route, 0, len(have))
 	for _, r := range have {
@@ -390,7 +392,7 @@ func (d *Device) SetRoutes(routes []Route) error {
 	if len(add)+len(del) > 0 {
 		d.log.Info("WireGuard routes updated", "routes", len(routes), "added", len(add), "deleted", len(del), "errors", len(errs))
 	}
-	return errors.Join(errs...)
+	return len(add) + len(del), errors.Join(errs...)
 }
 
 type ownRoute struct {

@@ -219,16 +219,16 @@ func TestUserspacePair(t *testing.T) {
 		peers  []Peer
 		routes []Route
 	}{{a, peersA, routesA}, {b, peersB, routesB}} {
-		if err := step.n.dev.SetPeers(step.peers); err != nil {
+		if _, err := step.n.dev.SetPeers(step.peers); err != nil {
 			t.Fatal(err)
 		}
-		if err := step.n.dev.SetRoutes(step.routes); err != nil {
+		if _, err := step.n.dev.SetRoutes(step.routes); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// a stale route of ours is removed
 	run(t, "ip", "-n", nsA, "route", "add", "10.96.0.0/24", "dev", a.iface, "proto", "78")
-	if err := a.dev.SetRoutes(routesA); err != nil {
+	if _, err := a.dev.SetRoutes(routesA); err != nil {
 		t.Fatal(err)
 	}
 	routes := run(t, "ip", "-n", nsA, "route", "show", "dev", a.iface)
@@ -262,8 +262,11 @@ func TestUserspacePair(t *testing.T) {
 	}
 
 	// Applying the same state again changes nothing.
-	if err := a.dev.SetPeers(peersA); err != nil {
-		t.Fatal(err)
+	if n, err := a.dev.SetPeers(peersA); err != nil || n != 0 {
+		t.Fatalf("SetPeers with the same peers again = %d changes, %v; want 0, nil", n, err)
+	}
+	if n, err := a.dev.SetRoutes(routesA); err != nil || n != 0 {
+		t.Fatalf("SetRoutes with the same routes again = %d changes, %v; want 0, nil", n, err)
 	}
 	assertNoPeerChange(t, a, peersA)
 
@@ -284,10 +287,10 @@ func TestUserspacePair(t *testing.T) {
 	if a.dev.Mode() != ModeUserspace {
 		t.Errorf("adopted mode = %s, want userspace", a.dev.Mode())
 	}
-	if err := a.dev.SetPeers(peersA); err != nil {
+	if _, err := a.dev.SetPeers(peersA); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.dev.SetRoutes(routesA); err != nil {
+	if _, err := a.dev.SetRoutes(routesA); err != nil {
 		t.Fatal(err)
 	}
 	if err := ping.Wait(); err != nil {

@@ -18,49 +18,56 @@ import (
 // alone), the gateway address gw (e.g. 10.244.3.1/24) and up. An existing
 // bridge is adopted: other addresses on it are left in place. Calling it
 // again with the same arguments changes nothing, and concurrent callers (the
-// agent and several CNI ADDs) are fine.
-func EnsureBridge(name string, gw netip.Prefix, mtu int) error {
+// agent and several CNI ADDs) are fine. It returns what it had to fix
+// (nil when the bridge was as it should be).
+func EnsureBridge(name string, gw netip.Prefix, mtu int) (fixed []string, err error) {
 	if !gw.IsValid() {
-		return fmt.Errorf("ensure bridge %q: gateway address is not set", name)
+		return fixed, fmt.Errorf("ensure bridge %q: gateway address is not set", name)
 	}
 	br, err := netlink.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if !errors.As(err, &nf) {
-			return fmt.Errorf("ensure bridge %q: look up: %w", name, err)
+			return fixed, fmt.Errorf("ensure bridge %q: look up: %w", name, err)
 		}
 		br, err = createBridge(name, gw, mtu)
 		if err != nil {
-			return err
+			return fixed, err
 		}
+		fixed = append(fixed, "created bridge "+name)
 	}
 	if br.Type() != "bridge" {
-		return fmt.Errorf("ensure bridge %q: a %s link of that name exists and is not a bridge; delete it or configure another bridge name", name, br.Type())
+		return fixed, fmt.Errorf("ensure bridge %q: a %s link of that name exists and is not a bridge; delete it or configure another bridge name", name, br.Type())
 	}
 	if mtu > 0 && br.Attrs().MTU != mtu {
 		if err := netlink.LinkSetMTU(br, mtu); err != nil {
-			return fmt.Errorf("ensure bridge %q: set mtu %d: %w", name, mtu, err)
+			return fixed, fmt.Errorf("ensure bridge %q: set mtu %d: %w", name, mtu, err)
 		}
+		fixed = append(fixed, fmt.Sprintf("set mtu %d", mtu))
 	}
 	has, err := hasAddr(br, gw)
 	if err != nil {
-		return fmt.Errorf("ensure bridge %q: %w", name, err)
+		return fixed, fmt.Errorf("ensure bridge %q: %w", name, err)
 	}
 	if !has {
 		addr := &netlink.Addr{IPNet: ptr(ipNet(gw))}
 		if err := netlink.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("ensure bridge %q: add address %s: %w", name, gw, err)
+			return fixed, fmt.Errorf("ensure bridge %q: add address %s: %w", name, gw, err)
 		}
+		fixed = append(fixed, "added address "+gw.String())
 	}
-	if err := routeBetweenPorts(name); err != nil {
-		return fmt.Errorf("ensure bridge %q: %w", name, err)
+	set, err := routeBetweenPorts(name)
+	if err != nil {
+		return fixed, fmt.Errorf("ensure bridge %q: %w", name, err)
 	}
+	fixed = append(fixed, set...)
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {
-			return fmt.Errorf("ensure bridge %q: set up: %w", name, err)
+			return fixed, fmt.Errorf("ensure bridge %q: set up: %w", name, err)
 		}
+		fixed = append(fixed, "set up")
 	}
-	return nil
+	return fixed, nil
 }
 
 // routeBetweenPorts makes the node route traffic between pods of the
@@ -69,7 +76,7 @@ func EnsureBridge(name string, gw netip.Prefix, mtu int) error {
 // interface, without ICMP redirects (which would send pods to a neighbour
 // they cannot reach), and at once. The kernel sends redirects if either the interface's
 // or the "all" setting allows them, so both are turned off.
-func routeBetweenPorts(bridge string) error {
+func routeBetweenPorts(bridge string) (set []string, err error) {
 	settings := []struct{ key, value string }{
 		{"net/ipv4/conf/" + bridge + "/forwarding", "1"},
 		{"net/ipv4/conf/" + bridge + "/proxy_arp_pvlan", "1"},
@@ -90,11 +97,13 @@ func routeBetweenPorts(bridge string) error {
 		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == s.value {
 			continue
 		}
+		key := strings.ReplaceAll(s.key, "/", ".")
 		if err := os.WriteFile(path, []byte(s.value), 0o644); err != nil {
-			return fmt.Errorf("set %s=%s: %w", strings.ReplaceAll(s.key, "/", "."), s.value, err)
+			return set, fmt.Errorf("set %s=%s: %w", key, s.value, err)
 		}
+		set = append(set, key+"="+s.value)
 	}
-	return nil
+	return set, nil
 }
 
 // createBridge adds the bridge with a fixed MAC address: a bridge whose

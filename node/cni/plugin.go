@@ -152,7 +152,7 @@ func attach(args *skel.CmdArgs, podNS ns.NetNS, resp api.CNIResponse) (*types100
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	gwPrefix := netip.PrefixFrom(a.Gateway, a.IP.Bits())
-	if err := EnsureBridge(a.Bridge, gwPrefix, a.MTU); err != nil {
+	if _, err := EnsureBridge(a.Bridge, gwPrefix, a.MTU); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	hostNS, err := ns.GetCurrentNS()

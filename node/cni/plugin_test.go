@@ -586,8 +586,12 @@ func TestEnsureBridge(t *testing.T) {
 	node := newNetns(t)
 	gw := netip.MustParsePrefix("10.244.7.1/24")
 	err := ns.WithNetNSPath(netnsPath(node), func(ns.NetNS) error {
-		if err := EnsureBridge("nltbr1", gw, 1380); err != nil {
+		fixed, err := EnsureBridge("nltbr1", gw, 1380)
+		if err != nil {
 			return err
+		}
+		if len(fixed) == 0 || fixed[0] != "created bridge nltbr1" {
+			return fmt.Errorf("first EnsureBridge fixed %q, want the bridge created first", fixed)
 		}
 		br, err := netlink.LinkByName("nltbr1")
 		if err != nil {
@@ -600,8 +604,12 @@ func TestEnsureBridge(t *testing.T) {
 			return err
 		}
 		for i := 0; i < 2; i++ {
-			if err := EnsureBridge("nltbr1", gw, 1380); err != nil {
+			fixed, err := EnsureBridge("nltbr1", gw, 1380)
+			if err != nil {
 				return fmt.Errorf("second EnsureBridge: %w", err)
+			}
+			if len(fixed) != 0 {
+				return fmt.Errorf("EnsureBridge on a bridge as it should be fixed %q, want nothing", fixed)
 			}
 		}
 		br, err = netlink.LinkByName("nltbr1")
@@ -623,8 +631,8 @@ func TestEnsureBridge(t *testing.T) {
 			return fmt.Errorf("bridge = mtu %d flags %v mac %s, want mtu 1380, up, mac %s", br.Attrs().MTU, br.Attrs().Flags, br.Attrs().HardwareAddr, mac)
 		}
 		// A new MTU is applied to an adopted bridge.
-		if err := EnsureBridge("nltbr1", gw, 1300); err != nil {
-			return err
+		if fixed, err := EnsureBridge("nltbr1", gw, 1300); err != nil || len(fixed) != 1 {
+			return fmt.Errorf("EnsureBridge with a new MTU fixed %q, %v; want the MTU set", fixed, err)
 		}
 		if br, _ = netlink.LinkByName("nltbr1"); br.Attrs().MTU != 1300 {
 			return fmt.Errorf("bridge mtu %d after EnsureBridge(1300)", br.Attrs().MTU)
@@ -633,7 +641,7 @@ func TestEnsureBridge(t *testing.T) {
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "nltdummy"}, PeerName: "nltdummy1"}); err != nil {
 			return err
 		}
-		err = EnsureBridge("nltdummy", gw, 0)
+		_, err = EnsureBridge("nltdummy", gw, 0)
 		if err == nil || !strings.Contains(err.Error(), "not a bridge") {
 			return fmt.Errorf("EnsureBridge on a veth = %v, want a not-a-bridge error", err)
 		}

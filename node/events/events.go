@@ -22,7 +22,16 @@ const (
 	PodDetached    = "pod-detached"
 	VIPConflict    = "vip-conflict"
 	VIPFailover    = "vip-failover"
+	// Repaired: kernel state netloom owns (its nftables table, a WireGuard
+	// peer, a route, the pod bridge) had been changed by someone else and
+	// was restored.
+	Repaired = "repaired"
 )
+
+// Sink is where the agent's rooms report events (a *Log).
+type Sink interface {
+	Add(kind, subject, message string) Event
+}
 
 // Event is one thing that happened, seen by Node.
 type Event struct {

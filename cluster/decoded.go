@@ -1,4 +1,4 @@
-package node
+package cluster
 
 import (
 	"sync"
@@ -6,7 +6,7 @@ import (
 	"github.com/netloom/netloom/mesh/store"
 )
 
-// decoded keeps the decoded objects of one store kind from pass to pass:
+// decoded keeps the decoded objects of one store kind from call to call:
 // while the kind's generation stays, list returns the same slice without
 // reading the store; when it moves, only entries whose version changed are
 // decoded again, and unchanged ones keep their value (the same pointer for
@@ -75,6 +75,5 @@ func (d *decoded[T]) get(s *store.Store, k store.Key) (T, bool) {
 	if de, ok := d.by[k]; ok && de.ver == e.Version {
 		return de.v, de.ok
 	}
-	v, ok := d.decode(e)
-	return v, ok
+	return d.decode(e)
 }

@@ -1,0 +1,264 @@
+package cluster
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/netloom/netloom/ipam"
+	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/mesh"
+)
+
+// Membership is what the Hub reads of the gossip membership.
+type Membership interface {
+	Members() []mesh.Member
+	// Changes receives (without blocking) after each membership change.
+	Changes() <-chan struct{}
+}
+
+// HubConfig configures a Hub.
+type HubConfig struct {
+	// Name is this node's name.
+	Name string
+	// LB is the cluster-wide address allocation configuration.
+	LB lb.Config
+	// SubnetGrace is how long a node that is not alive keeps its subnet.
+	SubnetGrace time.Duration
+	// MinInterval is the least time between two snapshots: a burst of
+	// changes becomes one (default 100ms).
+	MinInterval time.Duration
+	// Refresh rebuilds the snapshot at least this often, for what depends
+	// on time (subnet grace) (default 5s).
+	Refresh time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Hub builds snapshots from a Source, the membership and this node's own
+// state, publishes the newest one and wakes its subscribers. Reading the
+// newest snapshot takes no lock.
+type Hub struct {
+	cfg     HubConfig
+	src     Source
+	members Membership
+	cur     atomic.Pointer[Snapshot]
+	kick    chan struct{}
+
+	mu    sync.Mutex
+	local Local
+	subs  []chan struct{}
+	seq   uint64
+	// lb is the last load-balancing state and what it was computed from.
+	lb    *LB
+	lbKey lbKey
+	// build serializes builds, so that Seq and the LB cache follow one
+	// order.
+	build sync.Mutex
+}
+
+// NewHub returns a Hub; Run keeps it up to date.
+func NewHub(cfg HubConfig, src Source, members Membership) *Hub {
+	if cfg.MinInterval <= 0 {
+		cfg.MinInterval = 100 * time.Millisecond
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Hub{cfg: cfg, src: src, members: members, kick: make(chan struct{}, 1), local: Local{Name: cfg.Name}}
+}
+
+// Latest is the newest snapshot; Build makes one if there is none yet.
+func (h *Hub) Latest() *Snapshot {
+	if s := h.cur.Load(); s != nil {
+		return s
+	}
+	return h.Build()
+}
+
+// Subscribe returns a channel that receives (without blocking the Hub)
+// after each new snapshot.
+func (h *Hub) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	h.subs = append(h.subs, ch)
+	h.mu.Unlock()
+	return ch
+}
+
+// Local is this node's own state as the next snapshot will have it.
+func (h *Hub) Local() Local {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.local
+}
+
+// SetLocal changes this node's own state and asks for a new snapshot.
+func (h *Hub) SetLocal(f func(*Local)) {
+	h.mu.Lock()
+	before := h.local
+	f(&h.local)
+	changed := h.local != before
+	h.mu.Unlock()
+	if changed {
+		h.Kick()
+	}
+}
+
+// Kick asks for a new snapshot.
+func (h *Hub) Kick() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run rebuilds the snapshot after every change of the source, the
+// membership or the local state, at most once per MinInterval, and at
+// least once per Refresh, until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	srcCh, unsub := h.src.Subscribe()
+	defer unsub()
+	refresh := time.NewTicker(h.cfg.Refresh)
+	defer refresh.Stop()
+	for {
+		h.Build()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-srcCh:
+		case <-h.members.Changes():
+		case <-h.kick:
+		case <-refresh.C:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(h.cfg.MinInterval):
+		}
+	}
+}
+
+// Build makes a snapshot of the current state, publishes it and wakes the
+// subscribers.
+func (h *Hub) Build() *Snapshot {
+	h.build.Lock()
+	defer h.build.Unlock()
+	now := h.cfg.Now()
+	h.mu.Lock()
+	local := h.local
+	h.mu.Unlock()
+	objs := h.src.Objects()
+	s := &Snapshot{
+		At:       now,
+		Node:     local,
+		Members:  h.members.Members(),
+		Leases:   objs.Leases,
+		Policy:   objs.Policy,
+		Services: objs.Services,
+		Pools:    objs.Pools,
+		Gen:      objs.Gen,
+	}
+	s.Subnets = ipam.Resolve(s.Leases, s.Alive(), now, h.cfg.SubnetGrace)
+	s.LB = h.lbState(s)
+	h.mu.Lock()
+	h.seq++
+	s.Seq = h.seq
+	subs := h.subs
+	h.mu.Unlock()
+	h.cur.Store(s)
+	for _, ch := range subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	return s
+}
+
+// lbKey is what the load-balancing state depends on.
+type lbKey struct {
+	policy, services, pools uint64
+	candidates              string
+}
+
+// lbState computes the load-balancing state of s, or returns the previous
+// one when its inputs did not change.
+func (h *Hub) lbState(s *Snapshot) *LB {
+	cand := Candidates(s)
+	key := lbKey{policy: s.Gen.Policy, services: s.Gen.Services, pools: s.Gen.Pools, candidates: setKey(cand)}
+	if h.lb != nil && h.lbKey == key {
+		return h.lb
+	}
+	st := ComputeLB(h.cfg.LB, s, cand)
+	if h.lb != nil {
+		st.Gen = h.lb.Gen + 1
+	} else {
+		st.Gen = 1
+	}
+	h.lb, h.lbKey = st, key
+	return st
+}
+
+// Candidates are the members that may announce VIPs and serve endpoints:
+// alive, and not on their way out (a leaving node hands its VIPs over
+// before it goes).
+func Candidates(s *Snapshot) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range s.Members {
+		if m.State != mesh.StateAlive && m.State != mesh.StateSuspect {
+			continue
+		}
+		if m.Meta.Leaving || (m.Self && s.Node.Leaving) {
+			continue
+		}
+		out[m.Name] = true
+	}
+	return out
+}
+
+// ComputeLB is the load-balancing state of the snapshot's services, pools
+// and pods, for the candidate nodes: pure.
+func ComputeLB(cfg lb.Config, s *Snapshot, cand map[string]bool) *LB {
+	st := &LB{Candidates: cand}
+	st.Plan = lb.Allocate(cfg, s.Services, s.Pools, cand)
+	// Pods of nodes that are gone cannot serve: their routes are gone. Nor
+	// do new connections go to the pods of a node that is leaving: its
+	// routes go when it gives its subnet back, possibly before its pods'
+	// addresses are gone from every store (a new connection to them would
+	// then meet the cluster CIDR's unreachable route).
+	var pods []lb.Pod
+	if s.Policy != nil {
+		for _, p := range s.Policy.Pods {
+			if !cand[p.Node] {
+				continue
+			}
+			lp := lb.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, IP: p.IP, Node: p.Node, Ports: make(map[string]uint16, len(p.Ports))}
+			for _, np := range p.Ports {
+				lp.Ports[np.Name] = np.Port
+			}
+			pods = append(pods, lp)
+		}
+	}
+	st.Endpoints = lb.AllEndpoints(s.Services, pods)
+	st.Owners = lb.Owners(s.Services, st.Plan.Results, cand, st.Endpoints)
+	return st
+}
+
+// setKey is a canonical string of a set of names.
+func setKey(m map[string]bool) string {
+	names := make([]string, 0, len(m))
+	for n, ok := range m {
+		if ok {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, "\x00")
+}
