@@ -105,9 +105,15 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 	if perr != nil {
 		perr = fmt.Errorf("set WireGuard peers: %w", perr)
 	}
-	nr, rerr := c.ov.SetRoutes(topo.Routes)
-	if rerr != nil {
-		rerr = fmt.Errorf("set routes to remote pod subnets: %w", rerr)
+	// Routes leave from the gateway on the pod bridge: until the bridge
+	// holds it (a start, a new subnet), the routes found stay as they are
+	// (after a restart they carry pod traffic).
+	nr, rerr := 0, error(nil)
+	if ipamGateway(s).IsValid() {
+		nr, rerr = c.ov.SetRoutes(topo.Routes)
+		if rerr != nil {
+			rerr = fmt.Errorf("set routes to remote pod subnets: %w", rerr)
+		}
 	}
 	err := errors.Join(perr, rerr)
 	same := c.last != nil && reflect.DeepEqual(*c.last, topo)
