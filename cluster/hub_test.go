@@ -1,4 +1,4 @@
-package cluster
+package cluster_test
 
 import (
 	"context"
@@ -7,20 +7,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netloom/netloom/cluster"
+	"github.com/netloom/netloom/cluster/clustertest"
 	"github.com/netloom/netloom/firewall/policy"
 	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/lb"
-	"github.com/netloom/netloom/mesh"
 )
 
 // fakeSource yields objs; change replaces them and signals.
 type fakeSource struct {
 	mu   sync.Mutex
-	objs Objects
+	objs cluster.Objects
 	ch   chan struct{}
 }
 
-func (f *fakeSource) Objects() Objects {
+func (f *fakeSource) Objects() cluster.Objects {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.objs
@@ -28,54 +29,27 @@ func (f *fakeSource) Objects() Objects {
 
 func (f *fakeSource) Subscribe() (<-chan struct{}, func()) { return f.ch, func() {} }
 
-func (f *fakeSource) change(fn func(*Objects)) {
+func (f *fakeSource) change(fn func(*cluster.Objects)) {
 	f.mu.Lock()
 	fn(&f.objs)
 	f.mu.Unlock()
-	signal(f.ch)
-}
-
-// fakeMembers is a membership list; set replaces it and signals.
-type fakeMembers struct {
-	mu sync.Mutex
-	ms []mesh.Member
-	ch chan struct{}
-}
-
-func (f *fakeMembers) Members() []mesh.Member {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]mesh.Member(nil), f.ms...)
-}
-
-func (f *fakeMembers) Changes() <-chan struct{} { return f.ch }
-
-func (f *fakeMembers) set(ms ...mesh.Member) {
-	f.mu.Lock()
-	f.ms = ms
-	f.mu.Unlock()
-	signal(f.ch)
-}
-
-func alive(names ...string) []mesh.Member {
-	var out []mesh.Member
-	for _, n := range names {
-		out = append(out, mesh.Member{Name: n, State: mesh.StateAlive, Self: n == "n1"})
+	select {
+	case f.ch <- struct{}{}:
+	default:
 	}
-	return out
 }
 
-func newFakes() (*fakeSource, *fakeMembers) {
+func newFakes() (*fakeSource, *clustertest.Members) {
 	pool, _ := lb.ParsePool("lan", []string{"10.77.0.200-10.77.0.201"}, true)
-	src := &fakeSource{ch: make(chan struct{}, 1), objs: Objects{
+	src := &fakeSource{ch: make(chan struct{}, 1), objs: cluster.Objects{
 		Leases: []ipam.Lease{{Node: "n1", Subnet: netip.MustParsePrefix("10.244.1.0/24"), Claimed: 1, Renewed: time.Now().UnixMilli()}},
 		Policy: &policy.Snapshot{Namespaces: map[string]map[string]string{}},
 		Services: []lb.Service{{Namespace: "default", Name: "web", Type: lb.TypeLoadBalancer,
 			Ports: []lb.ServicePort{{Protocol: "TCP", Port: 80}}, Created: lb.Version{Wall: 1, Node: "n1"}}},
 		Pools: []lb.Pool{pool},
-		Gen:   Gens{Leases: 1, Policy: 1, Services: 1, Pools: 1},
+		Gen:   cluster.Gens{Leases: 1, Policy: 1, Services: 1, Pools: 1},
 	}}
-	return src, &fakeMembers{ch: make(chan struct{}, 1), ms: alive("n1", "n2")}
+	return src, clustertest.NewMembers(clustertest.Alive("n1", "n2")...)
 }
 
 // TestHubBuild: a snapshot holds the objects, the membership, the resolved
@@ -84,7 +58,7 @@ func newFakes() (*fakeSource, *fakeMembers) {
 // the next snapshot.
 func TestHubBuild(t *testing.T) {
 	src, ms := newFakes()
-	h := NewHub(HubConfig{Name: "n1", SubnetGrace: time.Hour}, src, ms)
+	h := cluster.NewHub(cluster.HubConfig{Name: "n1", SubnetGrace: time.Hour}, src, ms)
 	s1 := h.Build()
 	if s1.Subnets.ByNode["n1"] != netip.MustParsePrefix("10.244.1.0/24") || len(s1.Members) != 2 {
 		t.Fatalf("snapshot subnets %v members %v", s1.Subnets.ByNode, s1.Members)
@@ -97,12 +71,12 @@ func TestHubBuild(t *testing.T) {
 	if s2.LB != s1.LB || s2.Seq != s1.Seq+1 {
 		t.Errorf("unchanged inputs: LB %p then %p, seq %d then %d; want the same state, the next seq", s1.LB, s2.LB, s1.Seq, s2.Seq)
 	}
-	ms.set(alive("n1")...)
+	ms.Set(clustertest.Alive("n1")...)
 	s3 := h.Build()
 	if s3.LB == s1.LB || s3.LB.Owners[vip] != "n1" || s3.LB.Gen <= s1.LB.Gen {
 		t.Errorf("after n2 went: owner %q gen %d; want a new state owned by n1", s3.LB.Owners[vip], s3.LB.Gen)
 	}
-	h.SetLocal(func(l *Local) { l.Leaving = true })
+	h.SetLocal(func(l *cluster.Local) { l.Leaving = true })
 	if s4 := h.Build(); !s4.Node.Leaving || len(s4.LB.Candidates) != 0 || s4.LB.Owners[vip] != "" {
 		t.Errorf("leaving: local %+v candidates %v owner %q; want no candidate", s4.Node, s4.LB.Candidates, s4.LB.Owners[vip])
 	}
@@ -113,11 +87,11 @@ func TestHubBuild(t *testing.T) {
 type countingController struct {
 	mu             sync.Mutex
 	passes, repair int
-	last           *Snapshot
+	last           *cluster.Snapshot
 	fail           bool
 }
 
-func (c *countingController) Pass(_ context.Context, s *Snapshot, repair bool) (bool, error) {
+func (c *countingController) Pass(_ context.Context, s *cluster.Snapshot, repair bool) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.passes++
@@ -138,7 +112,7 @@ func (failErr) Error() string { return "fail" }
 
 var errFail = failErr{}
 
-func (c *countingController) counts() (int, int, *Snapshot) {
+func (c *countingController) counts() (int, int, *cluster.Snapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.passes, c.repair, c.last
@@ -160,12 +134,12 @@ func waitFor(t *testing.T, what string, f func() bool) {
 // a repair pass; Observe sees passes.
 func TestLoop(t *testing.T) {
 	src, ms := newFakes()
-	h := NewHub(HubConfig{Name: "n1", SubnetGrace: time.Hour, MinInterval: time.Millisecond}, src, ms)
+	h := cluster.NewHub(cluster.HubConfig{Name: "n1", SubnetGrace: time.Hour, MinInterval: time.Millisecond}, src, ms)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := &countingController{fail: true}
 	var observed sync.Map
-	l := NewLoop(h, c, LoopOptions{Name: "test", MinInterval: time.Millisecond, Retry: 10 * time.Millisecond,
+	l := cluster.NewLoop(h, c, cluster.LoopOptions{Name: "test", MinInterval: time.Millisecond, Retry: 10 * time.Millisecond,
 		Observe: func(room string, d time.Duration, err error) { observed.Store(room, true) }})
 	go h.Run(ctx)
 	go l.Run(ctx)
@@ -174,7 +148,7 @@ func TestLoop(t *testing.T) {
 	if _, ok := observed.Load("test"); !ok {
 		t.Error("Observe saw no pass")
 	}
-	ms.set(alive("n1")...)
+	ms.Set(clustertest.Alive("n1")...)
 	waitFor(t, "a pass with the new membership", func() bool {
 		_, _, s := c.counts()
 		return s != nil && len(s.Members) == 1

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/netloom/netloom/cluster"
+	"github.com/netloom/netloom/cluster/clustertest"
 	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/mesh"
 	"github.com/netloom/netloom/mesh/store"
@@ -18,29 +19,6 @@ import (
 	"github.com/netloom/netloom/node/events"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-// fakeMembers is the membership as a list; set replaces it.
-type fakeMembers struct {
-	mu sync.Mutex
-	ms []mesh.Member
-	ch chan struct{}
-}
-
-func (f *fakeMembers) Members() []mesh.Member {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]mesh.Member(nil), f.ms...)
-}
-func (f *fakeMembers) Changes() <-chan struct{} { return f.ch }
-func (f *fakeMembers) set(ms ...mesh.Member) {
-	f.mu.Lock()
-	f.ms = ms
-	f.mu.Unlock()
-	select {
-	case f.ch <- struct{}{}:
-	default:
-	}
-}
 
 // fakeOverlay records the peers the mesh room programs.
 type fakeOverlay struct {
@@ -124,7 +102,7 @@ func TestSlowFirewallDoesNotStallMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	members := &fakeMembers{ch: make(chan struct{}, 1), ms: []mesh.Member{wgMember(t, "n1", "10.77.0.11")}}
+	members := clustertest.NewMembers(wgMember(t, "n1", "10.77.0.11"))
 	a.hub = cluster.NewHub(cluster.HubConfig{Name: "n1", LB: a.lbConfig(), SubnetGrace: time.Hour}, cluster.NewStoreSource(st), members)
 	ov := &fakeOverlay{}
 	table := &stuckTable{entered: make(chan struct{}), release: make(chan struct{})}
@@ -148,7 +126,7 @@ func TestSlowFirewallDoesNotStallMesh(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the firewall room never applied its table")
 	}
-	members.set(wgMember(t, "n1", "10.77.0.11"), wgMember(t, "n2", "10.77.0.12"))
+	members.Set(wgMember(t, "n1", "10.77.0.11"), wgMember(t, "n2", "10.77.0.12"))
 	deadline := time.Now().Add(10 * time.Second)
 	for !ov.has("n2") {
 		if time.Now().After(deadline) {
