@@ -154,4 +154,3 @@ func (a *Agent) savePeers(path, saved string) string {
 func (a *Agent) setJoined() {
 	a.hub.SetLocal(func(l *cluster.Local) { l.Joined = true })
 }
-

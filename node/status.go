@@ -99,4 +99,3 @@ func serviceIssues(lbs *lbctl.Status) []api.ServiceIssue {
 	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
 	return out
 }
-
