@@ -169,7 +169,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.hub = cluster.NewHub(cluster.HubConfig{Name: c.Name, LB: a.lbConfig(), SubnetGrace: c.SubnetGrace}, cluster.NewStoreSource(st), a.members)
 	host := &cni.Host{Bridge: c.Bridge, MTU: c.mtu, ClusterCIDR: c.cidr, Ports: a.podPorts, Events: a.events, Log: a.log, Repaired: a.metrics.Repaired,
 		Ready: func(p netip.Prefix) { a.hub.SetLocal(func(l *cluster.Local) { l.Bridge = p }) }}
-	for _, run := range append(a.rooms(kernel{overlay: a.dev, table: a.table, host: host}), a.hub.Run, a.runMeta, a.runReady, a.runAnnouncer, a.joinLoop, a.runExpire,
+	rejoin := func(ctx context.Context) error { return a.members.RunRejoin(ctx, c.Join) }
+	for _, run := range append(a.rooms(kernel{overlay: a.dev, table: a.table, host: host}), a.hub.Run, a.runMeta, a.runReady, a.runAnnouncer, a.joinLoop, rejoin, a.runExpire,
 		func(ctx context.Context) error { systemd.RunWatchdog(ctx); return nil }) {
 		wg.Add(1)
 		go func() {
