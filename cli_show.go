@@ -6,7 +6,7 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"sort"
+	"path"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -78,9 +78,10 @@ func bytes(n int64) string {
 
 func getCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "get",
-		Usage:     "list stored objects of a kind (namespaces, pods)",
-		ArgsUsage: "KIND [NAME]",
+		Name:        "get",
+		Usage:       "list stored objects of a kind",
+		ArgsUsage:   "KIND [NAME]",
+		Description: kindsHelp(),
 		Flags: []cli.Flag{
 			socketFlag, outputFlag,
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "only this namespace (default: every namespace)"},
@@ -93,99 +94,100 @@ func getCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := checkOutput(c.String("output")); err != nil {
+				return err
+			}
 			q := url.Values{"kind": {kind}, "namespace": {c.String("namespace")}, "name": {c.Args().Get(1)}}
 			var list []api.Object
 			if err := client(c).Do(c.Context, "GET", api.PathObjects+"?"+q.Encode(), nil, &list); err != nil {
 				return err
 			}
-			var docs []json.RawMessage
-			for _, o := range list {
-				if o.Object != nil {
-					docs = append(docs, o.Object)
-				}
-			}
-			switch c.String("output") {
-			case "json":
-				if c.NArg() == 2 && len(docs) == 1 {
-					return printJSON(os.Stdout, docs[0])
-				}
-				return printJSON(os.Stdout, map[string]any{"apiVersion": "v1", "kind": "List", "items": nonNil(docs)})
-			case "yaml":
-				if c.NArg() == 2 && len(docs) == 1 {
-					return printYAML(os.Stdout, docs[0])
-				}
-				return printYAML(os.Stdout, map[string]any{"apiVersion": "v1", "kind": "List", "items": nonNil(docs)})
-			case "":
-			default:
-				return fmt.Errorf("--output %q: use json or yaml", c.String("output"))
-			}
-			if len(list) == 0 {
-				plural := strings.ToLower(kind) + "s"
-				if info, ok := objects.Lookup(kind); ok {
-					plural = info.Plural
-				}
-				fmt.Fprintf(os.Stderr, "no %s found\n", plural)
-				return nil
-			}
-			var rows [][]string
-			switch kind {
-			case "Pod":
-				// Pods attached by CNI may have no Pod object: the table is
-				// built from what the agent knows.
-				rows = [][]string{{"NAMESPACE", "NAME", "IP", "NODE", "LABELS"}}
-				for _, o := range list {
-					rows = append(rows, []string{o.Namespace, o.Name, orDash(o.IP), orDash(o.Node), labels(o.Object)})
-				}
-			case "NetworkPolicy":
-				selected := map[string][]string{}
-				for _, o := range list {
-					selected[o.Namespace+"/"+o.Name] = nonNilStrings(o.Selects)
-				}
-				rows, err = objects.NetworkPolicyTable(docs, selected)
-			case "Service":
-				where := map[string]objects.ServicePlace{}
-				for _, o := range list {
-					where[o.Namespace+"/"+o.Name] = objects.ServicePlace{ClusterIP: o.ClusterIP, ExternalIP: o.ExternalIP, Owner: o.Owner, Pending: o.Pending, Conflict: o.Conflict}
-				}
-				rows, err = objects.ServiceTable(docs, where)
-			default:
-				rows, err = objects.Table(kind, docs)
-			}
-			if err != nil {
-				return err
-			}
-			return objects.WriteTable(os.Stdout, rows)
+			return writeObjects(os.Stdout, os.Stderr, kind, list, c.String("output"), c.NArg() == 2)
 		},
 	}
 }
 
-func nonNilStrings(s []string) []string {
-	if s == nil {
-		return []string{}
+// kindsHelp is the description of `get`: every kind it takes, with the
+// names it answers to, from the kind table.
+func kindsHelp() string {
+	var b strings.Builder
+	b.WriteString("KIND is one of these (a plural, a short name or the kind, in any case):\n")
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for _, k := range objects.Kinds() {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", k.Plural, strings.Join(k.ShortNames, ", "), k.Kind)
 	}
-	return s
+	tw.Flush()
+	b.WriteString("Without -o, a table; -o json|yaml prints the same objects in full (a v1 List, or the object named).")
+	return b.String()
 }
 
-func nonNil(d []json.RawMessage) []json.RawMessage {
-	if d == nil {
-		return []json.RawMessage{}
+// checkOutput checks the value of --output: "" (a table), json or yaml.
+func checkOutput(output string) error {
+	switch output {
+	case "", "json", "yaml":
+		return nil
 	}
-	return d
+	return fmt.Errorf("--output %q: use json or yaml", output)
 }
 
-func labels(raw json.RawMessage) string {
-	var o struct {
-		Metadata struct {
-			Labels map[string]string `json:"labels"`
-		} `json:"metadata"`
+// writeObjects writes to w what `netloom get` shows of list, the objects of
+// one kind the agent sent: as a table (output ""), or as json or yaml (a v1
+// List; the object alone when it was asked for by name, named). The table
+// and the json or yaml come from the same documents, the objects' Object.
+// Objects the agent sent without one (an agent older than this CLI) are
+// left out, and errw says so; it also says when there is nothing to list.
+func writeObjects(w, errw io.Writer, kind string, list []api.Object, output string, named bool) error {
+	if err := checkOutput(output); err != nil {
+		return err
 	}
-	if raw == nil || json.Unmarshal(raw, &o) != nil || len(o.Metadata.Labels) == 0 {
-		return "-"
+	docs := make([]json.RawMessage, 0, len(list))
+	var bare []string
+	for _, o := range list {
+		if len(o.Object) == 0 {
+			bare = append(bare, strings.ToLower(kind)+" "+path.Join(o.Namespace, o.Name))
+			continue
+		}
+		docs = append(docs, o.Object)
 	}
-	var parts []string
-	for k, v := range o.Metadata.Labels {
-		parts = append(parts, k+"="+v)
+	if len(bare) > 0 {
+		fmt.Fprintf(errw, "left out (the agent sent no document; restart it to run this version of netloom): %s\n", strings.Join(bare, ", "))
 	}
-	sort.Strings(parts)
-	return strings.Join(parts, ",")
+	var doc json.RawMessage
+	switch {
+	case output == "":
+		if len(docs) == 0 {
+			fmt.Fprintf(errw, "no %s found\n", kindPlural(kind))
+			return nil
+		}
+		rows, err := objects.Table(kind, docs)
+		if err != nil {
+			return err
+		}
+		return objects.WriteTable(w, rows)
+	case named && len(docs) == 1:
+		doc = docs[0]
+	default:
+		l, err := objects.List(docs)
+		if err != nil {
+			return err
+		}
+		doc = l
+	}
+	if output == "yaml" {
+		y, err := objects.ToYAML(doc)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(y)
+		return err
+	}
+	return printJSON(w, doc)
+}
+
+// kindPlural is the plural of a kind, for messages: "pods".
+func kindPlural(kind string) string {
+	if info, ok := objects.Lookup(kind); ok {
+		return info.Plural
+	}
+	return strings.ToLower(kind) + "s"
 }

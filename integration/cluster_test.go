@@ -32,6 +32,7 @@ func TestCluster(t *testing.T) {
 	t.Run("PodConnectivity", func(t *testing.T) { x.with(t).testPodConnectivity(t) })
 	t.Run("UnderlayOnlyWireGuard", func(t *testing.T) { x.with(t).testUnderlay(t) })
 	t.Run("WGShow", func(t *testing.T) { x.with(t).testWGShow(t) })
+	t.Run("GetCNIPods", func(t *testing.T) { x.with(t).testGetCNIPods(t) })
 	t.Run("ObjectsReplicate", func(t *testing.T) { x.with(t).testObjects(t) })
 }
 
@@ -654,5 +655,59 @@ spec:
 	}
 	if r := x.cli(n1, nil, "delete", "-f", sfile); r.err != nil {
 		t.Errorf("delete sentinel: %v", r)
+	}
+}
+
+// testGetCNIPods: pods attached by CNI alone (no Pod manifest) are listed
+// by `get pods` and by `get pods -o json` alike, with their address and
+// node, on every node.
+func (x *tc) testGetCNIPods(t *testing.T) {
+	want := map[string]*demo.Pod{}
+	for _, p := range x.c.Pods() {
+		want[p.Namespace+"/"+p.Name] = p
+	}
+	for _, n := range x.c.Nodes {
+		eventually(t, 10*time.Second, "get pods on "+n.Name+" lists every CNI pod in the table and in JSON", func() error {
+			items, err := x.getList(n, "pods")
+			if err != nil {
+				return err
+			}
+			got := map[string]bool{}
+			for _, it := range items {
+				meta, _ := it["metadata"].(map[string]any)
+				spec, _ := it["spec"].(map[string]any)
+				status, _ := it["status"].(map[string]any)
+				key := fmt.Sprint(meta["namespace"], "/", meta["name"])
+				p, ok := want[key]
+				if !ok {
+					return fmt.Errorf("get pods -o json lists %s, which no CNI ADD attached", key)
+				}
+				if status["podIP"] != p.IP.String() || spec["nodeName"] != p.Node {
+					return fmt.Errorf("get pods -o json: %s has podIP %v nodeName %v, want %s on %s", key, status["podIP"], spec["nodeName"], p.IP, p.Node)
+				}
+				got[key] = true
+			}
+			if len(got) != len(want) {
+				return fmt.Errorf("get pods -o json lists %d pods, want %d", len(got), len(want))
+			}
+			r := x.cli(n, nil, "get", "pods")
+			if r.err != nil {
+				return fmt.Errorf("get pods: %v", r)
+			}
+			for key, p := range want {
+				ns, name, _ := strings.Cut(key, "/")
+				found := false
+				for _, l := range strings.Split(r.stdout, "\n") {
+					f := strings.Fields(l)
+					if len(f) >= 4 && f[0] == ns && f[1] == name && f[2] == p.IP.String() && f[3] == p.Node {
+						found = true
+					}
+				}
+				if !found {
+					return fmt.Errorf("get pods table lacks %s %s %s:\n%s", key, p.IP, p.Node, r.stdout)
+				}
+			}
+			return nil
+		})
 	}
 }

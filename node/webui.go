@@ -31,8 +31,11 @@ func (a *Agent) Objects(kind string) []api.Object {
 }
 
 // objectList is the body of `netloom get`: the objects of a canonical kind,
-// optionally of one namespace and name, sorted by namespace and name. Pods
-// attached by CNI that have no Pod object are listed too.
+// optionally of one namespace and name, sorted by namespace and name, each
+// with a full document that shows what the agent decided for it (the
+// objects package's views), so that the table and -o json|yaml show the
+// same objects. Pods attached by CNI that have no Pod object are listed
+// too.
 func (a *Agent) objectList(kind, ns, name string) []api.Object {
 	list := []api.Object{}
 	places := map[string]cluster.PodAddress{}
@@ -48,6 +51,23 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 		counters = a.policyCounters()
 	}
 	lbs := a.lbc.Status()
+	view := func(o *api.Object, raw json.RawMessage) {
+		var err error
+		switch kind {
+		case "Pod":
+			o.Object, err = objects.PodView(raw, o.Namespace, o.Name, o.IP, o.Node)
+		case "Service":
+			o.Object, err = objects.ServiceView(raw, objects.ServicePlace{ClusterIP: o.ClusterIP, ExternalIP: o.ExternalIP, Owner: o.Owner, Pending: o.Pending, Conflict: o.Conflict})
+		case "NetworkPolicy":
+			if o.Selects != nil {
+				o.Object, err = objects.PolicyView(raw, o.Selects, o.Counters)
+			}
+		}
+		if err != nil {
+			a.log.Warn("show object", "kind", kind, "object", o.Namespace+"/"+o.Name, "err", err)
+			o.Object = raw
+		}
+	}
 	seen := map[string]bool{}
 	for _, e := range a.store.List(kind, ns) {
 		if name != "" && e.Key.Name != name {
@@ -65,7 +85,6 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 				}
 				c := counters[e.Key.Namespace+"/"+e.Key.Name]
 				o.Counters = &api.PolicyCounters{Node: a.cfg.Name, Ingress: api.PolicyCounts(c.Ingress), Egress: api.PolicyCounts(c.Egress)}
-				o.Object = withPolicyStatus(e.Value, o.Selects, o.Counters)
 			}
 		}
 		if kind == "Service" && lbs.Snapshot != nil && lbs.Snapshot.LB != nil {
@@ -83,8 +102,8 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 			for _, ep := range st.Endpoints[k] {
 				o.Endpoints = append(o.Endpoints, api.Endpoint{Pod: ep.PodNamespace + "/" + ep.PodName, IP: ep.IP.String(), Node: ep.Node, Ready: ep.Ready})
 			}
-			o.Object = withServiceStatus(e.Value, o)
 		}
+		view(&o, e.Value)
 		seen[e.Key.Namespace+"/"+e.Key.Name] = true
 		list = append(list, o)
 	}
@@ -96,7 +115,9 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 		if name != "" && pname != name {
 			continue
 		}
-		list = append(list, api.Object{Kind: kind, Namespace: pns, Name: pname, IP: pa.IP, Node: pa.Node})
+		o := api.Object{Kind: kind, Namespace: pns, Name: pname, IP: pa.IP, Node: pa.Node}
+		view(&o, nil)
+		list = append(list, o)
 	}
 	sort.Slice(list, func(i, j int) bool {
 		if list[i].Namespace != list[j].Namespace {
@@ -139,65 +160,4 @@ func (a *Agent) policyCounters() map[string]policy.DirCounters {
 		return nil
 	}
 	return policy.CountersFor(run, values)
-}
-
-// withServiceStatus returns the stored Service with what netloom decided
-// filled in the Kubernetes way: spec.clusterIP and
-// status.loadBalancer.ingress, and the announcing node as an annotation.
-func withServiceStatus(raw json.RawMessage, o api.Object) json.RawMessage {
-	var m map[string]any
-	if json.Unmarshal(raw, &m) != nil {
-		return raw
-	}
-	spec, _ := m["spec"].(map[string]any)
-	if spec == nil {
-		spec = map[string]any{}
-		m["spec"] = spec
-	}
-	if o.ClusterIP != "" {
-		spec["clusterIP"] = o.ClusterIP
-		spec["clusterIPs"] = []string{o.ClusterIP}
-	}
-	lbStatus := map[string]any{}
-	if o.ExternalIP != "" {
-		lbStatus["ingress"] = []map[string]string{{"ip": o.ExternalIP}}
-	}
-	m["status"] = map[string]any{"loadBalancer": lbStatus}
-	meta, _ := m["metadata"].(map[string]any)
-	if meta != nil && (o.Owner != "" || o.Pending != "" || o.Conflict != "") {
-		ann, _ := meta["annotations"].(map[string]any)
-		if ann == nil {
-			ann = map[string]any{}
-			meta["annotations"] = ann
-		}
-		if o.Owner != "" {
-			ann["netloom.io/announced-by"] = o.Owner
-		}
-		if o.Pending != "" {
-			ann["netloom.io/pending"] = o.Pending
-		}
-		if o.Conflict != "" {
-			ann["netloom.io/conflict"] = o.Conflict
-		}
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return raw
-	}
-	return b
-}
-
-// withPolicyStatus adds to a stored NetworkPolicy a status with the pods it
-// selects and this node's counters.
-func withPolicyStatus(raw json.RawMessage, selects []string, c *api.PolicyCounters) json.RawMessage {
-	var m map[string]any
-	if json.Unmarshal(raw, &m) != nil {
-		return raw
-	}
-	m["status"] = map[string]any{"selectedPods": selects, "counters": c}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return raw
-	}
-	return b
 }

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netloom/netloom/mesh/objects"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -43,7 +44,7 @@ const DefaultAddr = "127.0.0.1:7947"
 // returns nil for a kind it does not know; the snapshot then has no entry
 // for it, and the page shows the sections of services and network policies
 // empty.
-var Kinds = []string{"Namespace", "Pod", "Service", "AddressPool", "NetworkPolicy"}
+var Kinds = objects.KindNames()
 
 // Source is what the dashboard shows: one agent's view of the cluster.
 type Source interface {

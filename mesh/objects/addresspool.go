@@ -3,9 +3,6 @@ package objects
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/netloom/netloom/lb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,23 +92,4 @@ func fieldError(err error) error {
 		return lbFieldError{fe}
 	}
 	return err
-}
-
-// AddressPoolTable renders AddressPools: NAME, ADDRESSES (as written,
-// comma-separated), AUTO-ASSIGN.
-func AddressPoolTable(objs []json.RawMessage) ([][]string, error) {
-	rows := make([][]string, 0, len(objs))
-	for _, raw := range objs {
-		p, err := DecodeAddressPool(raw)
-		if err != nil {
-			return nil, fmt.Errorf("address pool table: %w", err)
-		}
-		addrs := none
-		if len(p.Spec.Addresses) > 0 {
-			addrs = strings.Join(p.Spec.Addresses, ",")
-		}
-		rows = append(rows, []string{p.Name, addrs, strconv.FormatBool(p.Spec.autoAssign())})
-	}
-	sortRows(rows, 1)
-	return append([][]string{{"NAME", "ADDRESSES", "AUTO-ASSIGN"}}, rows...), nil
 }

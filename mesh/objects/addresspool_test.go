@@ -244,8 +244,8 @@ func TestAddressPoolTable(t *testing.T) {
 	if diff := cmp.Diff(wantText, buf.String()); diff != "" {
 		t.Errorf("WriteTable (-want +got):\n%s", diff)
 	}
-	if _, err := AddressPoolTable([]json.RawMessage{json.RawMessage(podWeb)}); err == nil ||
+	if _, err := Table("AddressPool", []json.RawMessage{json.RawMessage(podWeb)}); err == nil ||
 		err.Error() != `address pool table: decode AddressPool: object is of kind "Pod"` {
-		t.Errorf("AddressPoolTable(pod) error = %v", err)
+		t.Errorf("Table(AddressPool, pod) error = %v", err)
 	}
 }

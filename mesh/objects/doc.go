@@ -22,6 +22,14 @@
 //
 // The kinds netloom knows live in one table (see kinds.go); each entry names
 // the kind's apiVersions, whether it is namespaced, its aliases for the CLI,
-// and its decode, validate and table functions. Adding a kind means adding an
-// entry there.
+// its decode and validate functions, and the columns of its `netloom get`
+// table, each read from a document. Adding a kind means adding an entry
+// there.
+//
+// `netloom get` shows documents: the stored ones, with what the agent knows
+// and they do not carry put where Kubernetes keeps it by PodView (a pod's
+// address and node; a pod attached by CNI without a stored Pod gets one),
+// ServiceView (a service's addresses, announcing node, pending reason) and
+// PolicyView (the pods a policy selects, its counters). Table and the
+// json/yaml output both come from those documents.
 package objects

@@ -1,10 +1,11 @@
 package objects
 
 import (
-	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -31,8 +32,10 @@ type kindDef struct {
 	decode func(doc []byte) (*metav1.ObjectMeta, any, error)
 	// check validates and defaults the spec returned by decode, in place.
 	check func(spec any) error
-	// table renders objects of this kind for `netloom get`: header + rows.
-	table func(objs []json.RawMessage) ([][]string, error)
+	// table is the kind's table for `netloom get`: the columns after
+	// NAMESPACE and NAME, each read from a document of the kind (see
+	// Table).
+	table tabler
 }
 
 // kinds is the table of kinds netloom accepts, in the order they are listed
@@ -48,7 +51,7 @@ var kinds = []kindDef{
 		},
 		validName: validation.IsDNS1123Label,
 		decode:    decodeNamespaceDoc,
-		table:     NamespaceTable,
+		table:     columns[corev1.Namespace]{labelsColumn[corev1.Namespace]()},
 	},
 	{
 		KindInfo: KindInfo{
@@ -61,7 +64,11 @@ var kinds = []kindDef{
 		validName: validation.IsDNS1123Subdomain,
 		decode:    decodePodDoc,
 		check:     checkPodSpec,
-		table:     func(objs []json.RawMessage) ([][]string, error) { return PodTable(objs, nil) },
+		table: columns[corev1.Pod]{
+			{name: "IP", cell: func(p *corev1.Pod) string { return p.Status.PodIP }},
+			{name: "NODE", cell: func(p *corev1.Pod) string { return p.Spec.NodeName }},
+			labelsColumn[corev1.Pod](),
+		},
 	},
 	{
 		KindInfo: KindInfo{
@@ -74,7 +81,11 @@ var kinds = []kindDef{
 		validName: validation.IsDNS1123Subdomain,
 		decode:    decodeNetworkPolicyDoc,
 		check:     checkNetworkPolicySpec,
-		table:     func(objs []json.RawMessage) ([][]string, error) { return NetworkPolicyTable(objs, nil) },
+		table: columns[policyDoc]{
+			{name: "POD-SELECTOR", cell: func(p *policyDoc) string { return SelectorString(&p.Spec.PodSelector) }},
+			{name: "TYPES", cell: func(p *policyDoc) string { return PolicyTypesString(&p.Spec) }},
+			{name: "PODS", cell: (*policyDoc).selectedPods, optional: true},
+		},
 	},
 	{
 		KindInfo: KindInfo{
@@ -87,7 +98,14 @@ var kinds = []kindDef{
 		validName: validation.IsDNS1035Label,
 		decode:    decodeServiceDoc,
 		check:     checkServiceSpec,
-		table:     func(objs []json.RawMessage) ([][]string, error) { return ServiceTable(objs, nil) },
+		table: columns[corev1.Service]{
+			{name: "TYPE", cell: serviceType},
+			{name: "CLUSTER-IP", cell: serviceClusterIP},
+			{name: "EXTERNAL-IP", cell: serviceExternalIP},
+			{name: "PORTS", cell: func(s *corev1.Service) string { return PortsString(s.Spec.Ports) }},
+			{name: "ANNOUNCED-BY", cell: func(s *corev1.Service) string { return s.Annotations[AnnouncedByAnnotation] }},
+			{name: "REASON", cell: serviceReason, optional: true},
+		},
 	},
 	{
 		KindInfo: KindInfo{
@@ -100,7 +118,10 @@ var kinds = []kindDef{
 		validName: validation.IsDNS1123Label,
 		decode:    decodeAddressPoolDoc,
 		check:     checkAddressPoolSpec,
-		table:     AddressPoolTable,
+		table: columns[AddressPool]{
+			{name: "ADDRESSES", cell: func(p *AddressPool) string { return strings.Join(p.Spec.Addresses, ",") }},
+			{name: "AUTO-ASSIGN", cell: func(p *AddressPool) string { return strconv.FormatBool(p.Spec.autoAssign()) }},
+		},
 	},
 }
 
@@ -111,6 +132,16 @@ func Kinds() []KindInfo {
 		out[i] = k.KindInfo
 		out[i].ShortNames = append([]string(nil), k.ShortNames...)
 		out[i].APIVersions = append([]string(nil), k.APIVersions...)
+	}
+	return out
+}
+
+// KindNames lists the canonical names of the kinds netloom accepts, in the
+// table's order: what the dashboard and the metrics ask an agent for.
+func KindNames() []string {
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = k.Kind
 	}
 	return out
 }

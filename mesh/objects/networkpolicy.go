@@ -266,36 +266,23 @@ func parseCIDR(s string) (netip.Prefix, error) {
 // the result is masked). Policies in the store have passed it.
 func ParseCIDR(s string) (netip.Prefix, error) { return parseCIDR(s) }
 
-// NetworkPolicyTable renders NetworkPolicies: NAMESPACE, NAME,
-// POD-SELECTOR, TYPES, and, when selected is not nil, PODS: the names of
-// the pods each policy selects, from selected["namespace/name"] (the agent
-// knows them; see the firewall/policy package). The pod selector is printed
-// as kubectl prints it: an empty selector (every pod of the namespace) is
-// <none>.
-func NetworkPolicyTable(objs []json.RawMessage, selected map[string][]string) ([][]string, error) {
-	rows := make([][]string, 0, len(objs))
-	for _, raw := range objs {
-		np, err := DecodeNetworkPolicy(raw)
-		if err != nil {
-			return nil, fmt.Errorf("network policy table: %w", err)
-		}
-		row := []string{np.Namespace, np.Name, SelectorString(&np.Spec.PodSelector), PolicyTypesString(&np.Spec)}
-		if selected != nil {
-			pods := selected[np.Namespace+"/"+np.Name]
-			cell := none
-			if len(pods) > 0 {
-				cell = strings.Join(pods, ",")
-			}
-			row = append(row, cell)
-		}
-		rows = append(rows, row)
+// policyDoc is a NetworkPolicy document as Table reads it, with the
+// status PolicyView adds (nil when it has none).
+type policyDoc struct {
+	networkingv1.NetworkPolicy
+	Status *policyStatus `json:"status,omitempty"`
+}
+
+// selectedPods is the PODS cell: the pods the policy selects, <none> for
+// none, or "" when the document does not say.
+func (p *policyDoc) selectedPods() string {
+	switch {
+	case p.Status == nil:
+		return ""
+	case len(p.Status.SelectedPods) == 0:
+		return none
 	}
-	sortRows(rows, 2)
-	header := []string{"NAMESPACE", "NAME", "POD-SELECTOR", "TYPES"}
-	if selected != nil {
-		header = append(header, "PODS")
-	}
-	return append([][]string{header}, rows...), nil
+	return strings.Join(p.Status.SelectedPods, ",")
 }
 
 // SelectorString renders a label selector as kubectl does

@@ -390,9 +390,14 @@ func TestNetworkPolicyTable(t *testing.T) {
 		t.Errorf("Table(NetworkPolicy) (-want +got):\n%s", diff)
 	}
 
-	rows, err = NetworkPolicyTable(raws, map[string][]string{"x/deny-all": {"a", "b", "c"}, "x/allow-web": {"b"}})
+	// With the pods each policy selects, as the agent's PolicyView adds.
+	selected := map[string][]string{"x/deny-all": {"a", "b", "c"}, "x/allow-web": {"b"}}
+	docs := viewAll(t, raws, func(key string, raw json.RawMessage) (json.RawMessage, error) {
+		return PolicyView(raw, selected[key], nil)
+	})
+	rows, err = Table("NetworkPolicy", docs)
 	if err != nil {
-		t.Fatalf("NetworkPolicyTable: %v", err)
+		t.Fatalf("Table: %v", err)
 	}
 	want = [][]string{
 		{"NAMESPACE", "NAME", "POD-SELECTOR", "TYPES", "PODS"},
@@ -402,7 +407,7 @@ func TestNetworkPolicyTable(t *testing.T) {
 		{"x", "dns", "!legacy,tier in (back,front)", "Egress", "<none>"},
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {
-		t.Errorf("NetworkPolicyTable (-want +got):\n%s", diff)
+		t.Errorf("Table(NetworkPolicy) of views (-want +got):\n%s", diff)
 	}
 	var buf bytes.Buffer
 	if err := WriteTable(&buf, rows[:3]); err != nil {
@@ -415,9 +420,9 @@ func TestNetworkPolicyTable(t *testing.T) {
 	if diff := cmp.Diff(wantText, buf.String()); diff != "" {
 		t.Errorf("WriteTable (-want +got):\n%s", diff)
 	}
-	if _, err := NetworkPolicyTable([]json.RawMessage{json.RawMessage(podWeb)}, nil); err == nil ||
+	if _, err := Table("NetworkPolicy", []json.RawMessage{json.RawMessage(podWeb)}); err == nil ||
 		err.Error() != `network policy table: decode NetworkPolicy: object is of kind "Pod"` {
-		t.Errorf("NetworkPolicyTable(pod) error = %v", err)
+		t.Errorf("Table(NetworkPolicy, pod) error = %v", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package objects
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -398,6 +399,7 @@ func LBService(svc *corev1.Service) (lb.Service, error) {
 
 // ServicePlace is what the agent knows of a service that its object does
 // not carry: the addresses allocated to it and the node announcing its VIP.
+// ServiceView puts it into the Service's document.
 type ServicePlace struct {
 	ClusterIP  string // allocated ClusterIP, "" if none
 	ExternalIP string // allocated VIP (LoadBalancer), "" if none
@@ -410,56 +412,51 @@ type ServicePlace struct {
 	Conflict string
 }
 
-// ServiceTable renders Services: NAMESPACE, NAME, TYPE, CLUSTER-IP,
-// EXTERNAL-IP, PORTS ("80/TCP,53/UDP"), ANNOUNCED-BY. where maps
-// "namespace/name" to what the agent knows of the service; services missing
-// from it (or a nil map) show <none>. A service whose place has a Pending
-// reason shows <pending> for the address it lacks; pending reasons and
-// address conflicts appear in a last column REASON, present only when some
-// service has one.
-func ServiceTable(objs []json.RawMessage, where map[string]ServicePlace) ([][]string, error) {
-	rows := make([][]string, 0, len(objs))
-	reasons := false
-	for _, raw := range objs {
-		s, err := DecodeService(raw)
-		if err != nil {
-			return nil, fmt.Errorf("service table: %w", err)
-		}
-		pl := where[s.Namespace+"/"+s.Name]
-		typ := string(s.Spec.Type)
-		if typ == "" {
-			typ = lb.TypeClusterIP
-		}
-		cip, eip := cell(pl.ClusterIP), cell(pl.ExternalIP)
-		var why []string
-		if pl.Pending != "" {
-			why = append(why, pl.Pending)
-		}
-		if pl.Conflict != "" {
-			why = append(why, "conflict: "+pl.Conflict)
-		}
-		if len(why) > 0 {
-			reasons = true
-		}
-		if pl.Pending != "" {
-			if pl.ClusterIP == "" {
-				cip = pending
-			}
-			if pl.ExternalIP == "" && typ == lb.TypeLoadBalancer {
-				eip = pending
-			}
-		}
-		rows = append(rows, []string{s.Namespace, s.Name, typ, cip, eip, PortsString(s.Spec.Ports), cell(pl.Owner), cell(strings.Join(why, "; "))})
+// The cells of a Service's row in Table, read from the document
+// ServiceView returns.
+
+func serviceType(s *corev1.Service) string {
+	if s.Spec.Type == "" {
+		return lb.TypeClusterIP
 	}
-	sortRows(rows, 2)
-	header := []string{"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", "ANNOUNCED-BY", "REASON"}
-	if !reasons {
-		header = header[:len(header)-1]
-		for i := range rows {
-			rows[i] = rows[i][:len(rows[i])-1]
+	return string(s.Spec.Type)
+}
+
+// serviceClusterIP is spec.clusterIP, or <pending> when the service has
+// none and the agent says why.
+func serviceClusterIP(s *corev1.Service) string {
+	if s.Spec.ClusterIP == "" && s.Annotations[PendingAnnotation] != "" {
+		return pending
+	}
+	return s.Spec.ClusterIP
+}
+
+// serviceExternalIP lists status.loadBalancer.ingress; a LoadBalancer
+// service without one that the agent says why of shows <pending>.
+func serviceExternalIP(s *corev1.Service) string {
+	var out []string
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if a := cmp.Or(in.IP, in.Hostname); a != "" {
+			out = append(out, a)
 		}
 	}
-	return append([][]string{header}, rows...), nil
+	if len(out) == 0 && serviceType(s) == lb.TypeLoadBalancer && s.Annotations[PendingAnnotation] != "" {
+		return pending
+	}
+	return strings.Join(out, ",")
+}
+
+// serviceReason says why the service lacks an address and which address it
+// lost to an older service.
+func serviceReason(s *corev1.Service) string {
+	var why []string
+	if p := s.Annotations[PendingAnnotation]; p != "" {
+		why = append(why, p)
+	}
+	if c := s.Annotations[ConflictAnnotation]; c != "" {
+		why = append(why, "conflict: "+c)
+	}
+	return strings.Join(why, "; ")
 }
 
 // PortsString renders the ports of a service as kubectl does, without node
@@ -477,12 +474,4 @@ func PortsString(ports []corev1.ServicePort) string {
 		out[i] = strconv.Itoa(int(p.Port)) + "/" + string(proto)
 	}
 	return strings.Join(out, ",")
-}
-
-// cell returns s, or <none> when it is empty.
-func cell(s string) string {
-	if s == "" {
-		return none
-	}
-	return s
 }

@@ -532,14 +532,15 @@ func TestServiceTable(t *testing.T) {
 		strings.Replace(svcDoc("  type: LoadBalancer\n"+port80), "name: web", "name: api", 1)+"---\n"+
 		strings.Replace(svcDoc("  type: LoadBalancer\n"+port80), "name: web", "name: full", 1))
 
-	// Without what the agent knows.
+	// The stored documents, without what the agent knows: the exported
+	// shop/web says which clusterIP it asks for.
 	rows, err := Table("Service", raws)
 	if err != nil {
 		t.Fatalf("Table: %v", err)
 	}
 	want := [][]string{
 		{"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", "ANNOUNCED-BY"},
-		{"shop", "web", "LoadBalancer", "<none>", "<none>", "80/TCP,53/UDP", "<none>"},
+		{"shop", "web", "LoadBalancer", "10.96.14.7", "<none>", "80/TCP,53/UDP", "<none>"},
 		{"x", "api", "LoadBalancer", "<none>", "<none>", "80/TCP", "<none>"},
 		{"x", "full", "LoadBalancer", "<none>", "<none>", "80/TCP", "<none>"},
 		{"x", "web", "ClusterIP", "<none>", "<none>", "53/UDP,53/TCP", "<none>"},
@@ -554,9 +555,10 @@ func TestServiceTable(t *testing.T) {
 		"x/web":    {ClusterIP: "10.96.0.10"},
 		"x/api":    {ClusterIP: "10.96.0.11", ExternalIP: "192.168.1.242", Owner: "edge-1"},
 	}
-	rows, err = ServiceTable(raws, where)
+	view := func(key string, raw json.RawMessage) (json.RawMessage, error) { return ServiceView(raw, where[key]) }
+	rows, err = Table("Service", viewAll(t, raws, view))
 	if err != nil {
-		t.Fatalf("ServiceTable: %v", err)
+		t.Fatalf("Table: %v", err)
 	}
 	want = [][]string{
 		{"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", "ANNOUNCED-BY"},
@@ -566,15 +568,15 @@ func TestServiceTable(t *testing.T) {
 		{"x", "web", "ClusterIP", "10.96.0.10", "<none>", "53/UDP,53/TCP", "<none>"},
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {
-		t.Errorf("ServiceTable (-want +got):\n%s", diff)
+		t.Errorf("Table(Service) of views (-want +got):\n%s", diff)
 	}
 
 	// A full pool and a full service CIDR: <pending>, and the reasons.
 	where["x/full"] = ServicePlace{ClusterIP: "10.96.0.12", Pending: "AddressPool lan is full"}
 	where["x/web"] = ServicePlace{Pending: "service CIDR 10.96.0.0/16 is full"}
-	rows, err = ServiceTable(raws, where)
+	rows, err = Table("Service", viewAll(t, raws, view))
 	if err != nil {
-		t.Fatalf("ServiceTable: %v", err)
+		t.Fatalf("Table: %v", err)
 	}
 	want = [][]string{
 		{"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", "ANNOUNCED-BY", "REASON"},
@@ -584,18 +586,18 @@ func TestServiceTable(t *testing.T) {
 		{"x", "web", "ClusterIP", "<pending>", "<none>", "53/UDP,53/TCP", "<none>", "service CIDR 10.96.0.0/16 is full"},
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {
-		t.Errorf("ServiceTable with pending (-want +got):\n%s", diff)
+		t.Errorf("Table(Service) with pending (-want +got):\n%s", diff)
 	}
 
 	// A conflict: the service has another address, and says which it lost.
 	where["x/api"] = ServicePlace{ClusterIP: "10.96.0.11", ExternalIP: "192.168.1.243", Owner: "edge-1", Conflict: "requested address 192.168.1.242 is held by older service shop/web"}
-	conflictRows, err := ServiceTable(raws, where)
+	conflictRows, err := Table("Service", viewAll(t, raws, view))
 	if err != nil {
-		t.Fatalf("ServiceTable: %v", err)
+		t.Fatalf("Table: %v", err)
 	}
 	wantRow := []string{"x", "api", "LoadBalancer", "10.96.0.11", "192.168.1.243", "80/TCP", "edge-1", "conflict: requested address 192.168.1.242 is held by older service shop/web"}
 	if diff := cmp.Diff(wantRow, conflictRows[2]); diff != "" {
-		t.Errorf("ServiceTable with a conflict (-want +got):\n%s", diff)
+		t.Errorf("Table(Service) with a conflict (-want +got):\n%s", diff)
 	}
 
 	var buf bytes.Buffer
@@ -611,13 +613,13 @@ func TestServiceTable(t *testing.T) {
 		t.Errorf("WriteTable (-want +got):\n%s", diff)
 	}
 
-	if _, err := ServiceTable([]json.RawMessage{json.RawMessage(podWeb)}, nil); err == nil ||
+	if _, err := Table("Service", []json.RawMessage{json.RawMessage(podWeb)}); err == nil ||
 		err.Error() != `service table: decode Service: object is of kind "Pod"` {
-		t.Errorf("ServiceTable(pod) error = %v", err)
+		t.Errorf("Table(Service, pod) error = %v", err)
 	}
-	rows, err = ServiceTable(nil, nil)
+	rows, err = Table("Service", nil)
 	if err != nil || len(rows) != 1 {
-		t.Errorf("ServiceTable(nil) = %v, %v; want the header only", rows, err)
+		t.Errorf("Table(Service, nil) = %v, %v; want the header only", rows, err)
 	}
 }
 

@@ -4,80 +4,123 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"unicode"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
 
 // none is what tables show for an empty cell, like kubectl.
 const none = "<none>"
 
-// PodPlace is where a pod runs: facts the agent knows but the Pod object
-// does not carry.
-type PodPlace struct {
-	IP   netip.Addr
-	Node string
-}
-
-// Table renders objects of one kind for `netloom get`: the header row, then
-// one row per object, sorted by namespace and name. Pods get no IP or node
-// here; use PodTable for that.
+// Table renders documents of one kind for `netloom get`: the header row,
+// then one row per document, sorted by namespace and name. The kind's
+// entry in the kind table says the columns and how each reads a document;
+// every cell comes from the document. What the agent knows of an object
+// and its stored document does not carry (a pod's address, a service's
+// VIP, the pods a policy selects) is shown when the document is the one
+// PodView, ServiceView or PolicyView returns.
 func Table(kind string, objs []json.RawMessage) ([][]string, error) {
 	def, ok := lookup(kind)
 	if !ok {
 		return nil, fmt.Errorf("table: unknown kind %q (netloom knows: %s)", kind, strings.Join(kindNames(), ", "))
 	}
-	return def.table(objs)
+	return def.table.rows(def.KindInfo, objs)
 }
 
-// NamespaceTable renders Namespaces: NAME, LABELS.
-func NamespaceTable(objs []json.RawMessage) ([][]string, error) {
-	rows := make([][]string, 0, len(objs))
-	for _, raw := range objs {
-		ns, err := DecodeNamespace(raw)
-		if err != nil {
-			return nil, fmt.Errorf("namespace table: %w", err)
-		}
-		rows = append(rows, []string{ns.Name, labelString(ns.Labels)})
-	}
-	sortRows(rows, 1)
-	return append([][]string{{"NAME", "LABELS"}}, rows...), nil
+// tabler renders documents of one kind as table rows, header first.
+type tabler interface {
+	rows(k KindInfo, objs []json.RawMessage) ([][]string, error)
 }
 
-// PodTable renders Pods: NAMESPACE, NAME, IP, NODE, LABELS. where maps
-// "namespace/name" to the pod's address and node; pods missing from it (or
-// a nil map) show <none>.
-func PodTable(objs []json.RawMessage, where map[string]PodPlace) ([][]string, error) {
-	rows := make([][]string, 0, len(objs))
-	for _, raw := range objs {
-		p, err := DecodePod(raw)
-		if err != nil {
-			return nil, fmt.Errorf("pod table: %w", err)
-		}
-		ip, node := none, none
-		if pl, ok := where[p.Namespace+"/"+p.Name]; ok {
-			if pl.IP.IsValid() {
-				ip = pl.IP.String()
-			}
-			if pl.Node != "" {
-				node = pl.Node
-			}
-		}
-		rows = append(rows, []string{p.Namespace, p.Name, ip, node, labelString(p.Labels)})
+// column is one column of a kind's table: its header and how to read its
+// cell from a document decoded as T. An empty cell shows as <none>.
+type column[T any] struct {
+	name string
+	cell func(*T) string
+	// optional: the column is left out when every cell of it is empty.
+	optional bool
+}
+
+// columns are the columns of a kind's table after NAMESPACE (namespaced
+// kinds only) and NAME, which every table starts with. Documents decode as
+// T, of which a pointer is a metav1.Object.
+type columns[T any] []column[T]
+
+func (cs columns[T]) rows(k KindInfo, objs []json.RawMessage) ([][]string, error) {
+	header := []string{"NAME"}
+	if k.Namespaced {
+		header = []string{"NAMESPACE", "NAME"}
 	}
-	sortRows(rows, 2)
-	return append([][]string{{"NAMESPACE", "NAME", "IP", "NODE", "LABELS"}}, rows...), nil
+	keys := len(header)
+	for _, c := range cs {
+		header = append(header, c.name)
+	}
+	used := make([]bool, len(cs))
+	rows := make([][]string, 0, len(objs)+1)
+	for _, raw := range objs {
+		doc := new(T)
+		if err := decodeStored(raw, k.Kind, doc); err != nil {
+			return nil, fmt.Errorf("%s table: %w", words(k.Kind), err)
+		}
+		meta := any(doc).(metav1.Object)
+		row := []string{meta.GetName()}
+		if k.Namespaced {
+			row = []string{meta.GetNamespace(), meta.GetName()}
+		}
+		for i, c := range cs {
+			v := c.cell(doc)
+			if v == "" {
+				v = none
+			} else {
+				used[i] = true
+			}
+			row = append(row, v)
+		}
+		rows = append(rows, row)
+	}
+	sortRows(rows, keys)
+	rows = append([][]string{header}, rows...)
+	for i := len(cs) - 1; i >= 0; i-- {
+		if cs[i].optional && !used[i] {
+			for r := range rows {
+				rows[r] = slices.Delete(rows[r], keys+i, keys+i+1)
+			}
+		}
+	}
+	return rows, nil
+}
+
+// labelsColumn is the LABELS column of a kind whose documents decode as T.
+func labelsColumn[T any]() column[T] {
+	return column[T]{name: "LABELS", cell: func(doc *T) string {
+		return labelString(any(doc).(metav1.Object).GetLabels())
+	}}
+}
+
+// words spells a kind in lower-case words, for messages: "NetworkPolicy"
+// -> "network policy".
+func words(kind string) string {
+	var b strings.Builder
+	for i, r := range kind {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // labelString renders labels as kubectl's --show-labels does:
-// "app=web,tier=front", sorted by key, or <none>.
+// "app=web,tier=front", sorted by key, or "" when there are none.
 func labelString(l map[string]string) string {
-	if len(l) == 0 {
-		return none
-	}
 	parts := make([]string, 0, len(l))
 	for _, k := range sortedKeys(l) {
 		parts = append(parts, k+"="+l[k])

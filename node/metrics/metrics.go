@@ -16,6 +16,7 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"github.com/netloom/netloom/mesh/objects"
 	"time"
 
 	"github.com/netloom/netloom/node/api"
@@ -34,7 +35,7 @@ type Source interface {
 }
 
 // Kinds are the object kinds a scrape asks its Source for.
-var Kinds = []string{"Namespace", "Pod", "Service", "AddressPool", "NetworkPolicy"}
+var Kinds = objects.KindNames()
 
 // Metrics are the hooks the agent calls as things happen. A nil *Metrics
 // does nothing, so callers need no checks.
