@@ -218,7 +218,8 @@ func (a *Agent) rooms(k kernel) []func(context.Context) error {
 	ipamLoop := loop("ipam", ipamc, 5*time.Second)
 	ipamc.After = func(d time.Duration) { time.AfterFunc(d, ipamLoop.Kick) }
 
-	// The peer grace runs out with time: the mesh room looks every second.
+	// The peer grace runs out with time: the mesh room looks every 5 s,
+	// as the agent always did.
 	a.meshc = meshctl.New(meshctl.Config{Name: c.Name, Keepalive: c.Keepalive, PeerGrace: c.PeerGrace, Log: a.log}, k.overlay, a.events)
 	a.meshc.Repaired = a.metrics.Repaired
 	a.lbc = lbctl.New(lbctl.Config{Name: c.Name, Log: a.log}, &a.arp, w, a.events, lbctl.Hooks{Conflict: a.metrics.VIPConflict, Failover: a.metrics.VIPFailover})
@@ -228,7 +229,7 @@ func (a *Agent) rooms(k kernel) []func(context.Context) error {
 	return []func(context.Context) error{
 		ipamLoop.Run,
 		loop("local", k.host, 0).Run,
-		loop("mesh", a.meshc, time.Second).Run,
+		loop("mesh", a.meshc, 5*time.Second).Run,
 		a.lbLoop.Run,
 		loop("firewall", a.fwc, 0).Run,
 	}
