@@ -145,6 +145,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}
+	// The hub and the rooms exist before gossip starts: membership events
+	// reach them from the first one.
+	a.hub = cluster.NewHub(cluster.HubConfig{Name: c.Name, LB: a.lbConfig(), SubnetGrace: c.SubnetGrace}, cluster.NewStoreSource(st), a.members)
+	host := &cni.Host{Bridge: c.Bridge, MTU: c.mtu, ClusterCIDR: c.cidr, Ports: a.podPorts, Events: a.events, Log: a.log, Repaired: a.metrics.Repaired,
+		Ready: func(p netip.Prefix) { a.hub.SetLocal(func(l *cluster.Local) { l.Bridge = p }) }}
+	rooms := a.rooms(kernel{overlay: a.dev, table: a.table, host: host})
 	if err := a.members.Start(a.repl, a.meta(cluster.Local{})); err != nil {
 		dev.Close()
 		return err
@@ -166,11 +172,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	a.hub = cluster.NewHub(cluster.HubConfig{Name: c.Name, LB: a.lbConfig(), SubnetGrace: c.SubnetGrace}, cluster.NewStoreSource(st), a.members)
-	host := &cni.Host{Bridge: c.Bridge, MTU: c.mtu, ClusterCIDR: c.cidr, Ports: a.podPorts, Events: a.events, Log: a.log, Repaired: a.metrics.Repaired,
-		Ready: func(p netip.Prefix) { a.hub.SetLocal(func(l *cluster.Local) { l.Bridge = p }) }}
 	rejoin := func(ctx context.Context) error { return a.members.RunRejoin(ctx, c.Join) }
-	for _, run := range append(a.rooms(kernel{overlay: a.dev, table: a.table, host: host}), a.hub.Run, a.runMeta, a.runReady, a.runAnnouncer, a.joinLoop, rejoin, a.runExpire,
+	for _, run := range append(rooms, a.hub.Run, a.runMeta, a.runReady, a.runAnnouncer, a.joinLoop, rejoin, a.runExpire,
 		func(ctx context.Context) error { systemd.RunWatchdog(ctx); return nil }) {
 		wg.Add(1)
 		go func() {
@@ -372,10 +375,8 @@ func (a *Agent) memberEvent(kind, node string) {
 		a.events.Add(events.Join, node, "member "+node+" joined")
 		// A member (re)joining may have been on the other side of a
 		// partition, where its clients learned another owner for our VIPs.
-		if a.lbc != nil {
-			a.lbc.Reannounce()
-			a.lbLoop.Kick()
-		}
+		a.lbc.Reannounce()
+		a.lbLoop.Kick()
 	case "leave":
 		a.events.Add(events.Leave, node, "member "+node+" left the cluster")
 	case "dead":
