@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -84,26 +85,41 @@ func gossipAddr(m Member) string {
 }
 
 // RunRejoin calls failed members (see Rejoiner) until ctx ends. join are
-// the --join addresses.
+// the --join addresses. Each target is called on its own, so that a call
+// that hangs in TCP connect (the path is still down) delays no other; a
+// target with a call in flight is not called again until it returns. The
+// backoff stops at 4 s, so that a healed partition merges within seconds.
 func (m *Membership) RunRejoin(ctx context.Context, join []string) error {
-	r := &Rejoiner{Min: time.Second, Max: 30 * time.Second}
+	r := &Rejoiner{Min: time.Second, Max: 4 * time.Second}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	var mu sync.Mutex
+	inFlight := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		due := r.Due(time.Now(), m.Members(), join)
-		if len(due) == 0 {
-			continue
-		}
-		n, err := m.Join(due)
-		if n > 0 {
-			m.log.Info("called failed members again", "targets", due, "answered", n)
-		} else {
-			m.log.Debug("failed members still unreachable", "targets", due, "err", err)
+		for _, target := range r.Due(time.Now(), m.Members(), join) {
+			mu.Lock()
+			busy := inFlight[target]
+			inFlight[target] = true
+			mu.Unlock()
+			if busy {
+				continue
+			}
+			go func() {
+				n, err := m.Join([]string{target})
+				if n > 0 {
+					m.log.Info("called a failed member again", "target", target)
+				} else {
+					m.log.Debug("failed member still unreachable", "target", target, "err", err)
+				}
+				mu.Lock()
+				delete(inFlight, target)
+				mu.Unlock()
+			}()
 		}
 	}
 }
