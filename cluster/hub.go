@@ -184,15 +184,15 @@ func (h *Hub) Build() *Snapshot {
 
 // lbKey is what the load-balancing state depends on.
 type lbKey struct {
-	policy, services, pools uint64
-	candidates              string
+	pods, services, pools uint64
+	candidates            string
 }
 
 // lbState computes the load-balancing state of s, or returns the previous
 // one when its inputs did not change.
 func (h *Hub) lbState(s *Snapshot) *LB {
 	cand := Candidates(s)
-	key := lbKey{policy: s.Gen.Policy, services: s.Gen.Services, pools: s.Gen.Pools, candidates: setKey(cand)}
+	key := lbKey{pods: s.Gen.Pods, services: s.Gen.Services, pools: s.Gen.Pools, candidates: setKey(cand)}
 	if h.lb != nil && h.lbKey == key {
 		return h.lb
 	}

@@ -78,6 +78,9 @@ type LB struct {
 // Gens are the generations of the objects in a snapshot, per part.
 type Gens struct {
 	Leases, Policy, Services, Pools uint64
+	// Pods moves only when pods or their addresses change (Policy also
+	// moves with namespaces and policies): endpoints read only pods.
+	Pods uint64
 }
 
 // Member returns the member called name.

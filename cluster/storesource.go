@@ -55,6 +55,8 @@ type StoreSource struct {
 	svcs    []lb.Service
 	svcGen  uint64
 	polGen  uint64
+	podKey  [2]uint64
+	podGen  uint64
 	lastPol *policy.Snapshot
 }
 
@@ -113,9 +115,10 @@ func (s *StoreSource) Objects() Objects {
 	leases, gLease := s.leases.list(s.st)
 	pools, gPool := s.pools.list(s.st)
 	pol, gPol := s.policy()
+	gPods := s.podsGen()
 	svcs, gSvc := s.servicesWithAssignments()
 	return Objects{Leases: leases, Policy: pol, Services: svcs, Pools: pools,
-		Gen: Gens{Leases: gLease, Policy: gPol, Services: gSvc, Pools: gPool}}
+		Gen: Gens{Leases: gLease, Policy: gPol, Services: gSvc, Pools: gPool, Pods: gPods}}
 }
 
 // servicesWithAssignments are the services with what the store records
@@ -141,6 +144,19 @@ func (s *StoreSource) servicesWithAssignments() ([]lb.Service, uint64) {
 	s.svcGen++
 	s.svcs, s.svcKey = out, key
 	return out, s.svcGen
+}
+
+// podsGen is a generation that moves only when the kinds endpoints read
+// (pods and pod addresses) change.
+func (s *StoreSource) podsGen() uint64 {
+	key := [2]uint64{s.st.Generation(KindPodAddress), s.st.Generation("Pod")}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if key != s.podKey || s.podGen == 0 {
+		s.podKey = key
+		s.podGen++
+	}
+	return s.podGen
 }
 
 // policy builds what NetworkPolicy decisions depend on: every pod that has

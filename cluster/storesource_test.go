@@ -70,6 +70,14 @@ func TestStoreSource(t *testing.T) {
 	if &o3.Services[0] != &o1.Services[0] || o3.Gen.Services != o1.Gen.Services {
 		t.Errorf("a pod change rebuilt the services")
 	}
+	if o3.Gen.Pods == o1.Gen.Pods {
+		t.Errorf("a pod change did not move the pods' generation")
+	}
+	// A new policy moves the policy view, not the pods (endpoints stay).
+	put(store.Key{Kind: "NetworkPolicy", Namespace: "shop", Name: "deny"}, `{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"namespace":"shop","name":"deny"},"spec":{"podSelector":{}}}`)
+	if o := src.Objects(); o.Gen.Policy == o3.Gen.Policy || o.Gen.Pods != o3.Gen.Pods || len(o.Policy.Policies) != 1 {
+		t.Errorf("after a new policy: gens %+v (before %+v), %d policies", o.Gen, o3.Gen, len(o.Policy.Policies))
+	}
 	// A new assignment: the services are rebuilt.
 	putTyped(Assignments.Put(store.Key{Namespace: "shop", Name: "web"}, lb.Assignment{VIP: netip.MustParseAddr("10.77.0.201"), Pool: "lan"}))
 	if o4 := src.Objects(); o4.Services[0].Assigned.VIP != netip.MustParseAddr("10.77.0.201") || o4.Gen.Services == o1.Gen.Services {
