@@ -58,7 +58,7 @@ func Desired(self string, members []Member, subnets map[string]netip.Prefix, src
 			continue
 		}
 		key, err := wgtypes.ParseKey(m.Meta.WGKey)
-		if err != nil || m.Meta.WGPort <= 0 {
+		if err != nil || m.Meta.WGPort <= 0 || m.Meta.WGPort > 65535 {
 			continue
 		}
 		addr, err := netip.ParseAddr(m.Meta.Addr)
@@ -68,6 +68,10 @@ func Desired(self string, members []Member, subnets map[string]netip.Prefix, src
 		if !addr.IsValid() {
 			continue
 		}
+		// A zone names one of the member's interfaces, not ours; the
+		// WireGuard endpoint never carries it, and kept here it made the
+		// endpoint differ from the device's on every pass.
+		addr = addr.WithZone("")
 		t.Peers = append(t.Peers, wg.Peer{
 			Name:       m.Name,
 			PublicKey:  key,

@@ -106,6 +106,11 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 			}
 			o.JSON = stamped
 		}
+		if !del && len(o.JSON) > store.MaxValueSize {
+			// The store refuses it; a bad manifest is the client's error.
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("%s: the object is %d bytes, more than the limit of %d", name, len(o.JSON), store.MaxValueSize))
+			return
+		}
 		switch {
 		case del && exists:
 			dels = append(dels, k)

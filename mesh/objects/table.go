@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"unicode"
+	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -157,7 +158,7 @@ func WriteTable(w io.Writer, rows [][]string) error {
 
 // ToYAML renders one object (or any JSON) as YAML.
 func ToYAML(raw json.RawMessage) ([]byte, error) {
-	y, err := yaml.JSONToYAML(raw)
+	y, err := yaml.JSONToYAML(escapeForYAML(raw))
 	if err != nil {
 		return nil, fmt.Errorf("to yaml: %w", err)
 	}
@@ -179,4 +180,36 @@ func List(objs []json.RawMessage) (json.RawMessage, error) {
 		return nil, fmt.Errorf("list: %w", err)
 	}
 	return b, nil
+}
+
+// escapeForYAML writes the characters the YAML reader refuses in its input
+// (DEL, the C1 controls, U+FFFE, U+FFFF, and invalid UTF-8, which
+// json.Marshal leaves raw inside strings) and NEL (which it reads as a line
+// break) as JSON escapes, so that every object Parse accepts prints as
+// YAML that reads back the same. Outside strings JSON has none of them.
+func escapeForYAML(raw []byte) []byte {
+	yamlOK := func(r rune) bool {
+		return r == '\t' || r == '\n' || r == '\r' || (r >= 0x20 && r <= 0x7e) ||
+			(r >= 0xa0 && r <= 0xd7ff) || (r >= 0xe000 && r <= 0xfffd) || (r >= 0x10000 && r <= 0x10ffff)
+	}
+	var out []byte
+	for i := 0; i < len(raw); {
+		r, n := utf8.DecodeRune(raw[i:])
+		if yamlOK(r) && !(r == utf8.RuneError && n == 1) {
+			if out != nil {
+				out = append(out, raw[i:i+n]...)
+			}
+			i += n
+			continue
+		}
+		if out == nil {
+			out = append(make([]byte, 0, len(raw)+16), raw[:i]...)
+		}
+		out = fmt.Appendf(out, `\u%04x`, r)
+		i += n
+	}
+	if out == nil {
+		return raw
+	}
+	return out
 }

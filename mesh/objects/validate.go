@@ -186,27 +186,19 @@ func fieldPath(segs []segment, field string) (string, bool) {
 // value, its JSON type ("object", "array", "string", "number", "bool",
 // "null") and the input offset just after the value's first token (the end
 // of a scalar, the opening bracket of an object or list). It stops when fn
-// returns true.
+// returns true. path is walk's own, valid only during the call: it is kept
+// up to date, not copied for every value, so that a deeply nested document
+// costs time in proportion to its length, not to length times depth.
 func walk(doc []byte, fn func(path []segment, typ string, end int64) bool) {
-	type frame struct {
-		segment
-		haveKey bool
-	}
-	var stack []frame
-	path := func() []segment {
-		out := make([]segment, len(stack))
-		for i, f := range stack {
-			out[i] = f.segment
-		}
-		return out
-	}
+	var path []segment
+	var haveKey []bool // per frame of an object: path's key is the current value's
 	// done is called after a complete value in the innermost frame.
 	done := func() {
-		if n := len(stack); n > 0 {
-			if stack[n-1].list {
-				stack[n-1].index++
+		if n := len(path); n > 0 {
+			if path[n-1].list {
+				path[n-1].index++
 			} else {
-				stack[n-1].haveKey = false
+				haveKey[n-1] = false
 			}
 		}
 	}
@@ -217,9 +209,9 @@ func walk(doc []byte, fn func(path []segment, typ string, end int64) bool) {
 		if err != nil {
 			return
 		}
-		n := len(stack)
-		if s, ok := tok.(string); ok && n > 0 && !stack[n-1].list && !stack[n-1].haveKey {
-			stack[n-1].key, stack[n-1].haveKey = s, true
+		n := len(path)
+		if s, ok := tok.(string); ok && n > 0 && !path[n-1].list && !haveKey[n-1] {
+			path[n-1].key, haveKey[n-1] = s, true
 			continue
 		}
 		var typ string
@@ -231,12 +223,13 @@ func walk(doc []byte, fn func(path []segment, typ string, end int64) bool) {
 				if tok == json.Delim('[') {
 					typ = "array"
 				}
-				if fn(path(), typ, dec.InputOffset()) {
+				if fn(path, typ, dec.InputOffset()) {
 					return
 				}
-				stack = append(stack, frame{segment: segment{list: tok == json.Delim('[')}})
+				path = append(path, segment{list: tok == json.Delim('[')})
+				haveKey = append(haveKey, false)
 			default:
-				stack = stack[:n-1]
+				path, haveKey = path[:n-1], haveKey[:n-1]
 				done()
 			}
 			continue
@@ -249,7 +242,7 @@ func walk(doc []byte, fn func(path []segment, typ string, end int64) bool) {
 		default:
 			typ = "null"
 		}
-		if fn(path(), typ, dec.InputOffset()) {
+		if fn(path, typ, dec.InputOffset()) {
 			return
 		}
 		done()
@@ -278,7 +271,10 @@ func locate(doc []byte, te *json.UnmarshalTypeError) string {
 	// offset into the value only: take the first value of the wrong type at
 	// the field.
 	walk(doc, func(path []segment, typ string, _ int64) bool {
-		if p, ok := fieldPath(path, te.Field); ok && typ == want {
+		if typ != want {
+			return false
+		}
+		if p, ok := fieldPath(path, te.Field); ok {
 			found = p
 			return true
 		}

@@ -59,7 +59,7 @@ func ParseNetConf(data []byte) (*NetConf, error) {
 	}
 	if err := version.ParsePrevResult(&c.PluginConf); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure,
-			fmt.Sprintf("netloom netconf: field \"prevResult\": %v", err), "")
+			fmt.Sprintf("netloom netconf: field \"prevResult\": %s", oneLine(err)), "")
 	}
 	return &c, nil
 }
