@@ -19,6 +19,9 @@ if command -v apt-get >/dev/null; then
 fi
 
 go vet ./...
+# Every fuzz target for a few seconds: parsers of manifests, gossip, CNI
+# and API input (./fuzz.sh 2m runs them longer).
+./fuzz.sh "${NETLOOM_FUZZTIME:-3s}"
 # Packages run one at a time: the kernel tests of several packages would
 # otherwise compete for the two cores of a small box.
 log=$(mktemp)
