@@ -113,7 +113,7 @@ func ParsePodArgs(s string) (PodArgs, error) {
 	a.IgnoreUnknown = true
 	if err := types.LoadArgs(s, &a); err != nil {
 		return PodArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables,
-			fmt.Sprintf("CNI_ARGS %q is not a list of KEY=VALUE pairs separated by ';': %v", s, err), "")
+			fmt.Sprintf("CNI_ARGS %q is not a list of KEY=VALUE pairs separated by ';': %s", s, oneLine(err)), "")
 	}
 	return PodArgs{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME)}, nil
 }
