@@ -83,16 +83,6 @@ type Gens struct {
 	Pods uint64
 }
 
-// Member returns the member called name.
-func (s *Snapshot) Member(name string) (mesh.Member, bool) {
-	for _, m := range s.Members {
-		if m.Name == name {
-			return m, true
-		}
-	}
-	return mesh.Member{}, false
-}
-
 // Alive is the set of members that are alive (or suspected, which
 // memberlist does not report).
 func (s *Snapshot) Alive() map[string]bool {
@@ -103,12 +93,4 @@ func (s *Snapshot) Alive() map[string]bool {
 		}
 	}
 	return out
-}
-
-// Result is the allocation of the service k (zero if unknown).
-func (s *Snapshot) Result(k lb.ServiceKey) lb.Result {
-	if s.LB == nil {
-		return lb.Result{}
-	}
-	return s.LB.Plan.Results[k]
 }

@@ -48,16 +48,15 @@ type StoreSource struct {
 	assigned   *decoded[Keyed[lb.Assignment]]
 	leases     *decoded[ipam.Lease]
 
-	mu      sync.Mutex
-	polKey  [4]uint64
-	pol     *policy.Snapshot
-	svcKey  [2]uint64
-	svcs    []lb.Service
-	svcGen  uint64
-	polGen  uint64
-	podKey  [2]uint64
-	podGen  uint64
-	lastPol *policy.Snapshot
+	mu     sync.Mutex
+	polKey [4]uint64
+	pol    *policy.Snapshot
+	svcKey [2]uint64
+	svcs   []lb.Service
+	svcGen uint64
+	polGen uint64
+	podKey [2]uint64
+	podGen uint64
 }
 
 type namespaceLabels struct {

@@ -209,7 +209,7 @@ type kernel struct {
 // Run; each loop runs alone, so a slow room never stalls another.
 func (a *Agent) rooms(k kernel) []func(context.Context) error {
 	c := a.cfg
-	w := storeWriter{repl: a.repl, st: a.store, node: c.Name}
+	w := storeWriter{repl: a.repl, st: a.store}
 	loop := func(name string, ctl cluster.Controller, every time.Duration) *cluster.Loop {
 		return cluster.NewLoop(a.hub, ctl, cluster.LoopOptions{Name: name, Every: every, Repair: c.ResyncInterval,
 			Observe: a.metrics.ObserveReconcile, Log: a.log})
@@ -286,20 +286,11 @@ func (a *Agent) podPorts() []string {
 	}
 	var out []string
 	for id := range al.Allocations() {
-		if cid, ifName, ok := cutLast(id, "/"); ok {
+		if cid, ifName, ok := splitPodID(id); ok {
 			out = append(out, cni.HostVethName(cid, ifName))
 		}
 	}
 	return out
-}
-
-func cutLast(s, sep string) (before, after string, ok bool) {
-	for i := len(s) - len(sep); i >= 0; i-- {
-		if s[i:i+len(sep)] == sep {
-			return s[:i], s[i+len(sep):], true
-		}
-	}
-	return s, "", false
 }
 
 // meta is what this node gossips about itself.

@@ -181,8 +181,17 @@ func (a *Agent) handleJoin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, api.JoinResponse{Contacted: n})
 }
 
-// podID identifies one attachment in the allocator.
+// podID identifies one attachment in the allocator: container ID and
+// interface name; splitPodID reads them back.
 func podID(req api.CNIRequest) string { return req.ContainerID + "/" + req.IfName }
+
+func splitPodID(id string) (containerID, ifName string, ok bool) {
+	i := strings.LastIndex(id, "/")
+	if i < 0 {
+		return "", "", false
+	}
+	return id[:i], id[i+1:], true
+}
 
 func (a *Agent) cniAnswer(p netip.Prefix) api.CNIResponse {
 	return api.CNIResponse{

@@ -19,7 +19,6 @@ import (
 type storeWriter struct {
 	repl *store.Replicator
 	st   *store.Store
-	node string
 }
 
 // PutLease implements ipamctl.Leases.

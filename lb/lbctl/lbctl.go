@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,7 +67,6 @@ type Controller struct {
 	conflicts map[lb.ServiceKey]Conflict
 
 	status atomic.Pointer[Status]
-	mu     sync.Mutex // orders status publication with Reannounce
 }
 
 // Conflict is an address a service lost, and when.
@@ -197,9 +195,7 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 	if c.again.Swap(false) {
 		c.an.Reannounce()
 	}
-	c.mu.Lock()
 	c.status.Store(&Status{Snapshot: s, Owned: owned, Conflicts: c.conflictsCopy()})
-	c.mu.Unlock()
 	return worked, err
 }
 
