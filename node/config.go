@@ -143,7 +143,10 @@ func (c Config) check() (settings, error) {
 		}
 		s.Exe = exe
 	}
-	if s.ResyncInterval <= 0 {
+	switch {
+	case s.ResyncInterval < 0:
+		return s, fmt.Errorf("--resync-interval %s: give a positive duration such as 30s", s.ResyncInterval)
+	case s.ResyncInterval == 0:
 		s.ResyncInterval = 30 * time.Second
 	}
 	s.DataDir, _ = filepath.Abs(s.DataDir)

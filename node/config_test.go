@@ -3,6 +3,7 @@ package node
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func validConfig() Config {
@@ -26,6 +27,7 @@ func TestConfigCheck(t *testing.T) {
 		{"ipv6 services", func(c *Config) { c.ServiceCIDR = "fd00:10:96::/112" }, "--service-cidr"},
 		{"mask too small", func(c *Config) { c.NodeMask = 8 }, "--node-mask"},
 		{"mask too large", func(c *Config) { c.NodeMask = 31 }, "--node-mask"},
+		{"negative resync", func(c *Config) { c.ResyncInterval = -time.Second }, "--resync-interval -1s: give a positive duration"},
 		{"wireguard mode", func(c *Config) { c.WireGuard = "fast" }, "--wireguard"},
 		{"gossip port", func(c *Config) { c.GossipPort = 70000 }, "--gossip-port"},
 		{"wg port", func(c *Config) { c.WGPort = 0 }, "--wg-port"},
