@@ -239,7 +239,8 @@ func ComputeLB(cfg lb.Config, s *Snapshot, cand map[string]bool) *LB {
 			if !cand[p.Node] {
 				continue
 			}
-			lp := lb.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, IP: p.IP, Node: p.Node, Ports: make(map[string]uint16, len(p.Ports))}
+			lp := lb.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, IP: p.IP, Node: p.Node, Ports: make(map[string]uint16, len(p.Ports)),
+				Unready: p.Unready, Terminating: p.Terminating}
 			for _, np := range p.Ports {
 				lp.Ports[np.Name] = np.Port
 			}

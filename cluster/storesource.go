@@ -186,6 +186,8 @@ func (s *StoreSource) policy() (*policy.Snapshot, uint64) {
 		p := policy.Pod{Namespace: pa.Key.Namespace, Name: pa.Key.Name, IP: ip, Node: pa.Value.Node}
 		if pod, ok := s.pods.get(s.st, store.Key{Kind: "Pod", Namespace: pa.Key.Namespace, Name: pa.Key.Name}); ok {
 			p.Labels, p.Ports = pod.Labels, NamedPorts(pod)
+			ready, terminating := objects.PodConditions(pod)
+			p.Unready, p.Terminating = !ready, terminating
 		}
 		snap.Pods = append(snap.Pods, p)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -16,6 +17,41 @@ var DefaultServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
 type Config struct {
 	ServiceCIDR netip.Prefix // ClusterIPs; zero = DefaultServiceCIDR
 	ClusterCIDR netip.Prefix // pod addresses; pools must not overlap it (zero: not checked)
+	// NodePorts is where node ports and health-check ports come from;
+	// zero = DefaultNodePortRange.
+	NodePorts PortRange
+}
+
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	Min, Max uint16
+}
+
+// DefaultNodePortRange is Kubernetes' --service-node-port-range default.
+var DefaultNodePortRange = PortRange{Min: 30000, Max: 32767}
+
+// Contains reports whether p is in the range.
+func (r PortRange) Contains(p uint16) bool { return p >= r.Min && p <= r.Max && p != 0 }
+
+// String returns "min-max".
+func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
+
+// ParsePortRange parses "min-max" (as --service-node-port-range takes it).
+func ParsePortRange(s string) (PortRange, error) {
+	lo, hi, ok := strings.Cut(strings.TrimSpace(s), "-")
+	a, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	b, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
+		return PortRange{}, fmt.Errorf("port range %q: want MIN-MAX with 1 <= MIN <= MAX <= 65535, e.g. 30000-32767", s)
+	}
+	return PortRange{Min: uint16(a), Max: uint16(b)}, nil
+}
+
+func (c Config) nodePorts() PortRange {
+	if c.NodePorts == (PortRange{}) {
+		return DefaultNodePortRange
+	}
+	return c.NodePorts
 }
 
 func (c Config) serviceCIDR() netip.Prefix {
@@ -95,14 +131,22 @@ func Allocate(cfg Config, services []Service, pools []Pool, alive map[string]boo
 	// Claims, oldest first.
 	for i, s := range svcs {
 		r := &res[i]
+		if !s.Proxied() {
+			continue
+		}
 		needCIP[i] = al.claimClusterIP(s, r)
 		if s.Type == TypeLoadBalancer {
 			needVIP[i], vipPools[i] = al.claimVIP(s, r)
 		}
+		al.claimNodePorts(s, r)
 	}
 	// New addresses for the rest, oldest first.
 	for i, s := range svcs {
 		r := &res[i]
+		if !s.Proxied() {
+			continue
+		}
+		al.newNodePorts(s, r)
 		if needCIP[i] {
 			if a, ok := al.nextClusterIP(); ok {
 				al.cip[a] = s.Key()
@@ -120,8 +164,11 @@ func Allocate(cfg Config, services []Service, pools []Pool, alive map[string]boo
 	for i, s := range svcs {
 		r := res[i]
 		plan.Results[s.Key()] = r
-		want := Assignment{VIP: r.VIP, Pool: r.Pool, ClusterIP: r.ClusterIP}
-		if want != s.Assigned {
+		want := Assignment{VIP: r.VIP, Pool: r.Pool, ClusterIP: r.ClusterIP, NodePorts: r.NodePorts, HealthCheckNodePort: r.HealthCheckNodePort}
+		if !s.Proxied() {
+			want = Assignment{}
+		}
+		if !want.Equal(s.Assigned) {
 			plan.Writes = append(plan.Writes, Write{Service: s.Key(), Assignment: want, Writer: writer(s, alive)})
 		}
 	}
@@ -167,6 +214,15 @@ type allocator struct {
 	cip    map[netip.Addr]ServiceKey
 	vip    map[netip.Addr]ServiceKey
 	cursor map[*Pool][]netip.Addr // per range: no free address below
+	// Node ports, by protocol and port. A health-check port is TCP.
+	npRange  PortRange
+	np       map[nodePortKey]ServiceKey
+	npCursor uint16 // no free port below, for either protocol
+}
+
+type nodePortKey struct {
+	proto string
+	port  uint16
 }
 
 func newAllocator(cfg Config, pools []Pool) *allocator {
@@ -176,7 +232,10 @@ func newAllocator(cfg Config, pools []Pool) *allocator {
 		cip:    make(map[netip.Addr]ServiceKey),
 		vip:    make(map[netip.Addr]ServiceKey),
 		cursor: make(map[*Pool][]netip.Addr),
+		np:     make(map[nodePortKey]ServiceKey),
 	}
+	al.npRange = cfg.nodePorts()
+	al.npCursor = al.npRange.Min
 	all := PrefixRange(al.scidr)
 	al.cipReq = Range{Start: all.Start.Next(), End: all.End}
 	if all.Start.Is4() {
@@ -372,6 +431,92 @@ func (al *allocator) nextVIP(p *Pool) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// claimNodePorts settles the requested and recorded node ports of s (and
+// its health-check port); ports left at 0 get one in newNodePorts.
+func (al *allocator) claimNodePorts(s Service, r *Result) {
+	if s.NodePorts {
+		r.NodePorts = make([]uint16, len(s.Ports))
+		for i, sp := range s.Ports {
+			var rec uint16
+			if i < len(s.Assigned.NodePorts) {
+				rec = s.Assigned.NodePorts[i]
+			}
+			r.NodePorts[i] = al.claimPort(s, sp.Protocol, sp.NodePort, rec, fmt.Sprintf("nodePort of port %s", portName(sp)), r)
+		}
+	}
+	if s.NeedsHealthCheck() {
+		r.HealthCheckNodePort = al.claimPort(s, "TCP", s.HealthCheckNodePort, s.Assigned.HealthCheckNodePort, "healthCheckNodePort", r)
+	}
+}
+
+func portName(sp ServicePort) string {
+	if sp.Name != "" {
+		return sp.Name
+	}
+	return strconv.Itoa(int(sp.Port)) + "/" + sp.Protocol
+}
+
+// claimPort claims the requested port, else the recorded one; 0 when s
+// needs a new one.
+func (al *allocator) claimPort(s Service, proto string, req, rec uint16, what string, r *Result) uint16 {
+	if req != 0 {
+		k := nodePortKey{proto, req}
+		switch h, held := al.np[k]; {
+		case !al.npRange.Contains(req):
+			addConflict(r, fmt.Sprintf("requested %s %d is outside the node port range %s", what, req, al.npRange))
+		case held:
+			addConflict(r, fmt.Sprintf("requested %s %d/%s is held by older service %s", what, req, proto, h))
+		default:
+			al.np[k] = s.Key()
+			return req
+		}
+	}
+	if rec != 0 && rec != req && al.npRange.Contains(rec) {
+		k := nodePortKey{proto, rec}
+		if h, held := al.np[k]; held {
+			addConflict(r, fmt.Sprintf("%s %d/%s is held by older service %s", what, rec, proto, h))
+			return 0
+		}
+		al.np[k] = s.Key()
+		return rec
+	}
+	return 0
+}
+
+// newNodePorts gives every unsettled node port of s the lowest free port.
+func (al *allocator) newNodePorts(s Service, r *Result) {
+	for i, p := range r.NodePorts {
+		if p == 0 {
+			r.NodePorts[i] = al.nextPort(s, s.Ports[i].Protocol, r)
+		}
+	}
+	if s.NeedsHealthCheck() && r.HealthCheckNodePort == 0 {
+		r.HealthCheckNodePort = al.nextPort(s, "TCP", r)
+	}
+}
+
+// nextPort returns the lowest port free for both protocols at or above
+// the cursor (so that a port number belongs to one service), or 0 and a
+// pending reason when the range is full.
+func (al *allocator) nextPort(s Service, proto string, r *Result) uint16 {
+	for p := int(al.npCursor); p != 0 && p <= int(al.npRange.Max); p++ {
+		port := uint16(p)
+		_, tcp := al.np[nodePortKey{"TCP", port}]
+		_, udp := al.np[nodePortKey{"UDP", port}]
+		if !tcp && !udp {
+			al.np[nodePortKey{proto, port}] = s.Key()
+			al.npCursor = port + 1
+			if port == 65535 {
+				al.npCursor = 0
+			}
+			return port
+		}
+	}
+	al.npCursor = 0
+	addPending(r, fmt.Sprintf("node port range %s is full", al.npRange))
+	return 0
+}
+
 // Snapshot is the services and pools of the store (or of a manifest).
 type Snapshot struct {
 	Services []Service
@@ -388,7 +533,9 @@ type Snapshot struct {
 //   - a requested VIP or ClusterIP that another service holds or asks for,
 //     unless the manifest gives that service up (changes its type or asks
 //     it for another address);
-//   - a requested ClusterIP outside the service CIDR.
+//   - a requested ClusterIP outside the service CIDR;
+//   - a requested nodePort or healthCheckNodePort outside the node port
+//     range, or held by another service.
 //
 // Pools are checked first, then services, each in the order given; the
 // first problem is returned.
@@ -428,6 +575,24 @@ func ValidateApply(cfg Config, cur Snapshot, in Snapshot) error {
 	}
 	vipHolder := make(map[netip.Addr]ServiceKey)
 	cipHolder := make(map[netip.Addr]ServiceKey)
+	// Node ports held now, except by services the manifest replaces (their
+	// new requests are checked below).
+	npHolder := make(map[nodePortKey]ServiceKey)
+	for _, s := range cur.Services {
+		if _, ok := next[s.Key()]; ok {
+			continue
+		}
+		r := plan.Results[s.Key()]
+		for i, p := range r.NodePorts {
+			if p != 0 && i < len(s.Ports) {
+				npHolder[nodePortKey{s.Ports[i].Protocol, p}] = s.Key()
+			}
+		}
+		if r.HealthCheckNodePort != 0 {
+			npHolder[nodePortKey{"TCP", r.HealthCheckNodePort}] = s.Key()
+		}
+	}
+	npRange := cfg.nodePorts()
 	for k, r := range plan.Results {
 		if r.VIP.IsValid() && !releasesVIP(k, r.VIP) {
 			vipHolder[r.VIP] = k
@@ -486,6 +651,32 @@ func ValidateApply(cfg Config, cur Snapshot, in Snapshot) error {
 				return fe("spec.loadBalancerIP", "%s is already in use by Service %s; choose another or leave it out", a, h)
 			}
 			vipHolder[a] = s.Key()
+		}
+		checkPort := func(field, proto string, port uint16) error {
+			if port == 0 {
+				return nil
+			}
+			if !npRange.Contains(port) {
+				return fe(field, "%d is outside the node port range %s; choose one inside it or leave it out", port, npRange)
+			}
+			k := nodePortKey{proto, port}
+			if h, ok := npHolder[k]; ok && h != s.Key() {
+				return fe(field, "%d/%s is already in use by Service %s; choose another or leave it out", port, proto, h)
+			}
+			npHolder[k] = s.Key()
+			return nil
+		}
+		if s.Proxied() && s.NodePorts {
+			for i, sp := range s.Ports {
+				if err := checkPort(fmt.Sprintf("spec.ports[%d].nodePort", i), sp.Protocol, sp.NodePort); err != nil {
+					return err
+				}
+			}
+		}
+		if s.Proxied() && s.NeedsHealthCheck() {
+			if err := checkPort("spec.healthCheckNodePort", "TCP", s.HealthCheckNodePort); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -55,7 +55,7 @@ func TestAllocateBasic(t *testing.T) {
 	}
 	for _, w := range p.Writes {
 		r := p.Results[w.Service]
-		if w.Writer != "n1" || w.Assignment != (Assignment{VIP: r.VIP, Pool: r.Pool, ClusterIP: r.ClusterIP}) {
+		if w.Writer != "n1" || !w.Assignment.Equal(Assignment{VIP: r.VIP, Pool: r.Pool, ClusterIP: r.ClusterIP}) {
 			t.Errorf("write %+v does not match result %+v", w, r)
 		}
 	}

@@ -18,6 +18,9 @@ type Pod struct {
 	Node string
 	// Ports maps the names of its containers' ports to their numbers.
 	Ports map[string]uint16
+	// Unready: the pod's Ready condition is false. Terminating: the pod
+	// is being deleted (it may still serve).
+	Unready, Terminating bool
 }
 
 // Selects reports whether the service's selector matches the labels. An
@@ -36,21 +39,28 @@ func Selects(selector, labels map[string]string) bool {
 }
 
 // Endpoints returns the pods of the service's namespace that its selector
-// matches, sorted by pod namespace and name. A pod is ready when it has an
-// address.
+// matches, sorted by pod namespace and name. A pod serves when it has an
+// address and its Ready condition is not false, and is ready when it
+// serves and is not terminating; with publishNotReadyAddresses every pod
+// with an address is ready.
 func Endpoints(s Service, pods []Pod) []Endpoint {
 	var eps []Endpoint
 	for _, p := range pods {
 		if p.Namespace != s.Namespace || !Selects(s.Selector, p.Labels) {
 			continue
 		}
+		serving := p.IP.IsValid() && (!p.Unready || s.PublishNotReady)
 		eps = append(eps, Endpoint{
 			PodNamespace: p.Namespace,
 			PodName:      p.Name,
 			IP:           p.IP,
 			Node:         p.Node,
-			Ready:        p.IP.IsValid(),
-			Ports:        p.Ports,
+			// As the EndpointSlice controller: ready = serving and not
+			// terminating, unless publishNotReadyAddresses.
+			Ready:       serving && (!p.Terminating || s.PublishNotReady),
+			Serving:     serving,
+			Terminating: p.Terminating,
+			Ports:       p.Ports,
 		})
 	}
 	slices.SortFunc(eps, func(a, b Endpoint) int {
@@ -118,4 +128,26 @@ func Backends(s Service, eps []Endpoint) [][]Backend {
 		}
 	}
 	return out
+}
+
+// TakingNew returns the endpoints that take new connections, in the order
+// of eps: the ready ones with an address; when none is ready, the ones
+// that are terminating but still serving (KEP-1669), so that a service
+// whose pods are all shutting down keeps answering until they stop.
+// Connections already open stay with their endpoint either way.
+func TakingNew(eps []Endpoint) []Endpoint {
+	var ready, fallback []Endpoint
+	for _, ep := range eps {
+		switch {
+		case !ep.IP.IsValid():
+		case ep.Ready:
+			ready = append(ready, ep)
+		case ep.Serving && ep.Terminating:
+			fallback = append(fallback, ep)
+		}
+	}
+	if len(ready) > 0 {
+		return ready
+	}
+	return fallback
 }

@@ -23,8 +23,8 @@ func TestEndpoints(t *testing.T) {
 	}}
 	eps := Endpoints(svc, pods)
 	want := []Endpoint{
-		{PodNamespace: "default", PodName: "web-a", IP: ip("10.244.2.3"), Node: "n2", Ready: true, Ports: map[string]uint16{"http": 9090, "metrics": 9100}},
-		{PodNamespace: "default", PodName: "web-b", IP: ip("10.244.1.3"), Node: "n1", Ready: true, Ports: map[string]uint16{"http": 8080}},
+		{PodNamespace: "default", PodName: "web-a", IP: ip("10.244.2.3"), Node: "n2", Ready: true, Serving: true, Ports: map[string]uint16{"http": 9090, "metrics": 9100}},
+		{PodNamespace: "default", PodName: "web-b", IP: ip("10.244.1.3"), Node: "n1", Ready: true, Serving: true, Ports: map[string]uint16{"http": 8080}},
 		{PodNamespace: "default", PodName: "web-new", Node: "n3"},
 	}
 	if diff := cmp.Diff(want, eps, cmpOpts...); diff != "" {
@@ -63,6 +63,59 @@ func TestSelects(t *testing.T) {
 	} {
 		if got := Selects(tt.sel, tt.labels); got != tt.want {
 			t.Errorf("Selects(%v, %v) = %v", tt.sel, tt.labels, got)
+		}
+	}
+}
+
+// TestEndpointConditions: the EndpointSlice controller's ready, serving
+// and terminating, from the pod's Ready condition and deletion.
+func TestEndpointConditions(t *testing.T) {
+	pods := []Pod{
+		{Namespace: "default", Name: "ok", Labels: map[string]string{"app": "web"}, IP: ip("10.244.1.2")},
+		{Namespace: "default", Name: "unready", Labels: map[string]string{"app": "web"}, IP: ip("10.244.1.3"), Unready: true},
+		{Namespace: "default", Name: "going", Labels: map[string]string{"app": "web"}, IP: ip("10.244.1.4"), Terminating: true},
+		{Namespace: "default", Name: "going-unready", Labels: map[string]string{"app": "web"}, IP: ip("10.244.1.5"), Terminating: true, Unready: true},
+	}
+	type cond struct{ Ready, Serving, Terminating bool }
+	for _, tt := range []struct {
+		publish bool
+		want    map[string]cond
+	}{
+		{false, map[string]cond{"ok": {true, true, false}, "unready": {false, false, false}, "going": {false, true, true}, "going-unready": {false, false, true}}},
+		{true, map[string]cond{"ok": {true, true, false}, "unready": {true, true, false}, "going": {true, true, true}, "going-unready": {true, true, true}}},
+	} {
+		s := Service{Namespace: "default", Name: "web", Selector: map[string]string{"app": "web"}, PublishNotReady: tt.publish}
+		got := map[string]cond{}
+		for _, ep := range Endpoints(s, pods) {
+			got[ep.PodName] = cond{ep.Ready, ep.Serving, ep.Terminating}
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("publishNotReadyAddresses %v (-want +got):\n%s", tt.publish, diff)
+		}
+	}
+}
+
+func TestTakingNew(t *testing.T) {
+	ready := Endpoint{PodName: "ready", IP: ip("10.244.1.2"), Ready: true, Serving: true}
+	going := Endpoint{PodName: "going", IP: ip("10.244.1.3"), Serving: true, Terminating: true}
+	gone := Endpoint{PodName: "gone", IP: ip("10.244.1.4"), Terminating: true}
+	unready := Endpoint{PodName: "unready", IP: ip("10.244.1.5")}
+	names := func(eps []Endpoint) (out []string) {
+		for _, ep := range eps {
+			out = append(out, ep.PodName)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		eps  []Endpoint
+		want []string
+	}{
+		{[]Endpoint{going, ready, gone, unready}, []string{"ready"}},
+		{[]Endpoint{going, gone, unready}, []string{"going"}},
+		{[]Endpoint{gone, unready}, nil},
+	} {
+		if diff := cmp.Diff(tt.want, names(TakingNew(tt.eps))); diff != "" {
+			t.Errorf("TakingNew(%v) (-want +got):\n%s", names(tt.eps), diff)
 		}
 	}
 }

@@ -83,8 +83,8 @@ func Owners(services []Service, results map[ServiceKey]Result, alive map[string]
 		cands := nodes
 		if s.ExternalTrafficPolicy == PolicyLocal {
 			cands = nil
-			for _, ep := range endpoints[s.Key()] {
-				if ep.Ready && alive[ep.Node] && !slices.Contains(cands, ep.Node) {
+			for _, ep := range TakingNew(endpoints[s.Key()]) {
+				if alive[ep.Node] && !slices.Contains(cands, ep.Node) {
 					cands = append(cands, ep.Node)
 				}
 			}

@@ -8,6 +8,7 @@ package lb
 import (
 	"cmp"
 	"net/netip"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -17,6 +18,10 @@ import (
 const (
 	TypeLoadBalancer = "LoadBalancer"
 	TypeClusterIP    = "ClusterIP"
+	TypeNodePort     = "NodePort"
+	// TypeExternalName services are only names (a DNS CNAME): they get no
+	// address and are not proxied.
+	TypeExternalName = "ExternalName"
 )
 
 // External traffic policies.
@@ -62,10 +67,32 @@ func (k ServiceKey) Compare(o ServiceKey) int {
 // Service is what lb needs of a v1 Service.
 type Service struct {
 	Namespace, Name string
-	Type            string            // TypeLoadBalancer | TypeClusterIP
+	Type            string            // TypeLoadBalancer | TypeNodePort | TypeClusterIP | TypeExternalName
 	Selector        map[string]string // empty = no endpoints managed
 	Ports           []ServicePort
 	ClusterIP       netip.Addr // requested (spec.clusterIP) or zero
+	// Headless services (clusterIP: None) get no address and are not
+	// proxied; their endpoints are still computed.
+	Headless bool
+	// NodePorts: the service's ports are also served on the node's
+	// addresses at their NodePort (type NodePort, and LoadBalancer with
+	// allocateLoadBalancerNodePorts, which defaults to true).
+	NodePorts bool
+	// HealthCheckNodePort is the requested spec.healthCheckNodePort (0:
+	// allocate one) of a LoadBalancer service with externalTrafficPolicy
+	// Local, whose node answers health checks there.
+	HealthCheckNodePort uint16
+	// ExternalIPs are spec.externalIPs: addresses the operator routes to
+	// the nodes; every node serves the service's ports on them, with the
+	// external traffic policy.
+	ExternalIPs []netip.Addr
+	// InternalTrafficPolicy is PolicyCluster or PolicyLocal ("" =
+	// Cluster): with Local, the ClusterIP leads only to endpoints on the
+	// client's node.
+	InternalTrafficPolicy string
+	// PublishNotReady (spec.publishNotReadyAddresses) makes every endpoint
+	// with an address count as ready.
+	PublishNotReady bool
 	LoadBalancerIP  netip.Addr // requested (spec.loadBalancerIP) or zero
 	Pool            string     // from annotation PoolAnnotation, or ""
 	// ExternalTrafficPolicy is PolicyCluster or PolicyLocal ("" = Cluster).
@@ -90,6 +117,30 @@ type ServicePort struct {
 	Protocol   string // "TCP" | "UDP"
 	Port       uint16
 	TargetPort intstr.IntOrString // number, or a named container port; zero = Port
+	NodePort   uint16             // requested spec.ports[].nodePort, or 0
+}
+
+// Proxied reports whether the service gets addresses and proxy rules:
+// ExternalName and headless services do not.
+func (s Service) Proxied() bool {
+	return s.Type != TypeExternalName && !s.Headless
+}
+
+// NotProxiedReason says why a service is not proxied, "" when it is.
+func (s Service) NotProxiedReason() string {
+	switch {
+	case s.Type == TypeExternalName:
+		return "ExternalName service: a DNS name only, not proxied"
+	case s.Headless:
+		return "headless service (clusterIP: None): endpoints only, not proxied"
+	}
+	return ""
+}
+
+// NeedsHealthCheck reports whether the service has a health-check node
+// port: a LoadBalancer service with externalTrafficPolicy Local.
+func (s Service) NeedsHealthCheck() bool {
+	return s.Type == TypeLoadBalancer && s.ExternalTrafficPolicy == PolicyLocal
 }
 
 // Range is an inclusive range of addresses of one family.
@@ -109,7 +160,13 @@ type Endpoint struct {
 	PodNamespace, PodName string
 	IP                    netip.Addr
 	Node                  string
-	Ready                 bool
+	// Ready, Serving and Terminating are the EndpointSlice conditions:
+	// Ready endpoints take new connections; a Terminating one that is
+	// still Serving takes them only when no endpoint of the service is
+	// Ready (KEP-1669); connections already open continue either way.
+	Ready       bool
+	Serving     bool
+	Terminating bool
 	// Ports maps container port names to numbers, to resolve a named
 	// targetPort.
 	Ports map[string]uint16
@@ -121,13 +178,32 @@ type Assignment struct {
 	VIP       netip.Addr `json:"vip,omitzero"`
 	Pool      string     `json:"pool,omitempty"`
 	ClusterIP netip.Addr `json:"clusterIP,omitzero"`
+	// NodePorts holds the node port of each service port (same index as
+	// Service.Ports), when the service has node ports.
+	NodePorts []uint16 `json:"nodePorts,omitempty"`
+	// HealthCheckNodePort is the health-check port of a LoadBalancer
+	// service with externalTrafficPolicy Local.
+	HealthCheckNodePort uint16 `json:"healthCheckNodePort,omitempty"`
+}
+
+// Equal reports whether a and b record the same addresses and ports.
+func (a Assignment) Equal(b Assignment) bool {
+	return a.VIP == b.VIP && a.Pool == b.Pool && a.ClusterIP == b.ClusterIP &&
+		slices.Equal(a.NodePorts, b.NodePorts) && a.HealthCheckNodePort == b.HealthCheckNodePort
 }
 
 // Result is the allocation of one service.
 type Result struct {
 	VIP       netip.Addr // zero for ClusterIP services or while pending
 	Pool      string     // pool of VIP
-	ClusterIP netip.Addr // zero only while pending (service CIDR full)
+	ClusterIP netip.Addr // zero only while pending (service CIDR full), and for services not proxied
+	// NodePorts holds the node port of each service port (same index as
+	// Service.Ports); nil when the service has none, 0 for a port still
+	// pending (the node port range is full).
+	NodePorts []uint16
+	// HealthCheckNodePort is the port of the service's health checks
+	// (Service.NeedsHealthCheck), 0 if none.
+	HealthCheckNodePort uint16
 	// Pending is why the service has no VIP (or no ClusterIP), "" if none.
 	Pending string
 	// Conflict notes an address the service asked for or held but lost to

@@ -16,13 +16,14 @@ func TestAssignmentJSON(t *testing.T) {
 		{Assignment{VIP: ip("10.77.0.10"), Pool: "a", ClusterIP: ip("10.96.0.2")}, `{"vip":"10.77.0.10","pool":"a","clusterIP":"10.96.0.2"}`},
 		{Assignment{ClusterIP: ip("10.96.0.2")}, `{"clusterIP":"10.96.0.2"}`},
 		{Assignment{}, `{}`},
+		{Assignment{ClusterIP: ip("10.96.0.3"), NodePorts: []uint16{30000, 30001}, HealthCheckNodePort: 30002}, `{"clusterIP":"10.96.0.3","nodePorts":[30000,30001],"healthCheckNodePort":30002}`},
 	} {
 		b, err := json.Marshal(tt.a)
 		if err != nil || string(b) != tt.want {
 			t.Errorf("Marshal(%+v) = %s, %v; want %s", tt.a, b, err, tt.want)
 		}
 		var back Assignment
-		if err := json.Unmarshal(b, &back); err != nil || back != tt.a {
+		if err := json.Unmarshal(b, &back); err != nil || !back.Equal(tt.a) {
 			t.Errorf("round trip of %s: %+v, %v", b, back, err)
 		}
 	}

@@ -37,6 +37,10 @@ type Pod struct {
 	Node      string
 	Labels    map[string]string
 	Ports     []NamedPort
+	// Unready and Terminating come from the Pod object (its Ready
+	// condition, metadata.deletionTimestamp). Policy ignores them; the
+	// service proxy sends new connections to ready pods first.
+	Unready, Terminating bool
 }
 
 // Key is "namespace/name".
