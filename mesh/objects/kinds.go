@@ -32,6 +32,9 @@ type kindDef struct {
 	decode func(doc []byte) (*metav1.ObjectMeta, any, error)
 	// check validates and defaults the spec returned by decode, in place.
 	check func(spec any) error
+	// status, when set, returns what is kept of the object's status (nil
+	// for nothing); it is called only on a document decode accepted.
+	status func(doc []byte) any
 	// table is the kind's table for `netloom get`: the columns after
 	// NAMESPACE and NAME, each read from a document of the kind (see
 	// Table).
@@ -63,6 +66,7 @@ var kinds = []kindDef{
 		},
 		validName: validation.IsDNS1123Subdomain,
 		decode:    decodePodDoc,
+		status:    podReadiness,
 		check:     checkPodSpec,
 		table: columns[corev1.Pod]{
 			{name: "IP", cell: func(p *corev1.Pod) string { return p.Status.PodIP }},

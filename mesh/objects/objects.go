@@ -361,16 +361,22 @@ func (p *parser) document(j []byte, item int) error {
 			return fail(err)
 		}
 	}
+	var status any
+	if def.status != nil {
+		status = def.status(j)
+	}
 	out, err := json.Marshal(normalized{
 		APIVersion: apiVersion,
 		Kind:       kind,
 		Metadata: normMeta{
-			Name:        name,
-			Namespace:   ns,
-			Labels:      meta.Labels,
-			Annotations: dropAnnotations(meta.Annotations),
+			Name:              name,
+			Namespace:         ns,
+			Labels:            meta.Labels,
+			Annotations:       dropAnnotations(meta.Annotations),
+			DeletionTimestamp: meta.DeletionTimestamp,
 		},
-		Spec: spec,
+		Spec:   spec,
+		Status: status,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("encode: %w", err))
@@ -436,6 +442,7 @@ type normalized struct {
 	Kind       string   `json:"kind"`
 	Metadata   normMeta `json:"metadata"`
 	Spec       any      `json:"spec,omitempty"`
+	Status     any      `json:"status,omitempty"`
 }
 
 type normMeta struct {
@@ -443,6 +450,9 @@ type normMeta struct {
 	Namespace   string            `json:"namespace,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// DeletionTimestamp marks an object that is going away (a Pod
+	// terminating: its endpoints stop taking new connections).
+	DeletionTimestamp *metav1.Time `json:"deletionTimestamp,omitempty"`
 }
 
 // lastApplied is kubectl's bookkeeping copy of the whole object; it is large

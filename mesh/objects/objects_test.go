@@ -567,8 +567,14 @@ func TestRealisticPod(t *testing.T) {
 	if diff := cmp.Diff(*wantSpec, p.Spec, quantities); diff != "" {
 		t.Errorf("spec after round trip (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(corev1.PodStatus{}, p.Status); diff != "" {
+	// Of the status only the Ready condition is kept (it decides whether
+	// the pod's endpoints take new connections).
+	wantStatus := corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	if diff := cmp.Diff(wantStatus, p.Status); diff != "" {
 		t.Errorf("status kept (-want +got):\n%s", diff)
+	}
+	if ready, terminating := PodConditions(p); !ready || terminating {
+		t.Errorf("PodConditions = %v, %v; want ready, not terminating", ready, terminating)
 	}
 
 	var top struct {
@@ -587,8 +593,8 @@ func TestRealisticPod(t *testing.T) {
 	if diff := cmp.Diff(wantMeta, top.Metadata); diff != "" {
 		t.Errorf("metadata (-want +got):\n%s", diff)
 	}
-	if top.Status != nil {
-		t.Errorf("status = %v, want none", top.Status)
+	if diff := cmp.Diff(map[string]any{"conditions": []any{map[string]any{"type": "Ready", "status": "True"}}}, top.Status); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
 	}
 
 	// Parsing the normalized form again gives the same bytes.

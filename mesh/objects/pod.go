@@ -152,3 +152,39 @@ func checkPort(path string, p *corev1.ContainerPort, names map[string]string) er
 	}
 	return nil
 }
+
+// podReadiness keeps the one part of a Pod's status netloom reads: its
+// Ready condition, which decides (with metadata.deletionTimestamp) whether
+// the pod's endpoints take new connections, as Kubernetes' EndpointSlice
+// controller decides. nil when the pod has no Ready condition.
+func podReadiness(doc []byte) any {
+	var p corev1.Pod
+	if decodeTyped(doc, &p) != nil {
+		return nil
+	}
+	type cond struct {
+		Type   corev1.PodConditionType `json:"type"`
+		Status corev1.ConditionStatus  `json:"status"`
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return struct {
+				Conditions []cond `json:"conditions"`
+			}{[]cond{{c.Type, c.Status}}}
+		}
+	}
+	return nil
+}
+
+// PodConditions says whether a stored pod is ready (no Ready condition
+// counts as ready: netloom's own pods are ready once they have an address)
+// and whether it is terminating (metadata.deletionTimestamp is set).
+func PodConditions(p *corev1.Pod) (ready, terminating bool) {
+	ready = true
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	return ready, p.DeletionTimestamp != nil
+}

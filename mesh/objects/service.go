@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,31 +59,34 @@ func decodeServiceDoc(doc []byte) (*metav1.ObjectMeta, any, error) {
 
 // checkServiceSpec validates a Service spec for what netloom implements and
 // applies the API server's defaults:
-//   - type ClusterIP (default) or LoadBalancer; NodePort, ExternalName and
-//     headless services (clusterIP: None) are rejected, and so are
-//     externalIPs, internalTrafficPolicy Local and ipFamilyPolicy
-//     RequireDualStack;
-//   - clusterIP, loadBalancerIP: an IP address (whether it is free and in
-//     range is lb.ValidateApply's question); clusterIPs: at most one entry,
-//     equal to clusterIP, which it fills when empty;
-//   - ports: at least one; protocol TCP (default) or UDP; port 1-65535;
-//     targetPort a number 1-65535 or an IANA_SVC_NAME, defaulting to port;
-//     names DNS labels, required and unique when there are several ports;
-//     port and protocol unique;
+//   - type ClusterIP (default), NodePort, LoadBalancer or ExternalName;
+//     ExternalName services (spec.externalName, a DNS name) and headless
+//     services (clusterIP: None, type ClusterIP only) are accepted and
+//     shown, never proxied; ipFamilyPolicy RequireDualStack is rejected;
+//   - clusterIP, loadBalancerIP, externalIPs: IP addresses (whether they
+//     are free and in range is lb.ValidateApply's question); clusterIPs: at
+//     most one entry, equal to clusterIP, which it fills when empty;
+//   - ports: at least one (except ExternalName and headless); protocol TCP
+//     (default) or UDP; port 1-65535; targetPort a number 1-65535 or an
+//     IANA_SVC_NAME, defaulting to port; names DNS labels, required and
+//     unique when there are several ports; port and protocol unique;
+//     nodePort only with type NodePort or LoadBalancer;
 //   - selector: label keys and values;
-//   - loadBalancerIP and loadBalancerSourceRanges (CIDRs) only with type
+//   - loadBalancerIP, loadBalancerSourceRanges (CIDRs) and
+//     allocateLoadBalancerNodePorts (left out means true) only with type
 //     LoadBalancer;
-//   - externalTrafficPolicy Cluster or Local, Local only with type
-//     LoadBalancer; it defaults to Cluster for LoadBalancer and is dropped
-//     for ClusterIP, where it means nothing;
+//   - externalTrafficPolicy Cluster or Local, for NodePort and LoadBalancer
+//     services and services with externalIPs (default Cluster); dropped
+//     elsewhere, where it means nothing; healthCheckNodePort only with
+//     LoadBalancer and Local;
+//   - internalTrafficPolicy Cluster (the meaning when left out) or Local;
 //   - sessionAffinity None (default) or ClientIP; sessionAffinityConfig only
 //     with ClientIP, its clientIP.timeoutSeconds 1-86400, default 10800;
 //   - the annotation lb.PoolAnnotation, when present: a DNS label (the name
 //     of an AddressPool).
 //
-// Fields netloom does not use (nodePort, healthCheckNodePort, ipFamilies,
-// loadBalancerClass, publishNotReadyAddresses, ...) are kept as given, so a
-// Service exported from Kubernetes loads.
+// Fields netloom does not use (ipFamilies, loadBalancerClass, ...) are kept
+// as given, so a Service exported from Kubernetes loads.
 func checkServiceSpec(spec any) error {
 	ss := spec.(*serviceSpec)
 	s := &ss.ServiceSpec
@@ -90,17 +94,35 @@ func checkServiceSpec(spec any) error {
 	switch s.Type {
 	case "":
 		s.Type = corev1.ServiceTypeClusterIP
-	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeLoadBalancer:
+	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeExternalName:
 	default:
-		return fmt.Errorf("spec.type: unsupported type %q: netloom supports ClusterIP and LoadBalancer", s.Type)
+		return fmt.Errorf("spec.type: unsupported type %q: must be ClusterIP, NodePort, LoadBalancer or ExternalName", s.Type)
 	}
 	isLB := s.Type == corev1.ServiceTypeLoadBalancer
+	hasNodePorts := isLB || s.Type == corev1.ServiceTypeNodePort
 
+	if s.Type == corev1.ServiceTypeExternalName {
+		return checkExternalName(s)
+	}
+	if s.ExternalName != "" {
+		return fmt.Errorf("spec.externalName: only allowed with type ExternalName (this Service is %s)", s.Type)
+	}
 	if err := checkClusterIPs(s); err != nil {
 		return err
 	}
-	if err := checkServicePorts(s.Ports); err != nil {
-		return err
+	headless := s.ClusterIP == corev1.ClusterIPNone
+	if headless && s.Type != corev1.ServiceTypeClusterIP {
+		return fmt.Errorf("spec.clusterIP: None (headless) is only allowed with type ClusterIP (this Service is %s)", s.Type)
+	}
+	if !headless || len(s.Ports) > 0 {
+		if err := checkServicePorts(s.Ports); err != nil {
+			return err
+		}
+	}
+	for i, p := range s.Ports {
+		if p.NodePort != 0 && !hasNodePorts {
+			return fmt.Errorf("spec.ports[%d].nodePort: only allowed with type NodePort or LoadBalancer (this Service is %s)", i, s.Type)
+		}
 	}
 	if err := checkServiceSelector(s.Selector); err != nil {
 		return err
@@ -122,8 +144,14 @@ func checkServiceSpec(spec any) error {
 			return fmt.Errorf("spec.loadBalancerSourceRanges[%d]: %w", i, err)
 		}
 	}
-	if len(s.ExternalIPs) > 0 {
-		return errors.New("spec.externalIPs: not supported by netloom (use type LoadBalancer; spec.loadBalancerIP asks for a given address)")
+	if s.AllocateLoadBalancerNodePorts != nil && !isLB {
+		return fmt.Errorf("spec.allocateLoadBalancerNodePorts: only allowed with type LoadBalancer (this Service is %s)", s.Type)
+	}
+	if headless && len(s.ExternalIPs) > 0 {
+		return errors.New("spec.externalIPs: not allowed on a headless service (clusterIP: None)")
+	}
+	if _, err := externalIPs(s.ExternalIPs); err != nil {
+		return err
 	}
 
 	switch s.ExternalTrafficPolicy {
@@ -131,21 +159,28 @@ func checkServiceSpec(spec any) error {
 	default:
 		return fmt.Errorf("spec.externalTrafficPolicy: unsupported policy %q: must be Cluster or Local", s.ExternalTrafficPolicy)
 	}
+	external := hasNodePorts || len(s.ExternalIPs) > 0
 	switch {
-	case isLB && s.ExternalTrafficPolicy == "":
+	case external && s.ExternalTrafficPolicy == "":
 		s.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
-	case !isLB && s.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal:
-		return fmt.Errorf("spec.externalTrafficPolicy: Local is only allowed with type LoadBalancer (this Service is %s)", s.Type)
-	case !isLB:
-		s.ExternalTrafficPolicy = "" // Cluster: the only meaning for a ClusterIP service
+	case !external && s.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal:
+		return fmt.Errorf("spec.externalTrafficPolicy: Local is only allowed with type NodePort or LoadBalancer, or with externalIPs (this Service is %s)", s.Type)
+	case !external:
+		s.ExternalTrafficPolicy = "" // Cluster: the only meaning without an external address
+	}
+	if s.HealthCheckNodePort != 0 {
+		if !isLB || s.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+			return errors.New("spec.healthCheckNodePort: only allowed with type LoadBalancer and externalTrafficPolicy Local")
+		}
+		if errs := validation.IsValidPortNum(int(s.HealthCheckNodePort)); len(errs) > 0 {
+			return fmt.Errorf("spec.healthCheckNodePort: invalid port %d: %s", s.HealthCheckNodePort, join(errs))
+		}
 	}
 	if p := s.InternalTrafficPolicy; p != nil {
 		switch *p {
-		case corev1.ServiceInternalTrafficPolicyCluster:
-		case corev1.ServiceInternalTrafficPolicyLocal:
-			return errors.New("spec.internalTrafficPolicy: Local is not supported by netloom (use Cluster or leave it out)")
+		case corev1.ServiceInternalTrafficPolicyCluster, corev1.ServiceInternalTrafficPolicyLocal:
 		default:
-			return fmt.Errorf("spec.internalTrafficPolicy: unsupported policy %q: must be Cluster", *p)
+			return fmt.Errorf("spec.internalTrafficPolicy: unsupported policy %q: must be Cluster or Local", *p)
 		}
 	}
 
@@ -170,15 +205,54 @@ func checkServiceSpec(spec any) error {
 	return nil
 }
 
-const headless = "headless services (clusterIP: None) are not supported by netloom; leave clusterIP out to get an address"
+// checkExternalName validates an ExternalName service: a DNS name and
+// nothing that would give it an address.
+func checkExternalName(s *corev1.ServiceSpec) error {
+	if s.ExternalName == "" {
+		return errors.New("spec.externalName: required with type ExternalName (a DNS name, e.g. db.example.com)")
+	}
+	if errs := validation.IsDNS1123Subdomain(strings.TrimSuffix(s.ExternalName, ".")); len(errs) > 0 {
+		return fmt.Errorf("spec.externalName: invalid DNS name %q: %s", s.ExternalName, join(errs))
+	}
+	if s.ClusterIP != "" && s.ClusterIP != corev1.ClusterIPNone || len(s.ClusterIPs) > 0 {
+		return errors.New("spec.clusterIP: not allowed with type ExternalName (leave it out)")
+	}
+	if s.LoadBalancerIP != "" || len(s.ExternalIPs) > 0 {
+		return errors.New("spec: loadBalancerIP and externalIPs are not allowed with type ExternalName")
+	}
+	for i, p := range s.Ports {
+		if p.NodePort != 0 {
+			return fmt.Errorf("spec.ports[%d].nodePort: not allowed with type ExternalName", i)
+		}
+	}
+	s.ExternalTrafficPolicy = ""
+	return nil
+}
+
+// externalIPs parses spec.externalIPs: unicast addresses, not loopback,
+// link-local or unspecified, without duplicates.
+func externalIPs(list []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for i, e := range list {
+		a, err := parseServiceIP(e, "192.168.1.50")
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("spec.externalIPs[%d]: %w", i, err)
+		case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsInterfaceLocalMulticast():
+			return nil, fmt.Errorf("spec.externalIPs[%d]: %s is not a unicast address a client can reach (use an address routed to the nodes)", i, a)
+		case slices.Contains(out, a):
+			return nil, fmt.Errorf("spec.externalIPs[%d]: duplicate address %s", i, a)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
 
 // checkClusterIPs checks spec.clusterIP and spec.clusterIPs and fills
 // clusterIP from clusterIPs when only the latter is given.
 func checkClusterIPs(s *corev1.ServiceSpec) error {
 	switch s.ClusterIP {
-	case "":
-	case corev1.ClusterIPNone:
-		return errors.New("spec.clusterIP: " + headless)
+	case "", corev1.ClusterIPNone:
 	default:
 		if _, err := parseServiceIP(s.ClusterIP, "10.96.0.10"); err != nil {
 			return fmt.Errorf("spec.clusterIP: %w", err)
@@ -193,7 +267,13 @@ func checkClusterIPs(s *corev1.ServiceSpec) error {
 	}
 	c := s.ClusterIPs[0]
 	if c == corev1.ClusterIPNone {
-		return errors.New("spec.clusterIPs[0]: " + headless)
+		if s.ClusterIP == "" {
+			s.ClusterIP = c
+		}
+		if s.ClusterIP != c {
+			return fmt.Errorf("spec.clusterIPs[0]: None differs from spec.clusterIP %s: they must be the same (or leave clusterIPs out)", s.ClusterIP)
+		}
+		return nil
 	}
 	if _, err := parseServiceIP(c, "10.96.0.10"); err != nil {
 		return fmt.Errorf("spec.clusterIPs[0]: %w", err)
@@ -347,13 +427,36 @@ func LBService(svc *corev1.Service) (lb.Service, error) {
 		Pool:                  svc.Annotations[lb.PoolAnnotation],
 		ExternalTrafficPolicy: string(s.ExternalTrafficPolicy),
 		SessionAffinity:       s.SessionAffinity == corev1.ServiceAffinityClientIP,
+		PublishNotReady:       s.PublishNotReadyAddresses,
+		HealthCheckNodePort:   uint16(s.HealthCheckNodePort),
 	}
 	if out.Type == "" {
 		out.Type = lb.TypeClusterIP
 	}
+	if p := s.InternalTrafficPolicy; p != nil && *p == corev1.ServiceInternalTrafficPolicyLocal {
+		out.InternalTrafficPolicy = lb.PolicyLocal
+	}
+	switch out.Type {
+	case lb.TypeNodePort:
+		out.NodePorts = true
+	case lb.TypeLoadBalancer:
+		out.NodePorts = s.AllocateLoadBalancerNodePorts == nil || *s.AllocateLoadBalancerNodePorts
+	}
+	eips, err := externalIPs(s.ExternalIPs)
+	if err != nil {
+		return fail(err)
+	}
+	out.ExternalIPs = eips
 	cip := s.ClusterIP
 	if cip == "" && len(s.ClusterIPs) > 0 {
 		cip = s.ClusterIPs[0]
+	}
+	if cip == corev1.ClusterIPNone {
+		out.Headless = true
+		cip = ""
+	}
+	if out.Type == lb.TypeExternalName {
+		cip = ""
 	}
 	if cip != "" {
 		a, err := parseServiceIP(cip, "10.96.0.10")
@@ -385,7 +488,10 @@ func LBService(svc *corev1.Service) (lb.Service, error) {
 		if p.Port < 1 || p.Port > 65535 {
 			return fail(fmt.Errorf("spec.ports[%d].port: invalid port %d", i, p.Port))
 		}
-		sp := lb.ServicePort{Name: p.Name, Protocol: string(p.Protocol), Port: uint16(p.Port), TargetPort: p.TargetPort}
+		if p.NodePort < 0 || p.NodePort > 65535 {
+			return fail(fmt.Errorf("spec.ports[%d].nodePort: invalid port %d", i, p.NodePort))
+		}
+		sp := lb.ServicePort{Name: p.Name, Protocol: string(p.Protocol), Port: uint16(p.Port), TargetPort: p.TargetPort, NodePort: uint16(p.NodePort)}
 		if sp.Protocol == "" {
 			sp.Protocol = string(corev1.ProtocolTCP)
 		}
@@ -398,12 +504,17 @@ func LBService(svc *corev1.Service) (lb.Service, error) {
 }
 
 // ServicePlace is what the agent knows of a service that its object does
-// not carry: the addresses allocated to it and the node announcing its VIP.
-// ServiceView puts it into the Service's document.
+// not carry: the addresses and ports allocated to it and the node
+// announcing its VIP. ServiceView puts it into the Service's document.
 type ServicePlace struct {
 	ClusterIP  string // allocated ClusterIP, "" if none
 	ExternalIP string // allocated VIP (LoadBalancer), "" if none
 	Owner      string // node announcing the VIP, "" if none
+	// NodePorts are the allocated node ports, same index as spec.ports
+	// (0: none yet); nil when the service has none.
+	NodePorts []uint16
+	// HealthCheckNodePort is the allocated health-check port, 0 if none.
+	HealthCheckNodePort uint16
 	// Pending is why the service still lacks an address (a full pool, a
 	// full service CIDR), "" if it lacks none.
 	Pending string
@@ -425,7 +536,10 @@ func serviceType(s *corev1.Service) string {
 // serviceClusterIP is spec.clusterIP, or <pending> when the service has
 // none and the agent says why.
 func serviceClusterIP(s *corev1.Service) string {
-	if s.Spec.ClusterIP == "" && s.Annotations[PendingAnnotation] != "" {
+	switch {
+	case s.Spec.Type == corev1.ServiceTypeExternalName:
+		return none
+	case s.Spec.ClusterIP == "" && s.Annotations[PendingAnnotation] != "":
 		return pending
 	}
 	return s.Spec.ClusterIP
@@ -434,7 +548,10 @@ func serviceClusterIP(s *corev1.Service) string {
 // serviceExternalIP lists status.loadBalancer.ingress; a LoadBalancer
 // service without one that the agent says why of shows <pending>.
 func serviceExternalIP(s *corev1.Service) string {
-	var out []string
+	if s.Spec.Type == corev1.ServiceTypeExternalName {
+		return s.Spec.ExternalName
+	}
+	out := slices.Clone(s.Spec.ExternalIPs)
 	for _, in := range s.Status.LoadBalancer.Ingress {
 		if a := cmp.Or(in.IP, in.Hostname); a != "" {
 			out = append(out, a)
@@ -450,6 +567,12 @@ func serviceExternalIP(s *corev1.Service) string {
 // lost to an older service.
 func serviceReason(s *corev1.Service) string {
 	var why []string
+	switch {
+	case s.Spec.Type == corev1.ServiceTypeExternalName:
+		why = append(why, "not proxied: an ExternalName service is a DNS name only")
+	case s.Spec.ClusterIP == corev1.ClusterIPNone:
+		why = append(why, "not proxied: a headless service (clusterIP: None) has endpoints only")
+	}
 	if p := s.Annotations[PendingAnnotation]; p != "" {
 		why = append(why, p)
 	}
@@ -459,8 +582,8 @@ func serviceReason(s *corev1.Service) string {
 	return strings.Join(why, "; ")
 }
 
-// PortsString renders the ports of a service as kubectl does, without node
-// ports: "80/TCP,53/UDP", or <none>.
+// PortsString renders the ports of a service as kubectl does, with their
+// node ports: "80/TCP,53:30053/UDP", or <none>.
 func PortsString(ports []corev1.ServicePort) string {
 	if len(ports) == 0 {
 		return none
@@ -471,7 +594,11 @@ func PortsString(ports []corev1.ServicePort) string {
 		if proto == "" {
 			proto = corev1.ProtocolTCP
 		}
-		out[i] = strconv.Itoa(int(p.Port)) + "/" + string(proto)
+		out[i] = strconv.Itoa(int(p.Port))
+		if p.NodePort != 0 {
+			out[i] += ":" + strconv.Itoa(int(p.NodePort))
+		}
+		out[i] += "/" + string(proto)
 	}
 	return strings.Join(out, ",")
 }

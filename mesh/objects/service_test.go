@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,9 +163,11 @@ func TestRealisticService(t *testing.T) {
 		Namespace: "shop", Name: "web", Type: lb.TypeLoadBalancer,
 		Selector: map[string]string{"app.kubernetes.io/name": "web", "tier": "front"},
 		Ports: []lb.ServicePort{
-			{Name: "http", Protocol: "TCP", Port: 80, TargetPort: intstr.FromString("http")},
-			{Name: "dns", Protocol: "UDP", Port: 53, TargetPort: intstr.FromInt32(5353)},
+			{Name: "http", Protocol: "TCP", Port: 80, TargetPort: intstr.FromString("http"), NodePort: 30080},
+			{Name: "dns", Protocol: "UDP", Port: 53, TargetPort: intstr.FromInt32(5353), NodePort: 30053},
 		},
+		NodePorts:             true,
+		HealthCheckNodePort:   31877,
 		ClusterIP:             netip.MustParseAddr("10.96.14.7"),
 		LoadBalancerIP:        netip.MustParseAddr("192.168.1.241"),
 		Pool:                  "lan",
@@ -306,18 +309,22 @@ func TestParseServiceErrors(t *testing.T) {
 			doc + `metadata.annotations[netloom.io/address-pool]: invalid AddressPool name "": ` + msgLabel},
 
 		// type
-		{"NodePort", svcDoc("  type: NodePort\n" + port80),
-			doc + `spec.type: unsupported type "NodePort": netloom supports ClusterIP and LoadBalancer`},
-		{"ExternalName", svcDoc("  type: ExternalName\n  externalName: db.example.com\n"),
-			doc + `spec.type: unsupported type "ExternalName": netloom supports ClusterIP and LoadBalancer`},
+		{"nodePort on a ClusterIP service", svcDoc("  ports:\n  - port: 80\n    nodePort: 30080\n"),
+			doc + `spec.ports[0].nodePort: only allowed with type NodePort or LoadBalancer (this Service is ClusterIP)`},
+		{"ExternalName without a name", svcDoc("  type: ExternalName\n"),
+			doc + `spec.externalName: required with type ExternalName (a DNS name, e.g. db.example.com)`},
+		{"ExternalName with a bad name", svcDoc("  type: ExternalName\n  externalName: db_example\n"),
+			doc + `spec.externalName: invalid DNS name "db_example": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`},
+		{"externalName on a ClusterIP service", svcDoc("  externalName: db.example.com\n" + port80),
+			doc + `spec.externalName: only allowed with type ExternalName (this Service is ClusterIP)`},
 		{"type in the wrong case", svcDoc("  type: loadbalancer\n" + port80),
-			doc + `spec.type: unsupported type "loadbalancer": netloom supports ClusterIP and LoadBalancer`},
+			doc + `spec.type: unsupported type "loadbalancer": must be ClusterIP, NodePort, LoadBalancer or ExternalName`},
 
 		// cluster IPs
-		{"headless", svcDoc("  clusterIP: None\n" + port80),
-			doc + `spec.clusterIP: headless services (clusterIP: None) are not supported by netloom; leave clusterIP out to get an address`},
-		{"headless in clusterIPs", svcDoc("  clusterIPs: [None]\n" + port80),
-			doc + `spec.clusterIPs[0]: headless services (clusterIP: None) are not supported by netloom; leave clusterIP out to get an address`},
+		{"headless LoadBalancer", svcDoc("  type: LoadBalancer\n  clusterIP: None\n" + port80),
+			doc + `spec.clusterIP: None (headless) is only allowed with type ClusterIP (this Service is LoadBalancer)`},
+		{"headless in clusterIPs, an address in clusterIP", svcDoc("  clusterIP: 10.96.0.10\n  clusterIPs: [None]\n" + port80),
+			doc + `spec.clusterIPs[0]: None differs from spec.clusterIP 10.96.0.10: they must be the same (or leave clusterIPs out)`},
 		{"bad clusterIP", svcDoc("  clusterIP: 10.96.0.300\n" + port80),
 			doc + `spec.clusterIP: invalid IP address "10.96.0.300" (e.g. 10.96.0.10, or leave it out to get one)`},
 		{"clusterIP with a prefix length", svcDoc("  clusterIP: 10.96.0.3/32\n" + port80),
@@ -400,8 +407,10 @@ func TestParseServiceErrors(t *testing.T) {
 			doc + `spec.loadBalancerSourceRanges[0]: invalid CIDR "10.0.0.0/33": prefix length out of range (e.g. 10.0.0.0/8 or fd00::/64)`},
 		{"source range not an address", lb("  loadBalancerSourceRanges: [office]\n"),
 			doc + `spec.loadBalancerSourceRanges[0]: invalid CIDR "office": not an address with a prefix length (e.g. 10.0.0.0/8 or fd00::/64)`},
-		{"externalIPs", svcDoc("  externalIPs: [192.168.1.9]\n" + port80),
-			doc + `spec.externalIPs: not supported by netloom (use type LoadBalancer; spec.loadBalancerIP asks for a given address)`},
+		{"loopback externalIP", svcDoc("  externalIPs: [127.0.0.1]\n" + port80),
+			doc + `spec.externalIPs[0]: 127.0.0.1 is not a unicast address a client can reach (use an address routed to the nodes)`},
+		{"duplicate externalIP", svcDoc("  externalIPs: [192.168.1.9, 192.168.1.9]\n" + port80),
+			doc + `spec.externalIPs[1]: duplicate address 192.168.1.9`},
 
 		// policies
 		{"bad externalTrafficPolicy", lb("  externalTrafficPolicy: local\n"),
@@ -409,11 +418,11 @@ func TestParseServiceErrors(t *testing.T) {
 		{"legacy externalTrafficPolicy", lb("  externalTrafficPolicy: OnlyLocal\n"),
 			doc + `spec.externalTrafficPolicy: unsupported policy "OnlyLocal": must be Cluster or Local`},
 		{"Local on a ClusterIP service", svcDoc("  externalTrafficPolicy: Local\n" + port80),
-			doc + `spec.externalTrafficPolicy: Local is only allowed with type LoadBalancer (this Service is ClusterIP)`},
-		{"internalTrafficPolicy Local", svcDoc("  internalTrafficPolicy: Local\n" + port80),
-			doc + `spec.internalTrafficPolicy: Local is not supported by netloom (use Cluster or leave it out)`},
+			doc + `spec.externalTrafficPolicy: Local is only allowed with type NodePort or LoadBalancer, or with externalIPs (this Service is ClusterIP)`},
+		{"healthCheckNodePort with Cluster", svcDoc("  type: LoadBalancer\n  healthCheckNodePort: 30999\n" + port80),
+			doc + `spec.healthCheckNodePort: only allowed with type LoadBalancer and externalTrafficPolicy Local`},
 		{"bad internalTrafficPolicy", svcDoc("  internalTrafficPolicy: Everywhere\n" + port80),
-			doc + `spec.internalTrafficPolicy: unsupported policy "Everywhere": must be Cluster`},
+			doc + `spec.internalTrafficPolicy: unsupported policy "Everywhere": must be Cluster or Local`},
 		{"RequireDualStack", svcDoc("  ipFamilyPolicy: RequireDualStack\n" + port80),
 			doc + `spec.ipFamilyPolicy: RequireDualStack is not supported: netloom gives a service addresses of one IP family (use SingleStack or leave it out)`},
 		{"bad ipFamilyPolicy", svcDoc("  ipFamilyPolicy: DualStack\n" + port80),
@@ -432,8 +441,8 @@ func TestParseServiceErrors(t *testing.T) {
 			doc + `spec.sessionAffinityConfig.clientIP.timeoutSeconds: expected integer, got string`},
 
 		// all or nothing
-		{"a bad service after a good one rejects the file", svcDoc(port80) + "---\n" + strings.Replace(svcDoc("  type: NodePort\n"+port80), "name: web", "name: api", 1),
-			`document 2 (Service x/api): spec.type: unsupported type "NodePort": netloom supports ClusterIP and LoadBalancer`},
+		{"a bad service after a good one rejects the file", svcDoc(port80) + "---\n" + strings.Replace(svcDoc("  type: Nodeport\n"+port80), "name: web", "name: api", 1),
+			`document 2 (Service x/api): spec.type: unsupported type "Nodeport": must be ClusterIP, NodePort, LoadBalancer or ExternalName`},
 		{"duplicate service", svcDoc(port80) + "---\n" + svcDoc(port80),
 			`document 2 (Service x/web): duplicate of document 1 (same kind, namespace and name)`},
 	}
@@ -540,7 +549,7 @@ func TestServiceTable(t *testing.T) {
 	}
 	want := [][]string{
 		{"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", "ANNOUNCED-BY"},
-		{"shop", "web", "LoadBalancer", "10.96.14.7", "<none>", "80/TCP,53/UDP", "<none>"},
+		{"shop", "web", "LoadBalancer", "10.96.14.7", "<none>", "80:30080/TCP,53:30053/UDP", "<none>"},
 		{"x", "api", "LoadBalancer", "<none>", "<none>", "80/TCP", "<none>"},
 		{"x", "full", "LoadBalancer", "<none>", "<none>", "80/TCP", "<none>"},
 		{"x", "web", "ClusterIP", "<none>", "<none>", "53/UDP,53/TCP", "<none>"},
@@ -562,7 +571,7 @@ func TestServiceTable(t *testing.T) {
 	}
 	want = [][]string{
 		{"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", "ANNOUNCED-BY"},
-		{"shop", "web", "LoadBalancer", "10.96.14.7", "192.168.1.241", "80/TCP,53/UDP", "edge-2"},
+		{"shop", "web", "LoadBalancer", "10.96.14.7", "192.168.1.241", "80:30080/TCP,53:30053/UDP", "edge-2"},
 		{"x", "api", "LoadBalancer", "10.96.0.11", "192.168.1.242", "80/TCP", "edge-1"},
 		{"x", "full", "LoadBalancer", "<none>", "<none>", "80/TCP", "<none>"},
 		{"x", "web", "ClusterIP", "10.96.0.10", "<none>", "53/UDP,53/TCP", "<none>"},
@@ -580,7 +589,7 @@ func TestServiceTable(t *testing.T) {
 	}
 	want = [][]string{
 		{"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", "ANNOUNCED-BY", "REASON"},
-		{"shop", "web", "LoadBalancer", "10.96.14.7", "192.168.1.241", "80/TCP,53/UDP", "edge-2", "<none>"},
+		{"shop", "web", "LoadBalancer", "10.96.14.7", "192.168.1.241", "80:30080/TCP,53:30053/UDP", "edge-2", "<none>"},
 		{"x", "api", "LoadBalancer", "10.96.0.11", "192.168.1.242", "80/TCP", "edge-1", "<none>"},
 		{"x", "full", "LoadBalancer", "10.96.0.12", "<pending>", "80/TCP", "<none>", "AddressPool lan is full"},
 		{"x", "web", "ClusterIP", "<pending>", "<none>", "53/UDP,53/TCP", "<none>", "service CIDR 10.96.0.0/16 is full"},
@@ -600,15 +609,34 @@ func TestServiceTable(t *testing.T) {
 		t.Errorf("Table(Service) with a conflict (-want +got):\n%s", diff)
 	}
 
+	// Node ports the agent allocated, an ExternalName and a headless
+	// service: kubectl's PORTS, and why they are not proxied.
+	where["x/api"] = ServicePlace{ClusterIP: "10.96.0.11", ExternalIP: "192.168.1.242", Owner: "edge-1", NodePorts: []uint16{31234}, HealthCheckNodePort: 31999}
+	ext := svcObj(t, "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: x}\nspec: {type: ExternalName, externalName: db.example.com}\n")
+	hl := svcObj(t, "apiVersion: v1\nkind: Service\nmetadata: {name: peers, namespace: x}\nspec: {clusterIP: None, externalIPs: [], ports: [{port: 7000}]}\n")
+	more, err := Table("Service", viewAll(t, append(raws, ext, hl), view))
+	if err != nil {
+		t.Fatalf("Table: %v", err)
+	}
+	for _, row := range [][]string{
+		{"x", "api", "LoadBalancer", "10.96.0.11", "192.168.1.242", "80:31234/TCP", "edge-1", "<none>"},
+		{"x", "db", "ExternalName", "<none>", "db.example.com", "<none>", "<none>", "not proxied: an ExternalName service is a DNS name only"},
+		{"x", "peers", "ClusterIP", "None", "<none>", "7000/TCP", "<none>", "not proxied: a headless service (clusterIP: None) has endpoints only"},
+	} {
+		if !slices.ContainsFunc(more, func(r []string) bool { return slices.Equal(r, row) }) {
+			t.Errorf("no row %q in\n%q", row, more)
+		}
+	}
+
 	var buf bytes.Buffer
 	if err := WriteTable(&buf, rows[:4]); err != nil {
 		t.Fatal(err)
 	}
 	wantText := "" +
-		"NAMESPACE   NAME   TYPE           CLUSTER-IP   EXTERNAL-IP     PORTS           ANNOUNCED-BY   REASON\n" +
-		"shop        web    LoadBalancer   10.96.14.7   192.168.1.241   80/TCP,53/UDP   edge-2         <none>\n" +
-		"x           api    LoadBalancer   10.96.0.11   192.168.1.242   80/TCP          edge-1         <none>\n" +
-		"x           full   LoadBalancer   10.96.0.12   <pending>       80/TCP          <none>         AddressPool lan is full\n"
+		"NAMESPACE   NAME   TYPE           CLUSTER-IP   EXTERNAL-IP     PORTS                       ANNOUNCED-BY   REASON\n" +
+		"shop        web    LoadBalancer   10.96.14.7   192.168.1.241   80:30080/TCP,53:30053/UDP   edge-2         <none>\n" +
+		"x           api    LoadBalancer   10.96.0.11   192.168.1.242   80/TCP                      edge-1         <none>\n" +
+		"x           full   LoadBalancer   10.96.0.12   <pending>       80/TCP                      <none>         AddressPool lan is full\n"
 	if diff := cmp.Diff(wantText, buf.String()); diff != "" {
 		t.Errorf("WriteTable (-want +got):\n%s", diff)
 	}
@@ -630,11 +658,69 @@ func TestPortsString(t *testing.T) {
 	}{
 		{nil, "<none>"},
 		{[]corev1.ServicePort{{Port: 80}}, "80/TCP"},
-		{[]corev1.ServicePort{{Port: 80, Protocol: "TCP", NodePort: 30080}, {Port: 53, Protocol: "UDP"}}, "80/TCP,53/UDP"},
+		{[]corev1.ServicePort{{Port: 80, Protocol: "TCP", NodePort: 30080}, {Port: 53, Protocol: "UDP"}}, "80:30080/TCP,53/UDP"},
 	}
 	for _, tt := range tests {
 		if got := PortsString(tt.ports); got != tt.want {
 			t.Errorf("PortsString(%+v) = %q, want %q", tt.ports, got, tt.want)
 		}
 	}
+}
+
+// TestLBServiceKinds converts every kind of service netloom accepts.
+func TestLBServiceKinds(t *testing.T) {
+	port80 := []lb.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: intstr.FromInt32(80)}}
+	for _, tt := range []struct {
+		name, spec string
+		want       lb.Service
+	}{
+		{"NodePort with a requested port", "  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 30080\n",
+			lb.Service{Type: lb.TypeNodePort, NodePorts: true, ExternalTrafficPolicy: lb.PolicyCluster,
+				Ports: []lb.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: intstr.FromInt32(80), NodePort: 30080}}}},
+		{"LoadBalancer without node ports, Local, health check", "  type: LoadBalancer\n  allocateLoadBalancerNodePorts: false\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 30999\n  ports:\n  - port: 80\n",
+			lb.Service{Type: lb.TypeLoadBalancer, ExternalTrafficPolicy: lb.PolicyLocal, HealthCheckNodePort: 30999, Ports: port80}},
+		{"LoadBalancer: node ports by default", "  type: LoadBalancer\n  ports:\n  - port: 80\n",
+			lb.Service{Type: lb.TypeLoadBalancer, NodePorts: true, ExternalTrafficPolicy: lb.PolicyCluster, Ports: port80}},
+		{"externalIPs, internalTrafficPolicy Local, publishNotReadyAddresses", "  externalIPs: [192.168.1.50]\n  internalTrafficPolicy: Local\n  publishNotReadyAddresses: true\n  ports:\n  - port: 80\n",
+			lb.Service{Type: lb.TypeClusterIP, ExternalIPs: []netip.Addr{netip.MustParseAddr("192.168.1.50")}, ExternalTrafficPolicy: lb.PolicyCluster,
+				InternalTrafficPolicy: lb.PolicyLocal, PublishNotReady: true, Ports: port80}},
+		{"headless", "  clusterIP: None\n  ports:\n  - port: 80\n",
+			lb.Service{Type: lb.TypeClusterIP, Headless: true, Ports: port80}},
+		{"headless without ports", "  clusterIPs: [None]\n",
+			lb.Service{Type: lb.TypeClusterIP, Headless: true}},
+		{"ExternalName", "  type: ExternalName\n  externalName: db.example.com\n",
+			lb.Service{Type: lb.TypeExternalName}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			objs, err := Parse([]byte("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: x\nspec:\n" + tt.spec))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			svc, err := DecodeService(objs[0].JSON)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := LBService(svc)
+			if err != nil {
+				t.Fatalf("LBService: %v", err)
+			}
+			tt.want.Namespace, tt.want.Name = "x", "web"
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("LBService (-want +got):\n%s", diff)
+			}
+			if (got.Type == lb.TypeExternalName || got.Headless) == got.Proxied() {
+				t.Errorf("Proxied() = %v", got.Proxied())
+			}
+		})
+	}
+}
+
+// svcObj parses one Service manifest into its stored form.
+func svcObj(t *testing.T, doc string) json.RawMessage {
+	t.Helper()
+	objs, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return objs[0].JSON
 }

@@ -53,8 +53,20 @@ func PodView(raw json.RawMessage, namespace, name, ip, node string) (json.RawMes
 func ServiceView(raw json.RawMessage, pl ServicePlace) (json.RawMessage, error) {
 	return editDoc(raw, "service view", func(doc map[string]any) {
 		spec := object(doc, "spec")
-		set(spec, "clusterIP", pl.ClusterIP, pl.ClusterIP)
-		set(spec, "clusterIPs", pl.ClusterIP, []string{pl.ClusterIP})
+		if spec["clusterIP"] != "None" {
+			set(spec, "clusterIP", pl.ClusterIP, pl.ClusterIP)
+			set(spec, "clusterIPs", pl.ClusterIP, []string{pl.ClusterIP})
+		}
+		if ports, ok := spec["ports"].([]any); ok {
+			for i, p := range ports {
+				if pm, ok := p.(map[string]any); ok && i < len(pl.NodePorts) && pl.NodePorts[i] != 0 {
+					pm["nodePort"] = pl.NodePorts[i]
+				}
+			}
+		}
+		if pl.HealthCheckNodePort != 0 {
+			spec["healthCheckNodePort"] = pl.HealthCheckNodePort
+		}
 		lbStatus := map[string]any{}
 		set(lbStatus, "ingress", pl.ExternalIP, []map[string]string{{"ip": pl.ExternalIP}})
 		doc["status"] = map[string]any{"loadBalancer": lbStatus}
