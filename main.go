@@ -126,6 +126,8 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "bridge", Value: "netloom-br0", EnvVars: env("BRIDGE"), Usage: "the pod bridge"},
 		&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", EnvVars: env("CLUSTER_CIDR")},
 		&cli.StringFlag{Name: "service-cidr", Value: "10.96.0.0/16", EnvVars: env("SERVICE_CIDR"), Usage: "ClusterIPs of services"},
+		&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", EnvVars: env("SERVICE_NODE_PORT_RANGE"), Usage: "where nodePorts and healthCheckNodePorts come from (the same on every node)"},
+		&cli.StringSliceFlag{Name: "nodeport-addresses", Value: cli.NewStringSlice("primary"), EnvVars: env("NODEPORT_ADDRESSES"), Usage: "where nodePorts are served: IPv4 CIDRs, primary (the advertise address's interface) or all"},
 		&cli.IntFlag{Name: "node-mask", Value: 24, EnvVars: env("NODE_MASK")},
 		&cli.StringSliceFlag{Name: "join", EnvVars: env("JOIN"), Usage: "host[:port] of members to join (comma separated)"},
 		&cli.StringFlag{Name: "token", EnvVars: env("TOKEN"), Usage: "the cluster's join token (from 'netloom init')"},
@@ -213,7 +215,7 @@ func agentCommand() *cli.Command {
 				WGIface: c.String("wg-iface"), Bridge: c.String("bridge"), ClusterCIDR: c.String("cluster-cidr"), ServiceCIDR: c.String("service-cidr"), GARPInterval: c.Duration("garp-interval"), PolicyLogDrops: c.Bool("policy-log-drops"),
 				NodeMask: c.Int("node-mask"), Join: join, Token: c.String("token"), TokenFile: c.String("token-file"),
 				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), PeerGrace: c.Duration("peer-grace"), ResyncInterval: c.Duration("resync-interval"), SubnetGrace: c.Duration("subnet-grace"),
-				UIAddr: c.String("ui-addr"),
+				UIAddr: c.String("ui-addr"), NodePortRange: c.String("service-node-port-range"), NodePortAddresses: c.StringSlice("nodeport-addresses"),
 				Timers: mesh.Timers{
 					ProbeInterval: c.Duration("probe-interval"), ProbeTimeout: c.Duration("probe-timeout"),
 					SuspicionMult: c.Int("suspicion-mult"), GossipInterval: c.Duration("gossip-interval"),

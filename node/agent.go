@@ -25,6 +25,7 @@ import (
 	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/ipam/ipamctl"
 	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/lb/healthcheck"
 	"github.com/netloom/netloom/lb/lbctl"
 	"github.com/netloom/netloom/mesh"
 	"github.com/netloom/netloom/mesh/meshctl"
@@ -229,18 +230,37 @@ func (a *Agent) rooms(k kernel) []func(context.Context) error {
 	a.lbLoop = loop("lb", a.lbc, 0)
 	a.fwc = fwctl.New(fwctl.Config{Name: c.Name, ClusterCIDR: c.cidr, Bridge: c.Bridge, WGIface: c.WGIface, LogDrops: c.PolicyLogDrops, Log: a.log}, k.table, a.events)
 	a.fwc.Repaired = a.metrics.Repaired
+	hcs := &healthcheck.Server{Healthy: a.proxyHealthy}
+	hcLoop := loop("healthcheck", &healthcheck.Controller{Node: c.Name, Server: hcs, Log: a.log}, 0)
 	return []func(context.Context) error{
 		ipamLoop.Run,
 		loop("local", k.host, 0).Run,
 		loop("mesh", a.meshc, 5*time.Second).Run,
 		a.lbLoop.Run,
 		loop("firewall", a.fwc, 0).Run,
+		func(ctx context.Context) error {
+			err := hcLoop.Run(ctx)
+			_ = hcs.Close()
+			return err
+		},
 	}
+}
+
+// proxyHealthy reports whether the service proxy is current, for the
+// health-check ports: the firewall room has programmed a snapshot at most
+// a minute older than the newest (the room retries a failing apply, so a
+// table that cannot be programmed makes it fall behind).
+func (a *Agent) proxyHealthy() bool {
+	st := a.fwc.Status()
+	if st == nil || st.ProgrammedAt.IsZero() {
+		return false
+	}
+	return a.hub.Latest().At.Sub(st.ProgrammedAt) < time.Minute
 }
 
 // lbConfig is the cluster-wide allocation configuration.
 func (a *Agent) lbConfig() lb.Config {
-	return lb.Config{ServiceCIDR: a.cfg.serviceCIDR, ClusterCIDR: a.cfg.cidr}
+	return lb.Config{ServiceCIDR: a.cfg.serviceCIDR, ClusterCIDR: a.cfg.cidr, NodePorts: a.cfg.nodePorts}
 }
 
 // setSubnet takes the ipam room's answer: the subnet this node may use.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/mesh"
 	"github.com/vishvananda/netlink"
 )
@@ -54,6 +55,13 @@ type Config struct {
 	// UIAddr is where the dashboard and /metrics listen (host:port); empty
 	// turns them off. A non-loopback address requires the cluster token.
 	UIAddr string
+	// NodePortRange is where node ports come from ("30000-32767" when
+	// empty). Every node must use the same range.
+	NodePortRange string
+	// NodePortAddresses are where node ports are served: CIDRs, "primary"
+	// (the addresses of the advertise address's interface, the default)
+	// or "all".
+	NodePortAddresses []string
 }
 
 // settings is Config checked and parsed.
@@ -63,6 +71,9 @@ type settings struct {
 	cidr        netip.Prefix
 	serviceCIDR netip.Prefix
 	mtu         int
+	nodePorts   lb.PortRange
+	// nodePortAddrs: local addresses in these prefixes serve node ports.
+	nodePortAddrs []netip.Prefix
 }
 
 func (c Config) check() (settings, error) {
@@ -133,6 +144,17 @@ func (c Config) check() (settings, error) {
 		s.advertise = a
 	}
 	s.mtu = underlayMTU(s.advertise) - 80
+	s.nodePorts = lb.DefaultNodePortRange
+	if c.NodePortRange != "" {
+		r, err := lb.ParsePortRange(c.NodePortRange)
+		if err != nil {
+			return s, fmt.Errorf("--service-node-port-range: %w", err)
+		}
+		s.nodePorts = r
+	}
+	if s.nodePortAddrs, err = nodePortAddresses(c.NodePortAddresses, s.advertise); err != nil {
+		return s, err
+	}
 	if s.DataDir == "" || s.RunDir == "" || s.Socket == "" {
 		return s, errors.New("--data-dir, --run-dir and --socket must not be empty")
 	}
@@ -153,6 +175,39 @@ func (c Config) check() (settings, error) {
 	s.RunDir, _ = filepath.Abs(s.RunDir)
 	s.Socket, _ = filepath.Abs(s.Socket)
 	return s, nil
+}
+
+// nodePortAddresses resolves --nodeport-addresses: CIDRs as given,
+// "all" as every address, "primary" (also the default) as the IPv4
+// addresses of the interface holding the advertise address.
+func nodePortAddresses(list []string, advertise netip.Addr) ([]netip.Prefix, error) {
+	if len(list) == 0 {
+		list = []string{"primary"}
+	}
+	var out []netip.Prefix
+	for _, e := range list {
+		switch e = strings.TrimSpace(e); e {
+		case "all":
+			out = append(out, netip.PrefixFrom(netip.IPv4Unspecified(), 0))
+		case "primary":
+			out = append(out, netip.PrefixFrom(advertise, advertise.BitLen()))
+			if l, err := linkOf(advertise); err == nil {
+				addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+				for _, a := range addrs {
+					if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() != advertise {
+						out = append(out, netip.PrefixFrom(ip.Unmap(), 32))
+					}
+				}
+			}
+		default:
+			p, err := netip.ParsePrefix(e)
+			if err != nil || !p.Addr().Is4() {
+				return nil, fmt.Errorf("--nodeport-addresses %q: give IPv4 CIDRs (e.g. 192.168.1.0/24), primary or all", e)
+			}
+			out = append(out, p.Masked())
+		}
+	}
+	return out, nil
 }
 
 // defaultRouteAddr is the first global address of the interface that holds

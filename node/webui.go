@@ -57,7 +57,8 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 		case "Pod":
 			o.Object, err = objects.PodView(raw, o.Namespace, o.Name, o.IP, o.Node)
 		case "Service":
-			o.Object, err = objects.ServiceView(raw, objects.ServicePlace{ClusterIP: o.ClusterIP, ExternalIP: o.ExternalIP, Owner: o.Owner, Pending: o.Pending, Conflict: o.Conflict})
+			o.Object, err = objects.ServiceView(raw, objects.ServicePlace{ClusterIP: o.ClusterIP, ExternalIP: o.ExternalIP, Owner: o.Owner,
+				NodePorts: o.NodePorts, HealthCheckNodePort: o.HealthCheckNodePort, Pending: o.Pending, Conflict: o.Conflict})
 		case "NetworkPolicy":
 			if o.Selects != nil {
 				o.Object, err = objects.PolicyView(raw, o.Selects, o.Counters)
@@ -99,8 +100,10 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 				o.Owner = st.Owners[r.VIP]
 			}
 			o.Pending, o.Conflict = r.Pending, lbs.Conflicts[k].Text
+			o.NodePorts, o.HealthCheckNodePort = r.NodePorts, r.HealthCheckNodePort
 			for _, ep := range st.Endpoints[k] {
-				o.Endpoints = append(o.Endpoints, api.Endpoint{Pod: ep.PodNamespace + "/" + ep.PodName, IP: ep.IP.String(), Node: ep.Node, Ready: ep.Ready})
+				o.Endpoints = append(o.Endpoints, api.Endpoint{Pod: ep.PodNamespace + "/" + ep.PodName, IP: ep.IP.String(), Node: ep.Node,
+					Ready: ep.Ready, Serving: ep.Serving, Terminating: ep.Terminating})
 			}
 		}
 		view(&o, e.Value)

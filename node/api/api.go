@@ -135,16 +135,22 @@ type Object struct {
 	Owner      string `json:"owner,omitempty"`
 	Pending    string `json:"pending,omitempty"`
 	Conflict   string `json:"conflict,omitempty"`
+	// NodePorts are the allocated node ports (same index as spec.ports),
+	// HealthCheckNodePort the allocated health-check port.
+	NodePorts           []uint16 `json:"nodePorts,omitempty"`
+	HealthCheckNodePort uint16   `json:"healthCheckNodePort,omitempty"`
 	// Endpoints are the service's pods ("namespace/name ip node").
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 }
 
 // Endpoint is a pod behind a service.
 type Endpoint struct {
-	Pod   string `json:"pod"` // namespace/name
-	IP    string `json:"ip"`
-	Node  string `json:"node"`
-	Ready bool   `json:"ready"`
+	Pod         string `json:"pod"` // namespace/name
+	IP          string `json:"ip"`
+	Node        string `json:"node"`
+	Ready       bool   `json:"ready"`
+	Serving     bool   `json:"serving,omitempty"`
+	Terminating bool   `json:"terminating,omitempty"`
 }
 
 // PolicyCounters are a NetworkPolicy's packet counters on one node.
