@@ -34,6 +34,8 @@ func TestConfigCheck(t *testing.T) {
 		{"iface too long", func(c *Config) { c.WGIface = "a-very-long-iface" }, "--wg-iface"},
 		{"advertise", func(c *Config) { c.AdvertiseAddr = "host.example" }, "--advertise-addr"},
 		{"name with space", func(c *Config) { c.Name = "a b" }, "--name"},
+		{"node port range", func(c *Config) { c.NodePortRange = "32767-30000" }, "--service-node-port-range: port range \"32767-30000\""},
+		{"nodeport addresses", func(c *Config) { c.NodePortAddresses = []string{"lan"} }, "--nodeport-addresses \"lan\": give IPv4 CIDRs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,5 +58,25 @@ func TestConfigCheck(t *testing.T) {
 				t.Errorf("error has several lines: %q", err)
 			}
 		})
+	}
+}
+
+func TestConfigNodePorts(t *testing.T) {
+	c := validConfig()
+	s, err := c.check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Defaults: Kubernetes' range; the advertise address (its interface is
+	// not on this machine, so only the address itself).
+	if s.nodePorts.String() != "30000-32767" || len(s.nodePortAddrs) != 1 || s.nodePortAddrs[0].String() != "192.0.2.1/32" {
+		t.Errorf("defaults: range %s, addresses %v", s.nodePorts, s.nodePortAddrs)
+	}
+	c.NodePortRange, c.NodePortAddresses = "31000-31010", []string{"all", "192.168.1.0/24"}
+	if s, err = c.check(); err != nil {
+		t.Fatal(err)
+	}
+	if s.nodePorts.String() != "31000-31010" || len(s.nodePortAddrs) != 2 || s.nodePortAddrs[0].String() != "0.0.0.0/0" || s.nodePortAddrs[1].String() != "192.168.1.0/24" {
+		t.Errorf("range %s, addresses %v", s.nodePorts, s.nodePortAddrs)
 	}
 }
