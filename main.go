@@ -134,6 +134,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "token-file", EnvVars: env("TOKEN_FILE")},
 		&cli.StringFlag{Name: "wireguard", Value: "auto", EnvVars: env("WIREGUARD"), Usage: "auto, kernel or userspace"},
 		&cli.DurationFlag{Name: "keepalive", Value: 25 * time.Second, EnvVars: env("KEEPALIVE"), Usage: "WireGuard persistent keepalive: keeps NAT mappings open, and makes a re-added peer shake hands at once; 0 = off"},
+		&cli.DurationFlag{Name: "vip-drain-timeout", Value: 30 * time.Second, EnvVars: env("VIP_DRAIN_TIMEOUT"), Usage: "when a VIP moves gracefully (leave, restart, Local endpoints gone), how long the new owner forwards connections the old owner still carries, and how long a leaving node waits for them to end (0: off)"},
 		&cli.DurationFlag{Name: "garp-interval", EnvVars: env("GARP_INTERVAL"), Usage: "keep repeating gratuitous ARP for owned VIPs at this interval (0: only a burst on takeover)"},
 		&cli.BoolFlag{Name: "policy-log-drops", EnvVars: env("POLICY_LOG_DROPS"), Usage: "log packets NetworkPolicy drops (kernel log, 5/s per class, prefix netloom-pol)"},
 		&cli.DurationFlag{Name: "resync-interval", Value: 30 * time.Second, EnvVars: env("RESYNC_INTERVAL"), Usage: "how often to re-read the kernel state netloom owns (nftables table, WireGuard peers, routes, pod bridge) and restore what someone changed"},
@@ -212,7 +213,7 @@ func agentCommand() *cli.Command {
 			a, err := node.New(node.Config{
 				Name: c.String("name"), DataDir: c.String("data-dir"), Socket: c.String("socket"), RunDir: c.String("run-dir"),
 				AdvertiseAddr: c.String("advertise-addr"), GossipPort: c.Int("gossip-port"), WGPort: c.Int("wg-port"),
-				WGIface: c.String("wg-iface"), Bridge: c.String("bridge"), ClusterCIDR: c.String("cluster-cidr"), ServiceCIDR: c.String("service-cidr"), GARPInterval: c.Duration("garp-interval"), PolicyLogDrops: c.Bool("policy-log-drops"),
+				WGIface: c.String("wg-iface"), Bridge: c.String("bridge"), ClusterCIDR: c.String("cluster-cidr"), ServiceCIDR: c.String("service-cidr"), GARPInterval: c.Duration("garp-interval"), VIPDrainTimeout: c.Duration("vip-drain-timeout"), PolicyLogDrops: c.Bool("policy-log-drops"),
 				NodeMask: c.Int("node-mask"), Join: join, Token: c.String("token"), TokenFile: c.String("token-file"),
 				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), PeerGrace: c.Duration("peer-grace"), ResyncInterval: c.Duration("resync-interval"), SubnetGrace: c.Duration("subnet-grace"),
 				UIAddr: c.String("ui-addr"), NodePortRange: c.String("service-node-port-range"), NodePortAddresses: c.StringSlice("nodeport-addresses"),
@@ -261,11 +262,20 @@ func leaveCommand() *cli.Command {
 		Flags: []cli.Flag{socketFlag},
 		Action: func(c *cli.Context) error {
 			cl := client(c)
-			if err := cl.Do(c.Context, "POST", api.PathLeave, nil, nil); err != nil {
+			var answer struct {
+				DrainTimeout string `json:"drainTimeout"`
+			}
+			if err := cl.Do(c.Context, "POST", api.PathLeave, nil, &answer); err != nil {
 				return err
 			}
-			// Wait for the agent to finish and close its socket.
-			deadline := time.Now().Add(30 * time.Second)
+			// Wait for the agent to finish and close its socket: it first
+			// waits for the connections it forwards to VIPs to end.
+			wait := 30 * time.Second
+			if d, err := time.ParseDuration(answer.DrainTimeout); err == nil && d > 0 {
+				wait += d
+				fmt.Printf("leaving: connections through this node to VIPs may take up to %s to end\n", d)
+			}
+			deadline := time.Now().Add(wait)
 			for time.Now().Before(deadline) {
 				if err := cl.Do(c.Context, "GET", api.PathStatus, nil, nil); errors.Is(err, api.ErrNotRunning) {
 					fmt.Println("left the cluster")
@@ -273,7 +283,7 @@ func leaveCommand() *cli.Command {
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
-			return errors.New("leave: the agent is still running after 30 s; see its log")
+			return fmt.Errorf("leave: the agent is still running after %s; see its log", wait)
 		},
 	}
 }

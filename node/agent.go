@@ -25,6 +25,7 @@ import (
 	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/ipam/ipamctl"
 	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/lb/drain"
 	"github.com/netloom/netloom/lb/healthcheck"
 	"github.com/netloom/netloom/lb/lbctl"
 	"github.com/netloom/netloom/mesh"
@@ -113,6 +114,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
+	if err := noRedirects(c.advertise); err != nil {
+		a.log.Warn("VIP drains: clients may be redirected to a VIP's old owner", "err", err)
+	}
 	priv, err := wg.LoadOrCreateKey(filepath.Join(c.DataDir, "wireguard.key"))
 	if err != nil {
 		return err
@@ -151,7 +155,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.hub = cluster.NewHub(cluster.HubConfig{Name: c.Name, LB: a.lbConfig(), SubnetGrace: c.SubnetGrace}, cluster.NewStoreSource(st), a.members)
 	host := &cni.Host{Bridge: c.Bridge, MTU: c.mtu, ClusterCIDR: c.cidr, Ports: a.podPorts, Events: a.events, Log: a.log, Repaired: a.metrics.Repaired,
 		Ready: func(p netip.Prefix) { a.hub.SetLocal(func(l *cluster.Local) { l.Bridge = p }) }}
-	rooms := a.rooms(kernel{overlay: a.dev, table: a.table, host: host})
+	rooms := a.rooms(kernel{overlay: a.dev, table: a.table, host: host, drains: drain.NewKernel(nil)})
 	if err := a.members.Start(a.repl, a.meta(cluster.Local{})); err != nil {
 		dev.Close()
 		return err
@@ -204,6 +208,8 @@ type kernel struct {
 	overlay meshctl.Overlay
 	table   fwctl.Table
 	host    cluster.Controller
+	// drains: the VIP drains' routes and conntrack (nil: none).
+	drains fwctl.DrainKernel
 }
 
 // rooms builds one controller per room on a.hub and returns their loops'
@@ -226,10 +232,19 @@ func (a *Agent) rooms(k kernel) []func(context.Context) error {
 	// as the agent always did.
 	a.meshc = meshctl.New(meshctl.Config{Name: c.Name, Keepalive: c.Keepalive, PeerGrace: c.PeerGrace, Log: a.log}, k.overlay, a.events)
 	a.meshc.Repaired = a.metrics.Repaired
-	a.lbc = lbctl.New(lbctl.Config{Name: c.Name, Log: a.log}, &a.arp, w, a.events, lbctl.Hooks{Conflict: a.metrics.VIPConflict, Failover: a.metrics.VIPFailover})
+	// New owners announce a VIP once its drain is programmed (node/drain.go).
+	gate := newAnnounceGate(&a.arp, c.Name)
+	a.lbc = lbctl.New(lbctl.Config{Name: c.Name, Log: a.log}, gate, w, a.events, lbctl.Hooks{Conflict: a.metrics.VIPConflict, Failover: a.metrics.VIPFailover})
 	a.lbLoop = loop("lb", a.lbc, 0)
-	a.fwc = fwctl.New(fwctl.Config{Name: c.Name, ClusterCIDR: c.cidr, Bridge: c.Bridge, WGIface: c.WGIface, LogDrops: c.PolicyLogDrops, Log: a.log}, k.table, a.events)
+	a.fwc = fwctl.New(fwctl.Config{Name: c.Name, ClusterCIDR: c.cidr, Bridge: c.Bridge, WGIface: c.WGIface, LogDrops: c.PolicyLogDrops,
+		Drain: c.drainConfig(), Log: a.log}, k.table, a.events)
 	a.fwc.Repaired = a.metrics.Repaired
+	fwLoop := loop("firewall", a.fwc, 0)
+	if k.drains != nil {
+		a.fwc.Drains = k.drains
+	}
+	a.fwc.After = func(d time.Duration) { time.AfterFunc(d, fwLoop.Kick) }
+	a.fwc.Programmed = gate.programmed
 	hcs := &healthcheck.Server{Healthy: a.proxyHealthy}
 	hcLoop := loop("healthcheck", &healthcheck.Controller{Node: c.Name, Server: hcs, Log: a.log}, 0)
 	return []func(context.Context) error{
@@ -237,7 +252,7 @@ func (a *Agent) rooms(k kernel) []func(context.Context) error {
 		loop("local", k.host, 0).Run,
 		loop("mesh", a.meshc, 5*time.Second).Run,
 		a.lbLoop.Run,
-		loop("firewall", a.fwc, 0).Run,
+		fwLoop.Run,
 		func(ctx context.Context) error {
 			err := hcLoop.Run(ctx)
 			_ = hcs.Close()
@@ -449,6 +464,9 @@ func (a *Agent) finishLeave(stopRooms context.CancelFunc, rooms *sync.WaitGroup)
 	if owned > 0 {
 		time.Sleep(handoverWait)
 	}
+	// The new owners forward here the packets of the connections this
+	// node carries (lb/drain): keep the data plane until they end.
+	a.drainLeave()
 	dels := []store.Key{{Kind: cluster.KindLease, Name: c.Name}}
 	for _, pa := range cluster.PodAddresses.List(a.store, "") {
 		if pa.Value.Node == c.Name {

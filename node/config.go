@@ -44,6 +44,10 @@ type Config struct {
 	// own and restore what differs (default 30s).
 	ResyncInterval time.Duration
 	SubnetGrace    time.Duration
+	// VIPDrainTimeout is how long the new owner of a VIP forwards the
+	// connections the old owner still carries, and how long a leaving
+	// node waits for its own to end (lb/drain); 0 turns drains off.
+	VIPDrainTimeout time.Duration
 	// GARPInterval, when not zero, repeats gratuitous ARP for owned VIPs
 	// (for switches with short forwarding-table timers).
 	GARPInterval time.Duration

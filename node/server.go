@@ -33,7 +33,7 @@ func (a *Agent) handler() http.Handler {
 			writeErr(w, http.StatusConflict, err)
 			return
 		}
-		writeJSON(w, map[string]string{"result": "leaving"})
+		writeJSON(w, map[string]string{"result": "leaving", "drainTimeout": a.cfg.VIPDrainTimeout.String()})
 	})
 	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
 	mux.HandleFunc("POST "+api.PathTrace, a.handleTrace)

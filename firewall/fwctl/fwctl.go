@@ -17,6 +17,7 @@ import (
 	"github.com/netloom/netloom/cluster"
 	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/lb/drain"
 	"github.com/netloom/netloom/lb/proxy"
 	"github.com/netloom/netloom/nft"
 	"github.com/netloom/netloom/node/events"
@@ -41,7 +42,11 @@ type Config struct {
 	WGIface     string
 	// LogDrops logs packets NetworkPolicy drops.
 	LogDrops bool
-	Log      *slog.Logger
+	// Drain times the drains of the VIPs this node takes over (lb/drain;
+	// a negative Timeout turns them off). They need Controller.Drains.
+	Drain drain.Config
+	Now   func() time.Time
+	Log   *slog.Logger
 }
 
 // Status is what the room publishes after each applied pass.
@@ -61,11 +66,19 @@ type Controller struct {
 	events events.Sink
 	// Repaired is called when a repair pass restored the table.
 	Repaired func(what string)
+	// Drains is the kernel side of the VIP drains (nil: no drains).
+	Drains DrainKernel
+	// After asks for a pass in d (when a drain ends).
+	After func(d time.Duration)
+	// Programmed is called after the table of s is in the kernel (the ARP
+	// announcer waits for the drain of a VIP this node takes over).
+	Programmed func(s *cluster.Snapshot)
 
 	polc   *policy.Compiler
 	proxyc *proxy.Compiler
 	// applied is what the table was last programmed from.
 	applied key
+	drain   drains
 
 	status atomic.Pointer[Status]
 	mu     sync.Mutex
@@ -77,12 +90,16 @@ type key struct {
 	lb     *cluster.LB
 	policy *policy.Snapshot
 	subnet netip.Prefix
+	drains uint64
 }
 
 // New returns a controller.
 func New(cfg Config, table Table, ev events.Sink) *Controller {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	c := &Controller{cfg: cfg, table: table, events: ev, Repaired: func(string) {},
 		polc: policy.NewCompiler(policy.Options{LogDrops: cfg.LogDrops}), proxyc: proxy.NewCompiler(),
@@ -110,6 +127,7 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 	if !subnet.IsValid() || s.LB == nil || s.Policy == nil {
 		return false, nil
 	}
+	c.stepDrains(s)
 	force := false
 	if repair && c.applied != (key{}) {
 		drift, err := c.table.Drift()
@@ -124,10 +142,13 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 			force = true
 		}
 	}
-	k := key{lb: s.LB, policy: s.Policy, subnet: subnet}
+	k := key{lb: s.LB, policy: s.Policy, subnet: subnet, drains: c.drain.gen}
 	if k == c.applied && !force {
 		// Nothing the table depends on changed: the kernel has it already.
-		c.programmed(s.At, nil)
+		if repair {
+			c.drainRoutes(true)
+		}
+		c.programmed(s, nil)
 		return false, nil
 	}
 	if force {
@@ -138,7 +159,10 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 		firewall.Ruleset(firewall.Config{ClusterCIDR: c.cfg.ClusterCIDR, PodSubnet: subnet, Bridge: c.cfg.Bridge, WGIface: c.cfg.WGIface}),
 		c.proxyc.Compile(ProxyInput(c.cfg, s)),
 		pol.Model,
+		c.drainFragment(),
 	)
+	// The routes of new drains exist before packets are marked for them.
+	c.drainRoutes(false)
 	c.applied = key{}
 	if err := c.table.Apply(m); err != nil {
 		// The kernel's table is unknown now: the retry replaces it whole.
@@ -146,13 +170,18 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 		return true, fmt.Errorf("apply nftables table: %w", err)
 	}
 	c.applied = k
-	c.programmed(s.At, pol)
+	c.drainRoutes(true)
+	c.programmed(s, pol)
 	return true, nil
 }
 
-// programmed publishes that the table of a snapshot taken at `at` is in
-// the kernel, and wakes those waiting for it.
-func (c *Controller) programmed(at time.Time, pol *policy.Compiled) {
+// programmed publishes that the table of snapshot s is in the kernel, and
+// wakes those waiting for it.
+func (c *Controller) programmed(s *cluster.Snapshot, pol *policy.Compiled) {
+	if c.Programmed != nil {
+		defer c.Programmed(s)
+	}
+	at := s.At
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.status.Load()
