@@ -105,49 +105,63 @@ func TargetPort(sp ServicePort, ep Endpoint) (port uint16, ok bool) {
 	return port, ok && port != 0
 }
 
-// Backend is one ready endpoint of one service port: where to send it.
+// Backend is one endpoint of one service port: where to send it.
 type Backend struct {
 	IP   netip.Addr
 	Port uint16
 	Node string
 }
 
+// TakesNew reports whether ep may take new connections when no endpoint of
+// its service port is Ready: it is terminating but still serving
+// (KEP-1669).
+func (ep Endpoint) TakesNew() bool {
+	return ep.Serving && ep.Terminating
+}
+
 // Backends returns, for each of the service's ports (same index as
-// s.Ports), the ready endpoints that serve it with their resolved target
-// port, in the order of eps.
+// s.Ports), the endpoints that take its new connections, with their
+// resolved target port, in the order of eps: the Ready ones that serve the
+// port or, when none is Ready, the serving terminating ones (KEP-1669).
+// Endpoints without an address are never backends.
 func Backends(s Service, eps []Endpoint) [][]Backend {
 	out := make([][]Backend, len(s.Ports))
 	for i, sp := range s.Ports {
+		var ready, terminating []Backend
 		for _, ep := range eps {
-			if !ep.Ready || !ep.IP.IsValid() {
+			if !ep.IP.IsValid() || !ep.Ready && !ep.TakesNew() {
 				continue
 			}
-			if port, ok := TargetPort(sp, ep); ok {
-				out[i] = append(out[i], Backend{IP: ep.IP, Port: port, Node: ep.Node})
+			port, ok := TargetPort(sp, ep)
+			if !ok {
+				continue
 			}
+			b := Backend{IP: ep.IP, Port: port, Node: ep.Node}
+			if ep.Ready {
+				ready = append(ready, b)
+			} else {
+				terminating = append(terminating, b)
+			}
+		}
+		out[i] = ready
+		if len(ready) == 0 {
+			out[i] = terminating
 		}
 	}
 	return out
 }
 
-// TakingNew returns the endpoints that take new connections, in the order
-// of eps: the ready ones with an address; when none is ready, the ones
-// that are terminating but still serving (KEP-1669), so that a service
-// whose pods are all shutting down keeps answering until they stop.
-// Connections already open stay with their endpoint either way.
-func TakingNew(eps []Endpoint) []Endpoint {
-	var ready, fallback []Endpoint
+// LocalBackends is Backends among the endpoints on node: what a policy
+// Local (external or internal traffic) uses on that node. The fallback to
+// terminating endpoints is decided among them alone: with no Ready
+// endpoint on node, its serving terminating ones are used even when other
+// nodes have Ready ones.
+func LocalBackends(s Service, eps []Endpoint, node string) [][]Backend {
+	var local []Endpoint
 	for _, ep := range eps {
-		switch {
-		case !ep.IP.IsValid():
-		case ep.Ready:
-			ready = append(ready, ep)
-		case ep.Serving && ep.Terminating:
-			fallback = append(fallback, ep)
+		if node != "" && ep.Node == node {
+			local = append(local, ep)
 		}
 	}
-	if len(ready) > 0 {
-		return ready
-	}
-	return fallback
+	return Backends(s, local)
 }

@@ -94,28 +94,3 @@ func TestEndpointConditions(t *testing.T) {
 		}
 	}
 }
-
-func TestTakingNew(t *testing.T) {
-	ready := Endpoint{PodName: "ready", IP: ip("10.244.1.2"), Ready: true, Serving: true}
-	going := Endpoint{PodName: "going", IP: ip("10.244.1.3"), Serving: true, Terminating: true}
-	gone := Endpoint{PodName: "gone", IP: ip("10.244.1.4"), Terminating: true}
-	unready := Endpoint{PodName: "unready", IP: ip("10.244.1.5")}
-	names := func(eps []Endpoint) (out []string) {
-		for _, ep := range eps {
-			out = append(out, ep.PodName)
-		}
-		return out
-	}
-	for _, tt := range []struct {
-		eps  []Endpoint
-		want []string
-	}{
-		{[]Endpoint{going, ready, gone, unready}, []string{"ready"}},
-		{[]Endpoint{going, gone, unready}, []string{"going"}},
-		{[]Endpoint{gone, unready}, nil},
-	} {
-		if diff := cmp.Diff(tt.want, names(TakingNew(tt.eps))); diff != "" {
-			t.Errorf("TakingNew(%v) (-want +got):\n%s", names(tt.eps), diff)
-		}
-	}
-}

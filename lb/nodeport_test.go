@@ -152,3 +152,27 @@ func TestValidateApplyNodePorts(t *testing.T) {
 		t.Errorf("ValidateApply(two asking) = %v", err)
 	}
 }
+
+// TestLocalCandidates: a VIP with externalTrafficPolicy Local is owned by a
+// node with a ready endpoint or, when there is none anywhere, one with a
+// serving terminating endpoint.
+func TestLocalCandidates(t *testing.T) {
+	ready := Endpoint{Node: "n1", IP: ip("10.244.1.2"), Ready: true, Serving: true}
+	going := Endpoint{Node: "n2", IP: ip("10.244.2.3"), Serving: true, Terminating: true}
+	gone := Endpoint{Node: "n3", IP: ip("10.244.3.4"), Terminating: true}
+	all := map[string]bool{"n1": true, "n2": true, "n3": true}
+	for _, tt := range []struct {
+		eps   []Endpoint
+		alive map[string]bool
+		want  []string
+	}{
+		{[]Endpoint{going, ready, gone}, all, []string{"n1"}},
+		{[]Endpoint{going, gone}, all, []string{"n2"}},
+		{[]Endpoint{gone}, all, nil},
+		{[]Endpoint{ready, going}, map[string]bool{"n2": true}, []string{"n2"}},
+	} {
+		if diff := cmp.Diff(tt.want, localCandidates(tt.eps, tt.alive)); diff != "" {
+			t.Errorf("localCandidates (-want +got):\n%s", diff)
+		}
+	}
+}

@@ -82,16 +82,31 @@ func Owners(services []Service, results map[ServiceKey]Result, alive map[string]
 		}
 		cands := nodes
 		if s.ExternalTrafficPolicy == PolicyLocal {
-			cands = nil
-			for _, ep := range TakingNew(endpoints[s.Key()]) {
-				if alive[ep.Node] && !slices.Contains(cands, ep.Node) {
-					cands = append(cands, ep.Node)
-				}
-			}
+			cands = localCandidates(endpoints[s.Key()], alive)
 		}
 		if o := Owner(r.VIP, cands); o != "" {
 			owners[r.VIP] = o
 		}
 	}
 	return owners
+}
+
+// localCandidates are the alive nodes with an endpoint that takes new
+// connections: a Ready one or, when the service has none anywhere, a
+// serving terminating one (KEP-1669).
+func localCandidates(eps []Endpoint, alive map[string]bool) []string {
+	var ready, fallback []string
+	for _, ep := range eps {
+		switch {
+		case !ep.IP.IsValid() || !alive[ep.Node]:
+		case ep.Ready && !slices.Contains(ready, ep.Node):
+			ready = append(ready, ep.Node)
+		case ep.TakesNew() && !slices.Contains(fallback, ep.Node):
+			fallback = append(fallback, ep.Node)
+		}
+	}
+	if len(ready) > 0 {
+		return ready
+	}
+	return fallback
 }
