@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"reflect"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +52,19 @@ func bigInput(services, endpoints int) Input {
 	return in
 }
 
+// withNodePortsAll gives every service of in a node port (first+i for the
+// i-th), as LoadBalancer services have by default.
+func withNodePortsAll(in Input, first uint16) Input {
+	in.Services = slices.Clone(in.Services)
+	for i := range in.Services {
+		s := &in.Services[i]
+		s.Service.NodePorts = true
+		s.NodePorts = []uint16{first + uint16(i)}
+	}
+	in.NodePortAddresses = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	return in
+}
+
 // withOneChange returns in with the first endpoint of one service moved to
 // another address (a pod replaced).
 func withOneChange(in Input, which int) Input {
@@ -80,6 +97,18 @@ func BenchmarkCompile(b *testing.B) {
 func BenchmarkCompiler(b *testing.B) {
 	in := bigInput(10000, 10)
 	b.Run("one-change", func(b *testing.B) {
+		ins := []Input{withOneChange(in, 4242), in}
+		c := NewCompiler()
+		c.Compile(in)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			c.Compile(ins[i%2])
+			i++
+		}
+	})
+	b.Run("one-change-nodeports", func(b *testing.B) {
+		in := withNodePortsAll(in, 40000)
 		ins := []Input{withOneChange(in, 4242), in}
 		c := NewCompiler()
 		c.Compile(in)
@@ -223,6 +252,84 @@ func BenchmarkApply(b *testing.B) {
 		st := a.LastApply()
 		b.ReportMetric(float64(st.Messages), "msgs")
 	})
+	// The same with a node port for every service (10,000 more elements
+	// in svc-nodeports, 100,000 in svc-np-eps).
+	b.Run("one-change-with-compiler-nodeports", func(b *testing.B) {
+		in := withNodePortsAll(in, 40000)
+		ns := nfttest.NewNS(b)
+		a := nsApplier(b, ns)
+		c := NewCompiler()
+		if err := a.Apply(nft.Merge(base, c.Compile(in))); err != nil {
+			b.Fatalf("Apply: %v", err)
+		}
+		ins := []Input{withOneChange(in, 4242), in}
+		i := 0
+		for b.Loop() {
+			m := nft.Merge(base, c.Compile(ins[i%2]))
+			if err := a.Apply(m); err != nil {
+				b.Fatalf("Apply: %v", err)
+			}
+			i++
+		}
+		st := a.LastApply()
+		b.ReportMetric(float64(st.Messages), "msgs")
+	})
+}
+
+// One service change with node ports, external IPs and both policies is
+// a small element diff: the elements of that service's changed endpoint,
+// nothing else, and no chain changes.
+func TestOneChangeSmallDiff(t *testing.T) {
+	in := withNodePortsAll(bigInput(1000, 10), 40000)
+	in.Services[42].Service.ExternalIPs = []netip.Addr{netip.MustParseAddr("203.0.113.42")}
+	in.Services[42].Service.InternalTrafficPolicy = lb.PolicyLocal
+	c := NewCompiler()
+	before := c.Compile(in)
+	after := c.Compile(withOneChange(in, 42))
+	if c.built != 1 {
+		t.Errorf("compiled %d service ports, want 1", c.built)
+	}
+	texts := func(m nft.Model) map[string]bool {
+		out := map[string]bool{}
+		for _, s := range m.Sets {
+			for _, e := range s.Elements {
+				out[s.Name+": "+e.Text] = true
+			}
+		}
+		return out
+	}
+	x, y := texts(before), texts(after)
+	var diff []string
+	for e := range x {
+		if !y[e] {
+			diff = append(diff, "- "+e)
+		}
+	}
+	for e := range y {
+		if !x[e] {
+			diff = append(diff, "+ "+e)
+		}
+	}
+	slices.Sort(diff)
+	// Only service 42's elements change: those of its ClusterIP, VIP,
+	// external IP and node port (all of them, as its backends are indexed
+	// in address order and the new address sorts last), and the hairpin
+	// element of the replaced local endpoint.
+	mine := []string{"172.16.0.42 . ", "100.64.0.42 . ", "203.0.113.42 . ", "tcp . 40042 . ", "svc-hairpin: 10.0.1.164 ", "svc-hairpin: 10.250.0.1 "}
+	for _, d := range diff {
+		if !slices.ContainsFunc(mine, func(m string) bool { return strings.Contains(d, m) }) {
+			t.Errorf("element of another service changed: %s", d)
+		}
+	}
+	// 10 endpoints under the VIP, the external IP and the node port, 1
+	// local one under each of the four, a hairpin element: 35, removed
+	// and added.
+	if len(diff) != 70 {
+		t.Errorf("element diff of one endpoint change: %d elements, want 70:\n%s", len(diff), strings.Join(diff, "\n"))
+	}
+	if !reflect.DeepEqual(before.Chains, after.Chains) {
+		t.Errorf("chains changed")
+	}
 }
 
 func countElements(m nft.Model) int {
@@ -231,4 +338,139 @@ func countElements(m nft.Model) int {
 		n += len(s.Elements)
 	}
 	return n
+}
+
+// packetPathInput is the service measured by BenchmarkPacketPath (web:
+// VIP 198.51.100.10 and node port 30080, TCP and UDP, one endpoint, p1 on
+// this node) with fillers more LoadBalancer services of 10 endpoints
+// each, every one with a node port (40000 on).
+func packetPathInput(fillers int) Input {
+	web := withNodePorts(svc("web", lb.TypeLoadBalancer, "10.96.0.20", "198.51.100.10", tcp(80, 8080), udp(53, 8080)), 30080, 30080)
+	in := Input{
+		Node:              testNode,
+		ClusterCIDR:       testClusterCIDR,
+		PodSubnet:         testPodSubnet,
+		WGIface:           testWG,
+		NodePortAddresses: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")},
+		Services:          []ServiceAddrs{web},
+		Endpoints:         map[lb.ServiceKey][]lb.Endpoint{web.Service.Key(): {pep("p1", testNode)}},
+	}
+	bulk := withNodePortsAll(bigInput(fillers, 10), 40000)
+	in.Services = append(in.Services, bulk.Services...)
+	for k, v := range bulk.Endpoints {
+		in.Endpoints[k] = v
+	}
+	return in
+}
+
+// connRate opens TCP connections from ns to dst one after the other for
+// d (connect, read the answer, close with a reset) and returns them per
+// second.
+func connRate(ns string, dst netip.AddrPort, d time.Duration) (float64, error) {
+	n := 0
+	start := time.Now()
+	err := nfttest.InNS(ns, func() error {
+		buf := make([]byte, 64)
+		for time.Since(start) < d {
+			c, err := net.DialTimeout("tcp4", dst.String(), time.Second)
+			if err != nil {
+				return err
+			}
+			c.SetDeadline(time.Now().Add(time.Second))
+			_, err = c.Read(buf)
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			if err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return float64(n) / time.Since(start).Seconds(), err
+}
+
+// udpRate sends datagrams from ns to dst over one flow (established after
+// the first), each after the answer to the last, for d, and returns the
+// round trips per second.
+func udpRate(ns string, dst netip.AddrPort, d time.Duration) (float64, error) {
+	n := 0
+	start := time.Now()
+	err := nfttest.InNS(ns, func() error {
+		c, err := net.Dial("udp4", dst.String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		for time.Since(start) < d {
+			c.SetDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte("x")); err != nil {
+				return err
+			}
+			if _, err := c.Read(buf); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return float64(n) / time.Since(start).Seconds(), err
+}
+
+// BenchmarkPacketPath measures the per-packet cost of the service paths
+// with 10 services installed and with 10,001 (every one with a node port:
+// svc-ips ~20,000 elements, svc-eps ~200,000, svc-nodeports ~10,000,
+// svc-np-eps ~100,000), side by side in two identical sets of namespaces
+// (newTestNet), a round of each path alternating between them. Paths: new
+// TCP connections to the node port (nat: svc-ips misses, then the node
+// port lookup) and to the VIP, and UDP round trips of one established flow
+// to the node port. Each iteration is one round of 1 s per path and
+// size; the metrics are means over the rounds, and large/small ratios
+// (1.0: no cost of size). Needs root:
+//
+//	go test -run '^$' -bench PacketPath -benchtime 5x ./lb/proxy
+func BenchmarkPacketPath(b *testing.B) {
+	nfttest.NeedRoot(b)
+	const d = time.Second
+	base := firewall.Ruleset(firewall.Config{ClusterCIDR: testClusterCIDR, PodSubnet: testPodSubnet, Bridge: "nlbr0", WGIface: testWG})
+	nets := [2]*testNet{newTestNet(b), newTestNet(b)}
+	for i, fillers := range [2]int{9, 10000} {
+		m := nft.Merge(base, Compile(packetPathInput(fillers)))
+		a := nsApplier(b, nets[i].node)
+		if err := a.Apply(m); err != nil {
+			b.Fatalf("Apply: %v", err)
+		}
+		b.Logf("%d services: %d set elements", fillers+1, countElements(m))
+	}
+	paths := []struct {
+		name string
+		rate func(ns string, dst netip.AddrPort, d time.Duration) (float64, error)
+		dst  netip.AddrPort
+	}{
+		{"nodeport-conn", connRate, ap(nodeIP, 30080)},
+		{"vip-conn", connRate, ap(addr("198.51.100.10"), 80)},
+		{"nodeport-udp", udpRate, ap(nodeIP, 30080)},
+	}
+	sums := make([][2]float64, len(paths))
+	rounds := 0
+	for b.Loop() {
+		for p, path := range paths {
+			for k := range 2 {
+				i := (k + rounds) % 2 // alternate which size goes first
+				r, err := path.rate(nets[i].client, path.dst, d)
+				if err != nil {
+					b.Fatalf("%s, %d: %v", path.name, i, err)
+				}
+				sums[p][i] += r
+			}
+		}
+		rounds++
+	}
+	for p, path := range paths {
+		small, large := sums[p][0]/float64(rounds), sums[p][1]/float64(rounds)
+		b.ReportMetric(small, path.name+"-10/s")
+		b.ReportMetric(large, path.name+"-10k/s")
+		b.ReportMetric(large/small, path.name+"-ratio")
+	}
 }

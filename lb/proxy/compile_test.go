@@ -69,6 +69,9 @@ func dynamicOf(m nft.Model) dynamic {
 		}
 	}
 	for _, s := range m.Sets {
+		if s.Name == SetNodePortAddrs {
+			continue // Input.NodePortAddresses, not the services
+		}
 		if es := elementsOf(m, s.Name); len(es) > 0 {
 			d.Elements[s.Name] = es
 		}
@@ -246,6 +249,7 @@ func TestSkipped(t *testing.T) {
 		lb.ServicePort{Protocol: "SCTP", Port: 9}, lb.ServicePort{Protocol: "ICMP", Port: 7})
 	in := inputOf(fixture{svc: b}, fixture{svc: a}, fixture{svc: v6}, fixture{svc: sctp})
 	want := []string{
+		`node port address fd00::/64 is IPv6, which the proxy does not serve yet; skipped`,
 		`service default/b: 10.96.0.1:80/tcp is already served for default/a; skipped`,
 		`service default/odd: port 7: protocol "ICMP" is not TCP, UDP or SCTP; skipped`,
 		`service default/v6: fd00::1 is IPv6, which the proxy does not serve yet; skipped`,
@@ -383,6 +387,9 @@ func TestNameLength(t *testing.T) {
 	s.Service.Namespace = long
 	s.Service.SessionAffinity = true
 	s.Service.ExternalTrafficPolicy = lb.PolicyLocal
+	s.Service.InternalTrafficPolicy = lb.PolicyLocal
+	s.Service.ExternalIPs = []netip.Addr{addr("203.0.113.1")}
+	s = withNodePorts(s, 65535)
 	in := inputOf(fixture{svc: s, eps: []lb.Endpoint{{PodNamespace: long, PodName: "p", IP: addr("10.244.255.255"), Node: testNode, Ready: true}}})
 	m := Compile(in)
 	for _, n := range chainNames(m) {

@@ -23,11 +23,12 @@ import (
 //
 // A fragment is reused when everything it is made of is equal to what it
 // was made of: the service's namespace/name and the port's protocol and
-// number, the ClusterIP and VIP it serves (after the address conflicts of
-// the whole Input are resolved, which is redone on every call), session
-// affinity and its timeout, externalTrafficPolicy, the source ranges, the
-// resolved backends (address and target port of the ready IPv4 endpoints,
-// and which of them are on Input.Node), and Input.ClusterCIDR. These are
+// number, the ClusterIP, VIP, external IPs and node port it serves (after
+// the conflicts of the whole Input are resolved, which is redone on every
+// call), session affinity and its timeout, the external and internal
+// traffic policies, the source ranges, the resolved backends (address and
+// target port of the IPv4 endpoints that take new connections, and of
+// those on Input.Node), and Input.ClusterCIDR. These are
 // compared exactly (no hashes), so the result never depends on the
 // previous Inputs, and the Input may be built anew or modified in place
 // between calls.
@@ -57,7 +58,13 @@ type Compiler struct {
 	// Scratch space, kept between calls.
 	svcs   []*ServiceAddrs
 	seen   map[uint64]int // address . proto . port -> index in svcs
-	order  []*portFrag    // this call's service ports, in model order
+	seenNP map[uint32]int // proto . node port -> index in svcs
+	ext    []netip.Addr   // a service's external IPs, sorted
+	term   [2][]uint64    // terminating backends, all and local
+	npIn   []netip.Prefix // the last NodePortAddresses
+	npEls  []nft.Element  // and the elements of svc-nodeport-addrs
+	npV6   []netip.Prefix
+	order  []*portFrag // this call's service ports, in model order
 	sig    portSig
 	addrs  []uint32
 	apAll  []netip.AddrPort
@@ -84,27 +91,39 @@ const (
 	mapEndpointChains
 	mapLocalEndpointChains
 	mapAllowed
+	mapNodePorts
+	mapFilterNodePorts
+	mapNPEndpoints
+	mapNPLocalEndpoints
+	mapNPEndpointChains
+	mapNPLocalEndpointChains
 	numMaps
 )
 
 // portSig is what a service port's fragment is made of, besides the
 // service's key and Input.ClusterCIDR.
 type portSig struct {
-	proto       proto
-	port        uint16
-	cip, vip    netip.Addr // after conflicts; invalid when not served
-	affinity    bool
-	localPolicy bool          // externalTrafficPolicy Local
-	timeout     time.Duration // with affinity: the effective timeout; else 0
-	ranges      []netip.Prefix
-	// Backends as address<<16 | port, sorted and unique: all of them, and
-	// those on this node.
+	proto         proto
+	port          uint16
+	cip, vip      netip.Addr   // after conflicts; invalid when not served
+	ext           []netip.Addr // external IPs served, after conflicts, sorted
+	nodePort      uint16       // after conflicts; 0 when not served
+	affinity      bool
+	localPolicy   bool          // externalTrafficPolicy Local
+	internalLocal bool          // internalTrafficPolicy Local
+	timeout       time.Duration // with affinity: the effective timeout; else 0
+	ranges        []netip.Prefix
+	// Backends as address<<16 | port, sorted and unique: those that take
+	// new connections (lb.Backends), and those of this node
+	// (lb.LocalBackends).
 	all, local []uint64
 }
 
 func (s *portSig) equal(o *portSig) bool {
 	return s.proto == o.proto && s.port == o.port && s.cip == o.cip && s.vip == o.vip &&
-		s.affinity == o.affinity && s.localPolicy == o.localPolicy && s.timeout == o.timeout &&
+		slices.Equal(s.ext, o.ext) && s.nodePort == o.nodePort &&
+		s.affinity == o.affinity && s.localPolicy == o.localPolicy && s.internalLocal == o.internalLocal &&
+		s.timeout == o.timeout &&
 		slices.Equal(s.ranges, o.ranges) && slices.Equal(s.all, o.all) && slices.Equal(s.local, o.local)
 }
 
@@ -122,12 +141,14 @@ type portFrag struct {
 type chainOp struct {
 	chain *nft.Chain // nil: the shared chain kind(n, m)
 	kind  uint8
+	np    bool // the node-port variant
 	n, m  int
 }
 
 // sharedKey names a shared chain: kind(n, m).
 type sharedKey struct {
 	kind uint8
+	np   bool
 	n, m int
 }
 
@@ -157,6 +178,7 @@ func (c *Compiler) Compile(in Input) nft.Model {
 	}
 	c.notes = nil
 	c.built = 0
+	c.nodePortAddrs(in.NodePortAddresses)
 	c.servicePorts(in)
 	m := c.model(in)
 	// Fragments that were not reused hold windows of older Models: drop
@@ -193,14 +215,19 @@ func (c *Compiler) servicePorts(in Input) {
 	c.svcs = svcs
 	if c.seen == nil {
 		c.seen = make(map[uint64]int, 2*len(svcs))
+		c.seenNP = make(map[uint32]int)
 	} else {
 		clear(c.seen)
+		clear(c.seenNP)
 	}
 
 	c.next = c.next[:0]
 	j := 0 // c.frags[j:] are the last call's services not seen yet
 	for si, sa := range svcs {
 		s := &sa.Service
+		if !s.Proxied() {
+			continue
+		}
 		cip := c.servedAddr(si, sa.ClusterIP)
 		vip := c.servedAddr(si, sa.VIP)
 		if s.Type != lb.TypeLoadBalancer {
@@ -213,7 +240,24 @@ func (c *Compiler) servicePorts(in Input) {
 				}
 			}
 		}
-		if !cip.IsValid() && !vip.IsValid() {
+		ext := c.ext[:0]
+		for _, a := range s.ExternalIPs {
+			if a = c.servedAddr(si, a); a.IsValid() {
+				ext = append(ext, a)
+			}
+		}
+		slices.SortFunc(ext, netip.Addr.Compare)
+		ext = slices.Compact(ext)
+		c.ext = ext
+		hasNP := false
+		if s.NodePorts {
+			for i := range s.Ports {
+				if i < len(sa.NodePorts) && sa.NodePorts[i] != 0 {
+					hasNP = true
+				}
+			}
+		}
+		if !cip.IsValid() && !vip.IsValid() && len(ext) == 0 && !hasNP {
 			continue
 		}
 		key := s.Key()
@@ -226,16 +270,28 @@ func (c *Compiler) servicePorts(in Input) {
 				c.notes = append(c.notes, fmt.Sprintf("service %s: port %d: protocol %q is not TCP, UDP or SCTP; skipped", c.name(si), p.Port, p.Protocol))
 				continue
 			}
+			if c.portTwice(s, i, pr) {
+				c.notes = append(c.notes, fmt.Sprintf("service %s: port %d/%s is listed twice; skipped", c.name(si), p.Port, pr))
+				continue
+			}
 			sig := &c.sig
 			sig.proto, sig.port = pr, p.Port
-			sig.cip, sig.vip = netip.Addr{}, netip.Addr{}
+			sig.cip, sig.vip, sig.ext, sig.nodePort = netip.Addr{}, netip.Addr{}, sig.ext[:0], 0
 			if cip.IsValid() && c.claim(cip, pr, p.Port, si) {
 				sig.cip = cip
 			}
 			if vip.IsValid() && c.claim(vip, pr, p.Port, si) {
 				sig.vip = vip
 			}
-			if !sig.cip.IsValid() && !sig.vip.IsValid() {
+			for _, a := range ext {
+				if c.claimExternal(a, pr, p.Port, si) {
+					sig.ext = append(sig.ext, a)
+				}
+			}
+			if hasNP && i < len(sa.NodePorts) && sa.NodePorts[i] != 0 && c.claimNodePort(pr, sa.NodePorts[i], si) {
+				sig.nodePort = sa.NodePorts[i]
+			}
+			if !sig.cip.IsValid() && !sig.vip.IsValid() && len(sig.ext) == 0 && sig.nodePort == 0 {
 				continue
 			}
 			sig.affinity, sig.timeout = s.SessionAffinity, 0
@@ -246,6 +302,7 @@ func (c *Compiler) servicePorts(in Input) {
 				}
 			}
 			sig.localPolicy = s.ExternalTrafficPolicy == lb.PolicyLocal
+			sig.internalLocal = s.InternalTrafficPolicy == lb.PolicyLocal
 			sig.ranges = nil
 			if sig.vip.IsValid() && len(s.SourceRanges) > 0 {
 				sig.ranges = s.SourceRanges
@@ -280,8 +337,7 @@ func (c *Compiler) name(si int) string { return c.svcs[si].Service.Key().String(
 // claim records that service si serves a, p, port, or notes that an
 // earlier service does.
 func (c *Compiler) claim(a netip.Addr, p proto, port uint16, si int) bool {
-	b := a.As4()
-	k := uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 | uint64(p)<<16 | uint64(port)
+	k := addrKey(a, p, port)
 	if other, ok := c.seen[k]; ok {
 		c.notes = append(c.notes, fmt.Sprintf("service %s: %s:%d/%s is already served for %s; skipped", c.name(si), a, port, p, c.name(other)))
 		return false
@@ -290,16 +346,55 @@ func (c *Compiler) claim(a netip.Addr, p proto, port uint16, si int) bool {
 	return true
 }
 
+// portTwice reports whether a port of s before i has the same protocol
+// and number as port i (Kubernetes refuses such a service).
+func (c *Compiler) portTwice(s *lb.Service, i int, pr proto) bool {
+	for j := range i {
+		if pj, ok := parseProto(s.Ports[j].Protocol); ok && pj == pr && s.Ports[j].Port == s.Ports[i].Port {
+			return true
+		}
+	}
+	return false
+}
+
+// claimExternal is claim for an external IP, which the service may also
+// have as its ClusterIP or VIP (or twice): that is no conflict.
+func (c *Compiler) claimExternal(a netip.Addr, p proto, port uint16, si int) bool {
+	if other, ok := c.seen[addrKey(a, p, port)]; ok && other == si {
+		return false
+	}
+	return c.claim(a, p, port, si)
+}
+
+// claimNodePort records that service si serves node port p/port, or notes
+// that an earlier service does.
+func (c *Compiler) claimNodePort(p proto, port uint16, si int) bool {
+	k := uint32(p)<<16 | uint32(port)
+	if other, ok := c.seenNP[k]; ok {
+		c.notes = append(c.notes, fmt.Sprintf("service %s: node port %d/%s is already served for %s; skipped", c.name(si), port, p, c.name(other)))
+		return false
+	}
+	c.seenNP[k] = si
+	return true
+}
+
+func addrKey(a netip.Addr, p proto, port uint16) uint64 {
+	b := a.As4()
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 | uint64(p)<<16 | uint64(port)
+}
+
 // backends sets c.sig.all and c.sig.local to the backends of service port
-// sp: lb.Backends, the IPv4 ones, sorted and without duplicates.
+// sp: lb.Backends and lb.LocalBackends, the IPv4 ones, sorted and without
+// duplicates.
 func (c *Compiler) backends(node string, sp *lb.ServicePort, eps []lb.Endpoint) {
 	all, local := c.sig.all[:0], c.sig.local[:0]
+	termAll, termLocal := c.term[0][:0], c.term[1][:0]
 	// A number, or nothing, is the same port for every endpoint.
 	fixed := sp.TargetPort.Type == intstr.Int || sp.TargetPort.StrVal == ""
 	fixedPort, _ := lb.TargetPort(*sp, lb.Endpoint{})
 	for i := range eps {
 		ep := &eps[i]
-		if !ep.Ready || !ep.IP.IsValid() {
+		if !ep.IP.IsValid() || !ep.Ready && !ep.TakesNew() {
 			continue
 		}
 		port, ok := fixedPort, true
@@ -314,11 +409,28 @@ func (c *Compiler) backends(node string, sp *lb.ServicePort, eps []lb.Endpoint) 
 			continue
 		}
 		v := packAddrPort(a, port)
-		all = append(all, v)
-		if node != "" && ep.Node == node {
-			local = append(local, v)
+		isLocal := node != "" && ep.Node == node
+		if ep.Ready {
+			all = append(all, v)
+			if isLocal {
+				local = append(local, v)
+			}
+			continue
+		}
+		termAll = append(termAll, v)
+		if isLocal {
+			termLocal = append(termLocal, v)
 		}
 	}
+	// KEP-1669: without a ready endpoint, the serving terminating ones;
+	// for all endpoints and for the local ones apart.
+	if len(all) == 0 {
+		all, termAll = append(all, termAll...), termAll[:0]
+	}
+	if len(local) == 0 {
+		local, termLocal = append(local, termLocal...), termLocal[:0]
+	}
+	c.term[0], c.term[1] = termAll, termLocal
 	slices.Sort(all)
 	slices.Sort(local)
 	c.sig.all, c.sig.local = slices.Compact(all), slices.Compact(local)
@@ -398,9 +510,11 @@ func (c *Compiler) build(svc *lb.Service, sig *portSig) *portFrag {
 	c.built++
 	f := &portFrag{portSig: portSig{
 		proto: sig.proto, port: sig.port, cip: sig.cip, vip: sig.vip,
-		affinity: sig.affinity, localPolicy: sig.localPolicy, timeout: sig.timeout,
-		ranges: slices.Clone(sig.ranges),
-		all:    slices.Clone(sig.all), local: slices.Clone(sig.local),
+		ext: slices.Clone(sig.ext), nodePort: sig.nodePort,
+		affinity: sig.affinity, localPolicy: sig.localPolicy, internalLocal: sig.internalLocal,
+		timeout: sig.timeout,
+		ranges:  slices.Clone(sig.ranges),
+		all:     slices.Clone(sig.all), local: slices.Clone(sig.local),
 	}}
 	c.apAll, c.apLoc = c.apAll[:0], c.apLoc[:0]
 	for _, v := range f.all {
@@ -410,7 +524,8 @@ func (c *Compiler) build(svc *lb.Service, sig *portSig) *portFrag {
 		c.apLoc = append(c.apLoc, unpackAddrPort(v))
 	}
 	sp := &servicePort{
-		svc: svc, cip: f.cip, vip: f.vip, proto: f.proto, port: f.port,
+		svc: svc, cip: f.cip, vip: f.vip, ext: f.ext, nodePort: f.nodePort, proto: f.proto, port: f.port,
+		extLocal: f.localPolicy, intLocal: f.internalLocal,
 		key: svc.Key().String() + "/" + f.proto.String() + "/" + strconv.Itoa(int(f.port)),
 		all: c.apAll, local: c.apLoc,
 	}
@@ -432,7 +547,7 @@ func (c *Compiler) model(in Input) nft.Model {
 			nchains += len(f.chains) // most are its own
 		}
 	}
-	sets := make([]nft.Set, 0, nsets+8)
+	sets := make([]nft.Set, 0, nsets+15)
 	for _, f := range c.order {
 		sets = append(sets, f.sets...)
 	}
@@ -454,6 +569,24 @@ func (c *Compiler) model(in Input) nft.Model {
 			Spec: nftables.Set{KeyType: endpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
 		}
 	}
+	npDispatchMap := func(name string, elems []nft.Element) nft.Set {
+		return nft.Set{
+			Name: name, Type: "inet_proto . inet_service : verdict", Elements: elems,
+			Spec: nftables.Set{KeyType: protoPortType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
+		}
+	}
+	npEndpointMap := func(name string, elems []nft.Element) nft.Set {
+		return nft.Set{
+			Name: name, Type: "inet_proto . inet_service . mark : ipv4_addr . inet_service", Elements: elems,
+			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: addrPortType, IsMap: true, Size: mapSize(len(elems))},
+		}
+	}
+	npEndpointChainMap := func(name string, elems []nft.Element) nft.Set {
+		return nft.Set{
+			Name: name, Type: "inet_proto . inet_service . mark : verdict", Elements: elems,
+			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
+		}
+	}
 	sets = append(sets,
 		dispatchMap(MapServices, elems[mapServices]),
 		dispatchMap(MapFilter, elems[mapFilter]),
@@ -469,6 +602,16 @@ func (c *Compiler) model(in Input) nft.Model {
 		nft.Set{
 			Name: SetHairpin, Type: "ipv4_addr . ipv4_addr", Elements: c.hairpin(),
 			Spec: nftables.Set{KeyType: addrAddrType},
+		},
+		npDispatchMap(MapNodePorts, elems[mapNodePorts]),
+		npDispatchMap(MapFilterNodePorts, elems[mapFilterNodePorts]),
+		npEndpointMap(MapNodePortEndpoints, elems[mapNPEndpoints]),
+		npEndpointMap(MapNodePortLocalEndpoints, elems[mapNPLocalEndpoints]),
+		npEndpointChainMap(MapNodePortEndpointChains, elems[mapNPEndpointChains]),
+		npEndpointChainMap(MapNodePortLocalEpChains, elems[mapNPLocalEndpointChains]),
+		nft.Set{
+			Name: SetNodePortAddrs, Type: "ipv4_addr", Flags: []string{"interval"}, Elements: c.npEls,
+			Spec: nftables.Set{KeyType: nftables.TypeIPAddr, Interval: true},
 		},
 	)
 
@@ -587,20 +730,22 @@ func (a *assembler) replay(op chainOp) {
 	}
 	switch op.kind {
 	case opPick:
-		a.pick(op.n)
+		a.pick(op.np, op.n)
+	case opPickLocal:
+		a.pickLocal(op.np, op.n)
 	case opLocal:
-		a.local(op.n, op.m)
+		a.local(op.np, op.n, op.m)
 	case opAffPick:
-		a.affPick(op.n, false)
+		a.affPick(op.np, op.n, false)
 	case opAffPickLocal:
-		a.affPick(op.n, true)
+		a.affPick(op.np, op.n, true)
 	}
 }
 
 // first reports whether the shared chain kind(n, m) is used for the first
 // time.
-func (a *assembler) first(kind uint8, n, m int) bool {
-	k := sharedKey{kind, n, m}
+func (a *assembler) first(kind uint8, np bool, n, m int) bool {
+	k := sharedKey{kind, np, n, m}
 	if a.shared[k] {
 		return false
 	}
@@ -608,40 +753,52 @@ func (a *assembler) first(kind uint8, n, m int) bool {
 	return true
 }
 
+func endpointsMap(np, local bool) string {
+	ids := mapsOf(np)
+	if local {
+		return ids.localEpsName
+	}
+	return ids.epsName
+}
+
 // pick adds svc-pick-N on first use.
-func (a *assembler) pick(n int) {
-	if a.first(opPick, n, 0) {
-		a.chains = append(a.chains, nft.Chain{Name: pickChain(n), Rules: []nft.Rule{nft.NewRule(pickDNAT(uint32(n), MapEndpoints))}})
+func (a *assembler) pick(np bool, n int) {
+	if a.first(opPick, np, n, 0) {
+		a.chains = append(a.chains, nft.Chain{Name: pickChain(np, n), Rules: []nft.Rule{nft.NewRule(pickDNAT(np, uint32(n), endpointsMap(np, false)))}})
+	}
+}
+
+// pickLocal adds svc-pick-local-M on first use.
+func (a *assembler) pickLocal(np bool, m int) {
+	if a.first(opPickLocal, np, m, 0) {
+		a.chains = append(a.chains, nft.Chain{Name: pickLocalChain(np, m), Rules: []nft.Rule{nft.NewRule(pickDNAT(np, uint32(m), endpointsMap(np, true)))}})
 	}
 }
 
 // local adds svc-local-N-M (after what it uses) on first use.
-func (a *assembler) local(n, m int) {
-	if !a.first(opLocal, n, m) {
+func (a *assembler) local(np bool, n, m int) {
+	if !a.first(opLocal, np, n, m) {
 		return
 	}
-	a.pick(n)
-	rules := shortCircuit(a.cidrOK, a.cidr, pickChain(n))
+	a.pick(np, n)
+	rules := shortCircuit(a.cidrOK, a.cidr, pickChain(np, n))
 	if m == 0 {
 		rules = append(rules, nft.NewRule(nft.Drop()))
 	} else {
-		pl := pickLocalChain(m)
-		if a.first(opPickLocal, m, 0) {
-			a.chains = append(a.chains, nft.Chain{Name: pl, Rules: []nft.Rule{nft.NewRule(pickDNAT(uint32(m), MapLocalEndpoints))}})
-		}
-		rules = append(rules, nft.NewRule(nft.Goto(pl)))
+		a.pickLocal(np, m)
+		rules = append(rules, nft.NewRule(nft.Goto(pickLocalChain(np, m))))
 	}
-	a.chains = append(a.chains, nft.Chain{Name: localChain(n, m), Rules: rules})
+	a.chains = append(a.chains, nft.Chain{Name: localChain(np, n, m), Rules: rules})
 }
 
 // affPick adds svc-aff-pick-N (or svc-aff-pick-local-N) on first use.
-func (a *assembler) affPick(n int, local bool) {
-	kind, name, set := uint8(opAffPick), affPickChain(n), MapEndpointChains
+func (a *assembler) affPick(np bool, n int, local bool) {
+	kind, name, set := uint8(opAffPick), affPickChain(np, n), mapsOf(np).epChainsName
 	if local {
-		kind, name, set = opAffPickLocal, affPickLocalChain(n), MapLocalEndpointChains
+		kind, name, set = opAffPickLocal, affPickLocalChain(np, n), mapsOf(np).localEpChainsName
 	}
-	if a.first(kind, n, 0) {
-		a.chains = append(a.chains, nft.Chain{Name: name, Rules: []nft.Rule{nft.NewRule(pickVmap(uint32(n), set))}})
+	if a.first(kind, np, n, 0) {
+		a.chains = append(a.chains, nft.Chain{Name: name, Rules: []nft.Rule{nft.NewRule(pickVmap(np, uint32(n), set))}})
 	}
 }
 
@@ -653,4 +810,21 @@ func shortCircuit(cidrOK bool, cidr netip.Prefix, chain string) []nft.Rule {
 		rules = append(rules, nft.NewRule(nft.IPv4(), nft.PrefixMatch(nft.Saddr, cidr, false), nft.Goto(chain)))
 	}
 	return append(rules, nft.NewRule(fibSaddrLocal(), nft.Goto(chain)))
+}
+
+// nodePortAddrs sets c.npEls to the elements of svc-nodeport-addrs for
+// prefixes, reusing the last ones when the prefixes are the same, and
+// notes the IPv6 prefixes.
+func (c *Compiler) nodePortAddrs(prefixes []netip.Prefix) {
+	if c.npEls == nil || !slices.Equal(prefixes, c.npIn) {
+		ranges, v6 := nodePortRanges(prefixes)
+		els := make([]nft.Element, 0, len(ranges))
+		for _, r := range ranges {
+			els = append(els, rangeElement(r))
+		}
+		c.npIn, c.npEls, c.npV6 = slices.Clone(prefixes), els, v6
+	}
+	for _, p := range c.npV6 {
+		c.notes = append(c.notes, fmt.Sprintf("node port address %s is IPv6, which the proxy does not serve yet; skipped", p))
+	}
 }

@@ -93,7 +93,7 @@ func TestCompilerIncremental(t *testing.T) {
 			c := NewCompiler()
 			var prev nft.Model
 			var prevPrint string
-			var reused, conflicts, sticky, local int
+			var reused, conflicts, sticky, local, nodePorts, npConflicts int
 			for step := range steps {
 				what := g.mutate()
 				in := g.input()
@@ -119,6 +119,9 @@ func TestCompilerIncremental(t *testing.T) {
 					if strings.Contains(note, "already served") {
 						conflicts++
 					}
+					if strings.Contains(note, "node port") && strings.Contains(note, "already served") {
+						npConflicts++
+					}
 				}
 				for _, s := range got.Sets {
 					switch {
@@ -126,14 +129,18 @@ func TestCompilerIncremental(t *testing.T) {
 						sticky++
 					case (s.Name == MapLocalEndpoints || s.Name == MapLocalEndpointChains) && len(s.Elements) > 0:
 						local++
+					case s.Name == MapNodePorts && len(s.Elements) > 0:
+						nodePorts++
 					}
 				}
 			}
 			// The changes exercised what they should.
-			if reused == 0 || conflicts == 0 || sticky == 0 || local == 0 {
-				t.Errorf("reused %d fragments, %d conflicts, %d steps with affinity, %d with local endpoints: all should be > 0", reused, conflicts, sticky, local)
+			if reused == 0 || conflicts == 0 || sticky == 0 || local == 0 || nodePorts == 0 || npConflicts == 0 {
+				t.Errorf("reused %d fragments, %d conflicts (%d of node ports), %d steps with affinity, %d with local endpoints, %d with node ports: all should be > 0",
+					reused, conflicts, npConflicts, sticky, local, nodePorts)
 			}
-			t.Logf("reused %d fragments, %d conflicts, %d steps with affinity, %d with local endpoints", reused, conflicts, sticky, local)
+			t.Logf("reused %d fragments, %d conflicts (%d of node ports), %d steps with affinity, %d with local endpoints, %d with node ports",
+				reused, conflicts, npConflicts, sticky, local, nodePorts)
 		})
 	}
 }
@@ -159,9 +166,28 @@ func TestCompilerInPlace(t *testing.T) {
 	checkSame(t, "conflict", c.Compile(in), Compile(in))
 	in.Services[2].ClusterIP = netip.Addr{}
 	checkSame(t, "conflict resolved", c.Compile(in), Compile(in))
+	in.Services[4].Service.NodePorts = true
+	in.Services[4].NodePorts = []uint16{30004}
+	checkSame(t, "node port", c.Compile(in), Compile(in))
+	in.Services[4].NodePorts[0] = 30005
+	checkSame(t, "node port in place", c.Compile(in), Compile(in))
+	in.Services[4].Service.ExternalIPs = []netip.Addr{netip.MustParseAddr("203.0.113.1")}
+	checkSame(t, "external IP", c.Compile(in), Compile(in))
+	in.Services[4].Service.ExternalIPs[0] = netip.MustParseAddr("203.0.113.2")
+	checkSame(t, "external IP in place", c.Compile(in), Compile(in))
+	in.Endpoints[k][0].Ready, in.Endpoints[k][0].Serving, in.Endpoints[k][0].Terminating = false, true, true
+	checkSame(t, "endpoint terminating", c.Compile(in), Compile(in))
+	in.Services[4].Service.InternalTrafficPolicy = lb.PolicyLocal
+	checkSame(t, "internal traffic policy", c.Compile(in), Compile(in))
+	in.NodePortAddresses = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	checkSame(t, "node port addresses", c.Compile(in), Compile(in))
+	in.NodePortAddresses[0] = netip.MustParsePrefix("192.0.2.0/24")
+	checkSame(t, "node port addresses in place", c.Compile(in), Compile(in))
 }
 
-// The Compiler's backends are lb.Backends' (its IPv4 ones, sorted, unique).
+// The Compiler's backends are lb.Backends' and lb.LocalBackends' of the
+// IPv4 endpoints (the proxy is IPv4 only: an IPv6 ready endpoint does not
+// keep it from falling back to IPv4 terminating ones), sorted and unique.
 func TestCompilerBackends(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	c := NewCompiler()
@@ -170,15 +196,24 @@ func TestCompilerBackends(t *testing.T) {
 		sa := g.service(0)
 		eps := g.endpoints()
 		node := g.nodes[r.IntN(len(g.nodes))]
-		bs := lb.Backends(sa.Service, eps)
+		var v4 []lb.Endpoint
+		for _, e := range eps {
+			if e.IP.Unmap().Is4() {
+				v4 = append(v4, e)
+			}
+		}
+		bs := lb.Backends(sa.Service, v4)
+		ls := lb.LocalBackends(sa.Service, v4, node)
 		for p := range sa.Service.Ports {
 			var all, local []uint64
 			for _, b := range bs[p] {
 				if ap := netip.AddrPortFrom(b.IP.Unmap(), b.Port); ap.Addr().Is4() {
 					all = append(all, packAddrPort(ap.Addr(), ap.Port()))
-					if node != "" && b.Node == node {
-						local = append(local, packAddrPort(ap.Addr(), ap.Port()))
-					}
+				}
+			}
+			for _, b := range ls[p] {
+				if ap := netip.AddrPortFrom(b.IP.Unmap(), b.Port); ap.Addr().Is4() {
+					local = append(local, packAddrPort(ap.Addr(), ap.Port()))
 				}
 			}
 			slices.Sort(all)
@@ -259,6 +294,8 @@ func newGen(r *rand.Rand) *gen {
 		PodSubnet:   testPodSubnet,
 		WGIface:     testWG,
 		Endpoints:   map[lb.ServiceKey][]lb.Endpoint{},
+
+		NodePortAddresses: g.nodePortAddrs(),
 	}
 	for range r.IntN(12) {
 		g.addService()
@@ -282,6 +319,32 @@ func (g *gen) cip() netip.Addr {
 
 func (g *gen) vip() netip.Addr {
 	return g.addr("", "198.51.100.1", "198.51.100.2", "198.51.100.3", "10.96.0.1", "2001:db8::1")
+}
+
+func (g *gen) nodePortAddrs() []netip.Prefix {
+	var out []netip.Prefix
+	for range g.r.IntN(3) {
+		out = append(out, netip.MustParsePrefix(g.pick("192.168.50.0/24", "0.0.0.0/0", "127.0.0.1/32", "fd00::/64", "10.0.0.0/8")))
+	}
+	return out
+}
+
+// nodePorts returns node ports for n service ports: few numbers, so that
+// they collide.
+func (g *gen) nodePorts(n int) []uint16 {
+	var out []uint16
+	for range n + g.r.IntN(2) - 1 {
+		out = append(out, []uint16{0, 30000, 30001, 30002}[g.r.IntN(4)])
+	}
+	return out
+}
+
+func (g *gen) externalIPs() []netip.Addr {
+	var out []netip.Addr
+	for range g.r.IntN(3) {
+		out = append(out, g.addr("203.0.113.1", "203.0.113.2", "198.51.100.1", "10.96.0.2", "2001:db8::2", "::ffff:203.0.113.3"))
+	}
+	return out
 }
 
 func (g *gen) port() lb.ServicePort {
@@ -312,11 +375,20 @@ func (g *gen) service(i int) ServiceAddrs {
 	s := ServiceAddrs{Service: lb.Service{
 		Namespace: g.pick("default", "kube-system"),
 		Name:      fmt.Sprintf("s%d", g.r.IntN(10)),
-		Type:      g.pick(lb.TypeLoadBalancer, lb.TypeLoadBalancer, lb.TypeClusterIP),
+		Type:      g.pick(lb.TypeLoadBalancer, lb.TypeLoadBalancer, lb.TypeClusterIP, lb.TypeNodePort),
 	}, ClusterIP: g.cip(), VIP: g.vip()}
+	switch g.r.IntN(12) {
+	case 0:
+		s.Service.Type = lb.TypeExternalName
+	case 1:
+		s.Service.Headless = true
+	}
 	for range 1 + g.r.IntN(3) {
 		s.Service.Ports = append(s.Service.Ports, g.port())
 	}
+	s.Service.NodePorts = s.Service.Type == lb.TypeNodePort || s.Service.Type == lb.TypeLoadBalancer && g.r.IntN(2) == 0
+	s.NodePorts = g.nodePorts(len(s.Service.Ports))
+	s.Service.ExternalIPs = g.externalIPs()
 	g.tweak(&s)
 	return s
 }
@@ -324,6 +396,7 @@ func (g *gen) service(i int) ServiceAddrs {
 // tweak changes the policies of a service at random.
 func (g *gen) tweak(s *ServiceAddrs) {
 	s.Service.ExternalTrafficPolicy = g.pick(lb.PolicyCluster, lb.PolicyLocal, "")
+	s.Service.InternalTrafficPolicy = g.pick(lb.PolicyCluster, lb.PolicyLocal, "", "")
 	s.Service.SessionAffinity = g.r.IntN(3) == 0
 	s.Service.AffinityTimeout = []time.Duration{0, 10 * time.Minute, 3 * time.Hour}[g.r.IntN(3)]
 	s.Service.SourceRanges = nil
@@ -335,14 +408,30 @@ func (g *gen) tweak(s *ServiceAddrs) {
 func (g *gen) endpoint() lb.Endpoint {
 	e := lb.Endpoint{
 		PodNamespace: "default", PodName: fmt.Sprintf("p%d", g.r.IntN(100)),
-		IP:    g.addr("10.244.1.1", "10.244.1.2", "10.244.2.1", "10.244.2.2", "10.244.3.1", "::ffff:10.244.1.3", "fd00::5", ""),
-		Node:  g.pick("node1", "node1", "node2", ""),
-		Ready: g.r.IntN(5) != 0,
+		IP:   g.addr("10.244.1.1", "10.244.1.2", "10.244.2.1", "10.244.2.2", "10.244.3.1", "::ffff:10.244.1.3", "fd00::5", ""),
+		Node: g.pick("node1", "node1", "node2", ""),
 	}
+	g.condition(&e)
 	if g.r.IntN(2) == 0 {
 		e.Ports = map[string]uint16{g.pick("http", "metrics"): uint16(9000 + g.r.IntN(2))}
 	}
 	return e
+}
+
+// condition sets the endpoint's Ready, Serving and Terminating as the
+// EndpointSlice controller would (mostly ready; sometimes terminating,
+// serving or not; sometimes not ready).
+func (g *gen) condition(e *lb.Endpoint) {
+	switch g.r.IntN(8) {
+	case 0:
+		e.Ready, e.Serving, e.Terminating = false, false, false
+	case 1:
+		e.Ready, e.Serving, e.Terminating = false, true, true
+	case 2:
+		e.Ready, e.Serving, e.Terminating = false, false, true
+	default:
+		e.Ready, e.Serving, e.Terminating = true, true, false
+	}
 }
 
 func (g *gen) endpoints() []lb.Endpoint {
@@ -398,6 +487,8 @@ func (g *gen) mutate() string {
 		s := &g.in.Services[i]
 		s.Service.Ports = slices.Clone(s.Service.Ports)
 		s.Service.SourceRanges = slices.Clone(s.Service.SourceRanges)
+		s.Service.ExternalIPs = slices.Clone(s.Service.ExternalIPs)
+		s.NodePorts = slices.Clone(s.NodePorts)
 		return s
 	}
 	setEps := func(k lb.ServiceKey, f func([]lb.Endpoint) []lb.Endpoint) {
@@ -408,7 +499,7 @@ func (g *gen) mutate() string {
 		m[k] = f(slices.Clone(m[k]))
 		g.in.Endpoints = m
 	}
-	switch c := r.IntN(20); {
+	switch c := r.IntN(21); {
 	case c < 3 || n == 0:
 		g.addService()
 		return "add service"
@@ -438,7 +529,7 @@ func (g *gen) mutate() string {
 				j := r.IntN(len(eps))
 				switch r.IntN(3) {
 				case 0:
-					eps[j].Ready = !eps[j].Ready
+					g.condition(&eps[j])
 				case 1:
 					eps[j].Node = g.pick(g.nodes...)
 				default:
@@ -472,10 +563,13 @@ func (g *gen) mutate() string {
 		return "ports"
 	case c < 16:
 		s := svc()
-		if s.Service.Type == lb.TypeLoadBalancer {
-			s.Service.Type = lb.TypeClusterIP
-		} else {
-			s.Service.Type = lb.TypeLoadBalancer
+		switch r.IntN(5) {
+		case 0:
+			s.Service.Headless = !s.Service.Headless
+		case 1:
+			s.Service.Type = lb.TypeExternalName
+		default:
+			s.Service.Type = g.pick(lb.TypeLoadBalancer, lb.TypeClusterIP, lb.TypeNodePort)
 		}
 		return "type"
 	case c < 17:
@@ -485,8 +579,21 @@ func (g *gen) mutate() string {
 		s := svc()
 		s.Service.Name = fmt.Sprintf("s%d", r.IntN(10))
 		return "rename"
+	case c < 19:
+		s := svc()
+		switch r.IntN(3) {
+		case 0:
+			s.NodePorts = g.nodePorts(len(s.Service.Ports))
+		case 1:
+			s.Service.NodePorts = !s.Service.NodePorts
+		default:
+			s.Service.ExternalIPs = g.externalIPs()
+		}
+		return "node ports, external IPs"
 	default:
-		switch r.IntN(4) {
+		switch r.IntN(5) {
+		case 4:
+			g.in.NodePortAddresses = g.nodePortAddrs()
 		case 0:
 			g.in.Node = g.pick(g.nodes...)
 		case 1:

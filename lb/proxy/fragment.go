@@ -2,19 +2,29 @@ package proxy
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/netloom/netloom/nft"
 )
 
 // fragBuilder compiles one service port into its fragment: its elements of
-// each map, its sets and chains, and the shared chains it uses.
+// each map, its sets and chains, and the shared chains it uses. It runs
+// the compilation twice: once counting the elements (to size the
+// fragment's lists and the store's blocks), once making them.
 type fragBuilder struct {
 	f       *portFrag
 	s       *elemStore
 	cidrOK  bool
 	cidr    netip.Prefix
 	textEnd int
+
+	counting bool
+	n        [numMaps]int
+	nbytes   int
+	nverdict int
+	made     map[string]bool // this fragment's own chains, made once
+	entries  []entry
 }
 
 func (b *fragBuilder) servicePort(sp *servicePort) {
@@ -23,27 +33,32 @@ func (b *fragBuilder) servicePort(sp *servicePort) {
 	if hasRanges {
 		allowed = allowedRanges(b.f.ranges)
 	}
-	b.reserve(sp, hasRanges, len(allowed))
-	defer b.finish()
+	b.entries = sp.entries(hasRanges, b.entries)
+	b.counting = true
+	b.body(sp, hasRanges, allowed)
+	b.counting = false
+	b.reserve()
+	b.body(sp, hasRanges, allowed)
+	b.finish()
+}
 
+func (b *fragBuilder) body(sp *servicePort, hasRanges bool, allowed []netip.Prefix) {
 	for _, p := range allowed {
-		b.add(mapAllowed, b.s.allowElement(sp.vip, sp.proto, sp.port, p))
+		b.allow(sp.vip, sp.proto, sp.port, p)
 	}
 	if len(sp.all) == 0 {
-		for _, a := range [2]netip.Addr{sp.cip, sp.vip} {
-			if !a.IsValid() {
-				continue
-			}
+		// No endpoint at all (a local subset is then empty too): reject.
+		for _, e := range b.entries {
 			target := ChainReject
-			if a == sp.vip && hasRanges {
+			if e.ranges {
 				target = ChainAllowReject
 			}
-			b.add(mapFilter, b.s.dispatchElement(a, sp.proto, sp.port, target))
+			b.dispatch(mapsOf(e.key.np()).filter, e.key, target)
 		}
 		return
 	}
 	if hasRanges {
-		b.add(mapFilter, b.s.dispatchElement(sp.vip, sp.proto, sp.port, ChainAllowCheck))
+		b.dispatch(mapFilter, svcKey{sp.vip, sp.proto, sp.port}, ChainAllowCheck)
 	}
 	if sp.affinity() {
 		b.stickyServicePort(sp)
@@ -51,37 +66,55 @@ func (b *fragBuilder) servicePort(sp *servicePort) {
 	}
 
 	n, m := len(sp.all), len(sp.local)
-	for _, a := range [2]netip.Addr{sp.cip, sp.vip} {
-		if !a.IsValid() {
-			continue
-		}
-		for i, ep := range sp.all {
-			b.add(mapEndpoints, b.s.endpointElement(a, sp.proto, sp.port, uint32(i), ep))
-		}
-		target := b.pick(n)
-		if a == sp.vip && sp.localPolicy() {
-			for i, ep := range sp.local {
-				b.add(mapLocalEndpoints, b.s.endpointElement(a, sp.proto, sp.port, uint32(i), ep))
+	for _, e := range b.entries {
+		np := e.key.np()
+		ids := mapsOf(np)
+		if e.via != viaLocal {
+			for i, ep := range sp.all {
+				b.endpoint(ids.eps, e.key, uint32(i), ep)
 			}
-			target = b.local(n, m)
 		}
-		b.add(mapServices, b.s.dispatchElement(a, sp.proto, sp.port, target))
+		if e.via != viaAll {
+			for i, ep := range sp.local {
+				b.endpoint(ids.localEps, e.key, uint32(i), ep)
+			}
+		}
+		var target string // "": drop
+		switch {
+		case e.via == viaAll:
+			target = b.pick(np, n)
+		case e.via == viaLocalShort:
+			target = b.local(np, n, m)
+		case m > 0:
+			target = b.pickLocal(np, m)
+		}
+		b.dispatch(ids.dispatch, e.key, target)
 	}
 }
 
 // stickyServicePort compiles a service port with sessionAffinity ClientIP.
 func (b *fragBuilder) stickyServicePort(sp *servicePort) {
 	f := b.f
-	for _, ep := range sp.all {
-		set := sp.affinitySet(ep)
-		f.sets = append(f.sets, nft.Set{
-			Name: set, Type: "ipv4_addr", Flags: []string{"dynamic", "timeout"},
-			Spec: nftables.Set{KeyType: nftables.TypeIPAddr, Dynamic: true, HasTimeout: true, Size: AffinitySetSize},
-		})
-		b.chain(nft.Chain{Name: sp.endpointChain(ep), Rules: []nft.Rule{
-			nft.NewRule(updateSaddr(set, sp.affinityTimeout())),
-			nft.NewRule(l4proto(sp.proto), dnatTo(ep)),
-		}})
+	eps := sp.all
+	if len(sp.local) > 0 && !isSubset(sp.local, sp.all) {
+		// Local terminating endpoints, used while other nodes have
+		// ready ones: they need their chains too.
+		eps = slices.Concat(sp.all, sp.local)
+		slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
+		eps = slices.Compact(eps)
+	}
+	if !b.counting {
+		for _, ep := range eps {
+			set := sp.affinitySet(ep)
+			f.sets = append(f.sets, nft.Set{
+				Name: set, Type: "ipv4_addr", Flags: []string{"dynamic", "timeout"},
+				Spec: nftables.Set{KeyType: nftables.TypeIPAddr, Dynamic: true, HasTimeout: true, Size: AffinitySetSize},
+			})
+			b.chain(nft.Chain{Name: sp.endpointChain(ep), Rules: []nft.Rule{
+				nft.NewRule(updateSaddr(set, sp.affinityTimeout())),
+				nft.NewRule(l4proto(sp.proto), dnatTo(ep)),
+			}})
+		}
 	}
 	remembered := func(eps []netip.AddrPort) []nft.Rule {
 		rules := make([]nft.Rule, 0, len(eps)+1)
@@ -90,83 +123,148 @@ func (b *fragBuilder) stickyServicePort(sp *servicePort) {
 		}
 		return rules
 	}
-
-	sticky := nft.Chain{Name: sp.stickyChain(), Rules: remembered(sp.all)}
-	sticky.Rules = append(sticky.Rules, nft.NewRule(nft.Goto(b.affPick(len(sp.all), false))))
-	b.chain(sticky)
-	for _, a := range [2]netip.Addr{sp.cip, sp.vip} {
-		if !a.IsValid() {
-			continue
+	// sticky is the chain of every endpoint: remembered clients, then a
+	// random one.
+	sticky := func(np bool) string {
+		name := sp.stickyChain(np)
+		if b.once(name) {
+			c := nft.Chain{Name: name, Rules: remembered(sp.all)}
+			c.Rules = append(c.Rules, nft.NewRule(nft.Goto(b.affPick(np, len(sp.all), false))))
+			b.chain(c)
 		}
-		for i, ep := range sp.all {
-			b.add(mapEndpointChains, b.s.endpointChainElement(a, sp.proto, sp.port, uint32(i), sp.endpointChain(ep)))
-		}
-		target := sticky.Name
-		if a == sp.vip && sp.localPolicy() {
-			local := nft.Chain{Name: sp.stickyLocalChain()}
-			local.Rules = append(local.Rules, shortCircuit(b.cidrOK, b.cidr, sticky.Name)...)
-			local.Rules = append(local.Rules, remembered(sp.local)...)
-			if len(sp.local) == 0 {
-				local.Rules = append(local.Rules, nft.NewRule(nft.Drop()))
-			} else {
-				local.Rules = append(local.Rules, nft.NewRule(nft.Goto(b.affPick(len(sp.local), true))))
+		return name
+	}
+	m := len(sp.local)
+	for _, e := range b.entries {
+		np := e.key.np()
+		ids := mapsOf(np)
+		if e.via != viaLocal {
+			for i, ep := range sp.all {
+				b.endpointChainElem(ids.epChains, e.key, uint32(i), sp.endpointChain(ep))
 			}
+		}
+		if e.via != viaAll {
 			for i, ep := range sp.local {
-				b.add(mapLocalEndpointChains, b.s.endpointChainElement(a, sp.proto, sp.port, uint32(i), sp.endpointChain(ep)))
+				b.endpointChainElem(ids.localEpChains, e.key, uint32(i), sp.endpointChain(ep))
 			}
-			b.chain(local)
-			target = local.Name
 		}
-		b.add(mapServices, b.s.dispatchElement(a, sp.proto, sp.port, target))
+		var target string // "": drop
+		switch {
+		case e.via == viaAll:
+			target = sticky(np)
+		case e.via == viaLocalShort:
+			all := sticky(np)
+			target = sp.stickyLocalChain(np)
+			if b.once(target) {
+				local := nft.Chain{Name: target}
+				local.Rules = append(local.Rules, shortCircuit(b.cidrOK, b.cidr, all)...)
+				local.Rules = append(local.Rules, remembered(sp.local)...)
+				if m == 0 {
+					local.Rules = append(local.Rules, nft.NewRule(nft.Drop()))
+				} else {
+					local.Rules = append(local.Rules, nft.NewRule(nft.Goto(b.affPick(np, m, true))))
+				}
+				b.chain(local)
+			}
+		case m > 0:
+			target = sp.stickyInternalChain()
+			if b.once(target) {
+				c := nft.Chain{Name: target, Rules: remembered(sp.local)}
+				c.Rules = append(c.Rules, nft.NewRule(nft.Goto(b.affPick(np, m, true))))
+				b.chain(c)
+			}
+		}
+		b.dispatch(ids.dispatch, e.key, target)
 	}
 }
 
-// reserve sizes the fragment's element lists and the store for what
-// servicePort adds (a wrong count costs allocations, not correctness).
-func (b *fragBuilder) reserve(sp *servicePort, hasRanges bool, nAllowed int) {
-	naddr := 0
-	for _, a := range [2]netip.Addr{sp.cip, sp.vip} {
-		if a.IsValid() {
-			naddr++
+// isSubset reports whether every element of a (sorted) is in b (sorted).
+func isSubset(a, b []netip.AddrPort) bool {
+	j := 0
+	for _, x := range a {
+		for j < len(b) && b[j].Compare(x) < 0 {
+			j++
+		}
+		if j == len(b) || b[j] != x {
+			return false
 		}
 	}
-	var n [numMaps]int
-	n[mapAllowed] = nAllowed
-	nbytes, nverdicts := 32*nAllowed, 0
-	if len(sp.all) == 0 {
-		n[mapFilter] = naddr
-	} else {
-		if hasRanges {
-			n[mapFilter] = 1
-		}
-		n[mapServices] = naddr
-		eps, local := naddr*len(sp.all), 0
-		if sp.vip.IsValid() && sp.localPolicy() {
-			local = len(sp.local)
-		}
-		if sp.affinity() {
-			n[mapEndpointChains], n[mapLocalEndpointChains] = eps, local
-			nbytes += 16 * (eps + local)
-			nverdicts += eps + local
-		} else {
-			n[mapEndpoints], n[mapLocalEndpoints] = eps, local
-			nbytes += 24 * (eps + local)
-		}
+	return true
+}
+
+// once reports whether the fragment's own chain name is made for the first
+// time (always false while counting: chains are made in the second run).
+func (b *fragBuilder) once(name string) bool {
+	if b.counting {
+		return false
 	}
-	nbytes += 12 * (n[mapFilter] + n[mapServices])
-	nverdicts += n[mapFilter] + n[mapServices]
+	if b.made == nil {
+		b.made = map[string]bool{}
+	}
+	if b.made[name] {
+		return false
+	}
+	b.made[name] = true
+	return true
+}
+
+// reserve sizes the fragment's element lists and the store for what body
+// adds, as counted by its first run.
+func (b *fragBuilder) reserve() {
 	total := 0
-	for _, k := range n {
+	for _, k := range b.n {
 		total += k
 	}
 	elems := make([]nft.Element, total)
 	off := 0
-	for k, c := range n {
+	for k, c := range b.n {
 		b.f.elems[k] = elems[off : off : off+c]
 		off += c
 	}
-	b.s.reserve(total, nbytes, nverdicts)
+	b.s.reserve(total, b.nbytes, b.nverdict)
 	b.s.text, b.s.refs, b.textEnd = b.s.text[:0], b.s.refs[:0], 0
+}
+
+// The elements, counted or made.
+
+func (b *fragBuilder) allow(vip netip.Addr, p proto, port uint16, src netip.Prefix) {
+	if b.counting {
+		b.n[mapAllowed]++
+		b.nbytes += 32
+		return
+	}
+	b.add(mapAllowed, b.s.allowElement(vip, p, port, src))
+}
+
+// dispatch adds "key : goto target" to map k, "key : drop" when target is
+// empty.
+func (b *fragBuilder) dispatch(k int, key svcKey, target string) {
+	if b.counting {
+		b.n[k]++
+		b.nbytes += key.size()
+		b.nverdict++
+		return
+	}
+	b.add(k, b.s.dispatchElement(key, target))
+}
+
+func (b *fragBuilder) endpoint(k int, key svcKey, i uint32, ep netip.AddrPort) {
+	if b.counting {
+		b.n[k]++
+		b.nbytes += key.size() + 12
+		return
+	}
+	b.add(k, b.s.endpointElement(key, i, ep))
+}
+
+func (b *fragBuilder) endpointChainElem(k int, key svcKey, i uint32, chain string) {
+	if b.counting {
+		b.n[k]++
+		b.nbytes += key.size() + 4
+		b.nverdict++
+		return
+	}
+	b.add(k, b.s.endpointChainElement(key, i, chain))
 }
 
 // add appends e, whose text is the store's text since the last add, to the
@@ -195,37 +293,50 @@ func (b *fragBuilder) finish() {
 }
 
 func (b *fragBuilder) chain(c nft.Chain) {
+	if b.counting {
+		return
+	}
 	b.f.chains = append(b.f.chains, chainOp{chain: &c})
 }
 
 // shared records the use of the shared chain kind(n, m) (once when used
 // twice in a row: the second use adds nothing).
-func (b *fragBuilder) shared(kind uint8, n, m int) {
-	op := chainOp{kind: kind, n: n, m: m}
+func (b *fragBuilder) shared(kind uint8, np bool, n, m int) {
+	if b.counting {
+		return
+	}
+	op := chainOp{kind: kind, np: np, n: n, m: m}
 	if k := len(b.f.chains); k > 0 && b.f.chains[k-1] == op {
 		return
 	}
 	b.f.chains = append(b.f.chains, op)
 }
 
-// pick returns svc-pick-N.
-func (b *fragBuilder) pick(n int) string {
-	b.shared(opPick, n, 0)
-	return pickChain(n)
+// pick returns svc-pick-N (svc-np-pick-N).
+func (b *fragBuilder) pick(np bool, n int) string {
+	b.shared(opPick, np, n, 0)
+	return pickChain(np, n)
 }
 
-// local returns svc-local-N-M.
-func (b *fragBuilder) local(n, m int) string {
-	b.shared(opLocal, n, m)
-	return localChain(n, m)
+// pickLocal returns svc-pick-local-M (svc-np-pick-local-M).
+func (b *fragBuilder) pickLocal(np bool, m int) string {
+	b.shared(opPickLocal, np, m, 0)
+	return pickLocalChain(np, m)
 }
 
-// affPick returns svc-aff-pick-N (or svc-aff-pick-local-N).
-func (b *fragBuilder) affPick(n int, local bool) string {
+// local returns svc-local-N-M (svc-np-local-N-M).
+func (b *fragBuilder) local(np bool, n, m int) string {
+	b.shared(opLocal, np, n, m)
+	return localChain(np, n, m)
+}
+
+// affPick returns svc-aff-pick-N (or svc-aff-pick-local-N, and their
+// svc-np- variants).
+func (b *fragBuilder) affPick(np bool, n int, local bool) string {
 	if local {
-		b.shared(opAffPickLocal, n, 0)
-		return affPickLocalChain(n)
+		b.shared(opAffPickLocal, np, n, 0)
+		return affPickLocalChain(np, n)
 	}
-	b.shared(opAffPick, n, 0)
-	return affPickChain(n)
+	b.shared(opAffPick, np, n, 0)
+	return affPickChain(np, n)
 }

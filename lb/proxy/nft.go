@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -36,6 +37,33 @@ func l4proto(p proto) nft.Frag {
 // lookup per new connection that finds the service port.
 func dispatch(set string) nft.Frag {
 	return nft.Join(nft.IPv4(), nft.DaddrProtoPort(), nft.VmapLookup(set))
+}
+
+// dispatchNodePort is "ip daddr @svc-nodeport-addrs fib daddr type local
+// meta l4proto . th dport vmap @set": the lookup of a node port, for local
+// destinations where node ports are served.
+func dispatchNodePort(set string) nft.Frag {
+	return nft.Join(
+		nft.IPv4(), nft.Addr(nft.Daddr), nft.Lookup(SetNodePortAddrs),
+		fibDaddrLocal(),
+		protoPort(),
+		nft.VmapLookup(set),
+	)
+}
+
+// protoPort is "meta l4proto . th dport", loaded from Reg1 on (Reg1,
+// Reg9).
+func protoPort() nft.Frag {
+	return nft.Frag{Text: "meta l4proto . th dport", Exprs: nft.LoadL4ProtoDport(nft.Reg1, nft.Reg9)}
+}
+
+// fibDaddrLocal is "fib daddr type local": the destination is an address
+// of this node.
+func fibDaddrLocal() nft.Frag {
+	return nft.Frag{Text: "fib daddr type local", Exprs: []expr.Any{
+		&expr.Fib{Register: nft.Reg1, ResultADDRTYPE: true, FlagDADDR: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nft.Reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}}
 }
 
 // notAllowed is "ip daddr . meta l4proto . th dport . ip saddr != @set".
@@ -94,25 +122,33 @@ func ctStatusDNAT() nft.Frag {
 
 // pickKey loads "ip daddr . meta l4proto . th dport . numgen random mod N"
 // from reg 1 on: the service address and port the client asked for and a
-// random index, the key of the endpoint maps.
-func pickKey(n uint32) nft.Frag {
-	f := nft.Join(nft.IPv4(), nft.DaddrProtoPort())
+// random index, the key of the endpoint maps. For node ports (np) it is
+// "meta l4proto . th dport . numgen random mod N".
+func pickKey(np bool, n uint32) nft.Frag {
+	var f nft.Frag
+	numgenReg := uint32(nft.Reg11)
+	if np {
+		f = protoPort()
+		numgenReg = nft.Reg10
+	} else {
+		f = nft.Join(nft.IPv4(), nft.DaddrProtoPort())
+	}
 	f.Text += fmt.Sprintf(" . numgen random mod %d", n)
-	f.Exprs = append(f.Exprs, &expr.Numgen{Register: nft.Reg11, Modulus: n, Type: unix.NFT_NG_RANDOM})
+	f.Exprs = append(f.Exprs, &expr.Numgen{Register: numgenReg, Modulus: n, Type: unix.NFT_NG_RANDOM})
 	return f
 }
 
 // pickVmap is "ip daddr . meta l4proto . th dport . numgen random mod N
 // vmap @set".
-func pickVmap(n uint32, set string) nft.Frag {
-	return nft.Join(pickKey(n), nft.VmapLookup(set))
+func pickVmap(np bool, n uint32, set string) nft.Frag {
+	return nft.Join(pickKey(np, n), nft.VmapLookup(set))
 }
 
 // pickDNAT is "dnat ip to ip daddr . meta l4proto . th dport . numgen
 // random mod N map @set": the map gives address and port of the chosen
 // endpoint (reg 1 and reg 9).
-func pickDNAT(n uint32, set string) nft.Frag {
-	f := pickKey(n)
+func pickDNAT(np bool, n uint32, set string) nft.Frag {
+	f := pickKey(np, n)
 	f.Text = "dnat ip to " + f.Text + " map @" + set
 	f.Exprs = append(f.Exprs,
 		&expr.Lookup{SourceRegister: nft.Reg1, DestRegister: nft.Reg1, IsDestRegSet: true, SetName: set},
@@ -219,6 +255,8 @@ func parseProto(s string) (proto, bool) {
 // Set types and elements. Concatenated keys pad every field to 4 bytes.
 
 var (
+	protoPortType         = nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
+	npEndpointKeyType     = nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark)
 	addrProtoPortType     = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
 	addrProtoPortAddrType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeIPAddr)
 	addrAddrType          = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)
@@ -294,12 +332,16 @@ func (s *elemStore) next(nbytes int) (*nftables.SetElement, []nftables.SetElemen
 
 // verdict is "goto chain".
 func (s *elemStore) verdict(chain string) *expr.Verdict {
+	return s.verdictKind(expr.VerdictGoto, chain)
+}
+
+func (s *elemStore) verdictKind(kind expr.VerdictKind, chain string) *expr.Verdict {
 	if len(s.verdicts) == 0 {
 		s.verdicts = make([]expr.Verdict, 16)
 	}
 	v := &s.verdicts[0]
 	s.verdicts = s.verdicts[1:]
-	*v = expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}
+	*v = expr.Verdict{Kind: kind, Chain: chain}
 	return v
 }
 
@@ -310,15 +352,60 @@ func putAddrProtoPort(b []byte, a netip.Addr, p proto, port uint16) {
 	b[8], b[9] = byte(port>>8), byte(port)
 }
 
-// dispatchElement is "10.96.0.10 . tcp . 80 : goto chain".
-func (s *elemStore) dispatchElement(a netip.Addr, p proto, port uint16, chain string) nft.Element {
-	e, kernel, b := s.next(12)
-	putAddrProtoPort(b, a, p, port)
+// svcKey is what a way in to a service port is looked up by: address,
+// protocol and port, or for the node port (a invalid) protocol and port.
+type svcKey struct {
+	a    netip.Addr
+	p    proto
+	port uint16
+}
+
+func (k svcKey) np() bool { return !k.a.IsValid() }
+
+// size is the length of the key in the dispatch maps.
+func (k svcKey) size() int {
+	if k.np() {
+		return 8
+	}
+	return 12
+}
+
+// put writes the key (k.size() bytes).
+func (k svcKey) put(b []byte) {
+	if k.np() {
+		b[0] = byte(k.p)
+		b[4], b[5] = byte(k.port>>8), byte(k.port)
+		return
+	}
+	putAddrProtoPort(b, k.a, k.p, k.port)
+}
+
+// appendText appends "10.96.0.10 . tcp . 80", or "tcp . 30080".
+func (k svcKey) appendText(buf []byte) []byte {
+	if k.np() {
+		buf = append(buf, k.p.String()...)
+		buf = append(buf, " . "...)
+		return strconv.AppendUint(buf, uint64(k.port), 10)
+	}
+	return appendAddrProtoPort(buf, k.a, k.p, k.port)
+}
+
+// dispatchElement is "10.96.0.10 . tcp . 80 : goto chain" ("tcp . 30080
+// : goto chain" for a node port), or "... : drop" when chain is empty.
+func (s *elemStore) dispatchElement(k svcKey, chain string) nft.Element {
+	n := k.size()
+	e, kernel, b := s.next(n)
+	k.put(b)
 	e.Key = b
-	e.VerdictData = s.verdict(chain)
-	s.text = appendAddrProtoPort(s.text, a, p, port)
-	s.text = append(s.text, " : goto "...)
-	s.text = append(s.text, chain...)
+	s.text = k.appendText(s.text)
+	if chain == "" {
+		e.VerdictData = s.verdictKind(expr.VerdictDrop, "")
+		s.text = append(s.text, " : drop"...)
+	} else {
+		e.VerdictData = s.verdict(chain)
+		s.text = append(s.text, " : goto "...)
+		s.text = append(s.text, chain...)
+	}
 	return nft.Element{Kernel: kernel}
 }
 
@@ -356,18 +443,21 @@ func hairpinElement(a netip.Addr) nft.Element {
 	}
 }
 
-// endpointKey is the key of the endpoint maps: address . proto . port .
-// index (the index host-endian, as numgen writes it).
-func endpointKey(b []byte, a netip.Addr, p proto, port uint16, index uint32) {
-	putAddrProtoPort(b, a, p, port)
-	binary.NativeEndian.PutUint32(b[12:16], index)
+// endpointKey writes the key of the endpoint maps: address . proto . port
+// . index (the index host-endian, as numgen writes it), or proto . port .
+// index for a node port; it returns its length.
+func endpointKey(b []byte, k svcKey, index uint32) int {
+	n := k.size()
+	k.put(b)
+	binary.NativeEndian.PutUint32(b[n:n+4], index)
+	return n + 4
 }
 
 // appendEndpointKey appends "10.96.0.10 . tcp . 80 . 0x00000002" (the
 // index printed as nft prints a mark).
-func appendEndpointKey(buf []byte, a netip.Addr, p proto, port uint16, index uint32) []byte {
+func appendEndpointKey(buf []byte, k svcKey, index uint32) []byte {
 	const digits = "0123456789abcdef"
-	buf = appendAddrProtoPort(buf, a, p, port)
+	buf = k.appendText(buf)
 	buf = append(buf, " . 0x"...)
 	for shift := 28; shift >= 0; shift -= 4 {
 		buf = append(buf, digits[(index>>shift)&0xf])
@@ -376,14 +466,15 @@ func appendEndpointKey(buf []byte, a netip.Addr, p proto, port uint16, index uin
 }
 
 // endpointElement is "10.96.0.10 . tcp . 80 . 0x00000001 : 10.244.1.5 . 8080".
-func (s *elemStore) endpointElement(a netip.Addr, p proto, port uint16, index uint32, ep netip.AddrPort) nft.Element {
-	e, kernel, b := s.next(24)
-	endpointKey(b, a, p, port, index)
+func (s *elemStore) endpointElement(k svcKey, index uint32, ep netip.AddrPort) nft.Element {
+	n := k.size() + 4
+	e, kernel, b := s.next(n + 8)
+	endpointKey(b, k, index)
 	e4 := ep.Addr().As4()
-	copy(b[16:20], e4[:])
-	b[20], b[21] = byte(ep.Port()>>8), byte(ep.Port())
-	e.Key, e.Val = b[:16:16], b[16:24]
-	s.text = appendEndpointKey(s.text, a, p, port, index)
+	copy(b[n:n+4], e4[:])
+	b[n+4], b[n+5] = byte(ep.Port()>>8), byte(ep.Port())
+	e.Key, e.Val = b[:n:n], b[n:n+8]
+	s.text = appendEndpointKey(s.text, k, index)
 	s.text = append(s.text, " : "...)
 	s.text = ep.Addr().AppendTo(s.text)
 	s.text = append(s.text, " . "...)
@@ -392,13 +483,43 @@ func (s *elemStore) endpointElement(a netip.Addr, p proto, port uint16, index ui
 }
 
 // endpointChainElement is "10.96.0.10 . tcp . 80 . 0x00000001 : goto chain".
-func (s *elemStore) endpointChainElement(a netip.Addr, p proto, port uint16, index uint32, chain string) nft.Element {
-	e, kernel, b := s.next(16)
-	endpointKey(b, a, p, port, index)
+func (s *elemStore) endpointChainElement(k svcKey, index uint32, chain string) nft.Element {
+	e, kernel, b := s.next(k.size() + 4)
+	endpointKey(b, k, index)
 	e.Key = b
 	e.VerdictData = s.verdict(chain)
-	s.text = appendEndpointKey(s.text, a, p, port, index)
+	s.text = appendEndpointKey(s.text, k, index)
 	s.text = append(s.text, " : goto "...)
 	s.text = append(s.text, chain...)
 	return nft.Element{Kernel: kernel}
+}
+
+// addrRange is an inclusive range of IPv4 addresses, as numbers.
+type addrRange struct{ lo, hi uint32 }
+
+func u32Bytes(v uint32) []byte { return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
+
+func appendU32Addr(b []byte, v uint32) []byte {
+	return netip.AddrFrom4([4]byte(u32Bytes(v))).AppendTo(b)
+}
+
+// rangeElement is a range of an rbtree interval set, printed as nft does
+// (an address, a prefix, or "first-last"): a start element and an end
+// element one past the range (none when the range runs to the last
+// address).
+func rangeElement(r addrRange) nft.Element {
+	b := appendU32Addr(nil, r.lo)
+	if size := uint64(r.hi) - uint64(r.lo) + 1; r.lo == r.hi {
+	} else if size&(size-1) == 0 && uint64(r.lo)%size == 0 {
+		b = append(b, '/')
+		b = strconv.AppendInt(b, int64(32-bits.TrailingZeros64(size)), 10)
+	} else {
+		b = append(b, '-')
+		b = appendU32Addr(b, r.hi)
+	}
+	k := []nftables.SetElement{{Key: u32Bytes(r.lo)}}
+	if r.hi != ^uint32(0) {
+		k = append(k, nftables.SetElement{Key: u32Bytes(r.hi + 1), IntervalEnd: true})
+	}
+	return nft.Element{Text: string(b), Kernel: k}
 }

@@ -46,7 +46,7 @@ var (
 	gatewayIP = addr("10.244.1.1")
 )
 
-func newTestNet(t *testing.T) *testNet {
+func newTestNet(t testing.TB) *testNet {
 	t.Helper()
 	n := &testNet{client: nfttest.NewNS(t), node: nfttest.NewNS(t), remote: nfttest.NewNS(t), pods: map[string]string{}}
 	ip := func(args ...string) { nfttest.Run(t, append([]string{"ip"}, args...)...) }
@@ -116,7 +116,7 @@ func newTestNet(t *testing.T) *testNet {
 
 // serve runs a TCP and a UDP server on port 8080 in ns that answer
 // "<name> <client address>".
-func serve(t *testing.T, ns, name string) {
+func serve(t testing.TB, ns, name string) {
 	t.Helper()
 	var tl net.Listener
 	var ul net.PacketConn
