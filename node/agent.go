@@ -237,7 +237,7 @@ func (a *Agent) rooms(k kernel) []func(context.Context) error {
 	a.lbc = lbctl.New(lbctl.Config{Name: c.Name, Log: a.log}, gate, w, a.events, lbctl.Hooks{Conflict: a.metrics.VIPConflict, Failover: a.metrics.VIPFailover})
 	a.lbLoop = loop("lb", a.lbc, 0)
 	a.fwc = fwctl.New(fwctl.Config{Name: c.Name, ClusterCIDR: c.cidr, Bridge: c.Bridge, WGIface: c.WGIface, LogDrops: c.PolicyLogDrops,
-		Drain: c.drainConfig(), Log: a.log}, k.table, a.events)
+		NodePortAddresses: c.nodePortAddrs, Drain: c.drainConfig(), Log: a.log}, k.table, a.events)
 	a.fwc.Repaired = a.metrics.Repaired
 	fwLoop := loop("firewall", a.fwc, 0)
 	if k.drains != nil {

@@ -42,6 +42,9 @@ type Config struct {
 	WGIface     string
 	// LogDrops logs packets NetworkPolicy drops.
 	LogDrops bool
+	// NodePortAddresses are where node ports are served
+	// (proxy.Input.NodePortAddresses).
+	NodePortAddresses []netip.Prefix
 	// Drain times the drains of the VIPs this node takes over (lb/drain;
 	// a negative Timeout turns them off). They need Controller.Drains.
 	Drain drain.Config
@@ -113,10 +116,15 @@ func (c *Controller) Status() *Status { return c.status.Load() }
 
 // ProxyInput is what the service proxy of node self is compiled from.
 func ProxyInput(cfg Config, s *cluster.Snapshot) proxy.Input {
-	in := proxy.Input{Node: cfg.Name, Endpoints: s.LB.Endpoints, ClusterCIDR: cfg.ClusterCIDR, PodSubnet: s.Node.Subnet, WGIface: cfg.WGIface}
+	in := proxy.Input{Node: cfg.Name, Endpoints: s.LB.Endpoints, ClusterCIDR: cfg.ClusterCIDR, PodSubnet: s.Node.Subnet, WGIface: cfg.WGIface,
+		NodePortAddresses: cfg.NodePortAddresses}
+	if cfg.Drain.Timeout >= 0 {
+		// Connections a drain forwards to their old owner pass the proxy.
+		in.PassMark = drain.MarkMask
+	}
 	for _, svc := range s.Services {
 		r := s.LB.Plan.Results[svc.Key()]
-		in.Services = append(in.Services, proxy.ServiceAddrs{Service: svc, ClusterIP: r.ClusterIP, VIP: r.VIP})
+		in.Services = append(in.Services, proxy.ServiceAddrs{Service: svc, ClusterIP: r.ClusterIP, VIP: r.VIP, NodePorts: r.NodePorts})
 	}
 	return in
 }
