@@ -53,10 +53,15 @@ func randHex(n int) string {
 // given extra agent flags, a client namespace on the switch and a TCP
 // server on serverPort in every pod. close removes all of it.
 func newBench(ctx context.Context, o options, dir string, log *slog.Logger, name string, extra []string) (*bench, error) {
+	return newBenchFmt(ctx, o, dir, log, name, extra, "")
+}
+
+// newBenchFmt is newBench with the agents' --log-format (empty: text).
+func newBenchFmt(ctx context.Context, o options, dir string, log *slog.Logger, name string, extra []string, logFormat string) (*bench, error) {
 	prefix := "nlf" + randHex(2)
 	state := filepath.Join(dir, name)
 	c, err := demo.Build(ctx, demo.Options{Prefix: prefix, Nodes: 3, PodsPerNode: 2, Exe: o.exe, StateDir: state,
-		ExtraAgentArgs: extra, Log: log})
+		ExtraAgentArgs: extra, LogFormat: logFormat, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -3,17 +3,26 @@
 //
 //	go run ./bench/failover                 # everything below
 //	go run ./bench/failover -only failover  # VIP failover, the default timers and memberlist's slower LAN defaults
+//	go run ./bench/failover -only failover -slow "" -modes node-loss -policies Local  # one row
 //	go run ./bench/failover -only packet    # per-packet cost and programming, 10 vs 10,000 services
 //	go run ./bench/failover -only soak      # false failures of the timers under CPU load (not part of the default run)
 //
-// Failover: SIGKILL of the agent that announces a LoadBalancer VIP (only the
-// agent: its WireGuard companion and nftables table stay, as after a crash),
-// then the time until the client, which keeps connecting to VIP:80 with a
-// 100 ms timeout from a thread inside its namespace, has its first
-// successful connection through the new owner (its ARP cache holds the new
-// owner's MAC when it dials). The agent is restarted and the cluster
-// settles between runs. It runs once with the agent's default memberlist
-// timers and once with memberlist's slower LAN defaults (-slow).
+// Failover: the owner of a LoadBalancer VIP fails while a client on the
+// LAN opens a new TCP connection to VIP:80 every 50 ms (each with 3.5 s,
+// so the kernel's 1 s SYN retransmit counts, as a user's client would),
+// for a service with externalTrafficPolicy Cluster and one with Local.
+// Two modes, alternating round by round: node-loss (the owner's eth0 goes
+// down inside its namespace, then its agent is SIGKILLed: the node is gone)
+// and agent-kill (only the agent is SIGKILLed; its kernel keeps forwarding,
+// so clients are still served: not a node failure, kept for comparison).
+// Each run reports the time to the first successful connection, to the
+// first one through the new owner, and where the time went: the survivors'
+// memberlist suspicion and failure (their debug logs), the new owner's "VIP
+// moved" and first gratuitous ARP (its log), the ARP the client's capture
+// saw, and when the new owner's nftables dropped the dead node's pods (nft
+// monitor). The failed node comes back and the cluster settles between
+// runs. It runs once with the agent's default memberlist timers and once
+// with memberlist's slower LAN defaults (-slow).
 //
 // Per packet: iperf3 from the client to a VIP (TCP throughput, and 64-byte
 // UDP datagrams), and new TCP connections per second, with 10 services
@@ -53,6 +62,8 @@ const slowTimers = "--probe-interval 1s --probe-timeout 500ms --suspicion-mult 4
 type options struct {
 	exe       string
 	runs      int
+	modes     []string
+	policies  []string
 	only      string
 	slow      string
 	services  int
@@ -67,7 +78,9 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.exe, "exe", "", "netloom binary (default: go build the module into the temporary directory)")
-	flag.IntVar(&o.runs, "runs", 10, "failover runs per timer setting")
+	flag.IntVar(&o.runs, "runs", 10, "failover: runs per timer setting, mode and policy")
+	modes := flag.String("modes", modeNodeLoss+","+modeAgentKill, "failover: modes, comma-separated: node-loss (link down, then the agent SIGKILLed), agent-kill (the agent only)")
+	policies := flag.String("policies", "Cluster,Local", "failover: externalTrafficPolicy of the failed-over service, comma-separated")
 	flag.StringVar(&o.only, "only", "", "failover or packet (default both)")
 	flag.StringVar(&o.slow, "slow", slowTimers, "agent flags of the comparison run (empty: skip it)")
 	flag.IntVar(&o.services, "services", 10000, "services installed for the large case")
@@ -82,6 +95,20 @@ func main() {
 	if o.only != "" && o.only != "failover" && o.only != "packet" && o.only != "soak" {
 		fmt.Fprintln(os.Stderr, "failover: -only is failover, packet or soak")
 		os.Exit(2)
+	}
+	for _, m := range strings.Split(*modes, ",") {
+		if m = strings.TrimSpace(m); m != modeNodeLoss && m != modeAgentKill {
+			fmt.Fprintf(os.Stderr, "failover: -modes: %q is neither %s nor %s\n", m, modeNodeLoss, modeAgentKill)
+			os.Exit(2)
+		}
+		o.modes = append(o.modes, m)
+	}
+	for _, p := range strings.Split(*policies, ",") {
+		if p = strings.TrimSpace(p); policyService[p] == "" {
+			fmt.Fprintf(os.Stderr, "failover: -policies: %q is neither Cluster nor Local\n", p)
+			os.Exit(2)
+		}
+		o.policies = append(o.policies, p)
 	}
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "failover: "+err.Error())
