@@ -121,13 +121,17 @@ func (h *Hub) Kick() {
 
 // Run rebuilds the snapshot after every change of the source, the
 // membership or the local state, at most once per MinInterval, and at
-// least once per Refresh, until ctx ends.
+// least once per Refresh, until ctx ends. A change that comes after a
+// quiet spell is built at once (a failed member moves its VIPs without
+// waiting); changes that come within MinInterval of a build wait for the
+// rest of it and become one build.
 func (h *Hub) Run(ctx context.Context) error {
 	srcCh, unsub := h.src.Subscribe()
 	defer unsub()
 	refresh := time.NewTicker(h.cfg.Refresh)
 	defer refresh.Stop()
 	for {
+		start := h.cfg.Now()
 		h.Build()
 		select {
 		case <-ctx.Done():
@@ -137,10 +141,12 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-h.kick:
 		case <-refresh.C:
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(h.cfg.MinInterval):
+		if wait := h.cfg.MinInterval - h.cfg.Now().Sub(start); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
 		}
 	}
 }

@@ -157,3 +157,54 @@ func TestLoop(t *testing.T) {
 	l.KickRepair()
 	waitFor(t, "a kicked repair pass", func() bool { p, r, _ := c.counts(); return p > before && r >= 3 })
 }
+
+// TestHubRunQuietChange: a change after a quiet spell longer than
+// MinInterval is built at once, not MinInterval later (a member's failure
+// moves its VIPs without that delay); a change within MinInterval of the
+// last build waits for the rest of it. The clock is the Hub's: with it
+// standing still a change waits the whole (hour-long) MinInterval, with it
+// jumping an hour per reading the spell is always long enough.
+func TestHubRunQuietChange(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		step  time.Duration
+		built bool
+	}{{"after a quiet spell", time.Hour, true}, {"within MinInterval", 0, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			src, ms := newFakes()
+			var mu sync.Mutex
+			now := time.Now()
+			clock := func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				now = now.Add(tt.step)
+				return now
+			}
+			h := cluster.NewHub(cluster.HubConfig{Name: "n1", SubnetGrace: 1000 * time.Hour, MinInterval: time.Hour, Refresh: time.Hour, Now: clock}, src, ms)
+			sub := h.Subscribe()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); h.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+			<-sub // the first build
+			first := h.Latest().Seq
+			h.Kick()
+			if !tt.built {
+				select {
+				case <-sub:
+					t.Fatalf("a change within MinInterval was built at once (seq %d after %d)", h.Latest().Seq, first)
+				case <-time.After(200 * time.Millisecond):
+				}
+				return
+			}
+			select {
+			case <-sub:
+			case <-time.After(5 * time.Second):
+				t.Fatal("a change after a quiet spell waited for MinInterval (an hour)")
+			}
+			if s := h.Latest().Seq; s != first+1 {
+				t.Errorf("seq %d after %d", s, first)
+			}
+		})
+	}
+}
