@@ -350,6 +350,8 @@ type svcView struct {
 	vip       netip.Addr // status.loadBalancer.ingress[0].ip
 	owner     string     // annotation netloom.io/announced-by
 	pending   string     // annotation netloom.io/pending
+	nodePorts [4]uint16  // spec.ports[].nodePort (the first four ports)
+	hcPort    uint16     // spec.healthCheckNodePort
 }
 
 // services reads `netloom get services -o json` on node n.
@@ -378,6 +380,16 @@ func (x *tc) services(n *demo.Node) (map[string]svcView, error) {
 		}
 		v.owner, _ = ann["netloom.io/announced-by"].(string)
 		v.pending, _ = ann["netloom.io/pending"].(string)
+		ports, _ := spec["ports"].([]any)
+		for i, p := range ports {
+			pm, _ := p.(map[string]any)
+			np, _ := pm["nodePort"].(float64)
+			if i < len(v.nodePorts) {
+				v.nodePorts[i] = uint16(np)
+			}
+		}
+		hc, _ := spec["healthCheckNodePort"].(float64)
+		v.hcPort = uint16(hc)
 		out[name] = v
 	}
 	return out, nil
