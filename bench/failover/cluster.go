@@ -49,7 +49,7 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// newBench builds and starts a 3-node cluster (2 pods per node) with the
+// newBench builds and starts an o.nodes-node cluster (2 pods per node) with the
 // given extra agent flags, a client namespace on the switch and a TCP
 // server on serverPort in every pod. close removes all of it.
 func newBench(ctx context.Context, o options, dir string, log *slog.Logger, name string, extra []string) (*bench, error) {
@@ -60,7 +60,7 @@ func newBench(ctx context.Context, o options, dir string, log *slog.Logger, name
 func newBenchFmt(ctx context.Context, o options, dir string, log *slog.Logger, name string, extra []string, logFormat string) (*bench, error) {
 	prefix := "nlf" + randHex(2)
 	state := filepath.Join(dir, name)
-	c, err := demo.Build(ctx, demo.Options{Prefix: prefix, Nodes: 3, PodsPerNode: 2, Exe: o.exe, StateDir: state,
+	c, err := demo.Build(ctx, demo.Options{Prefix: prefix, Nodes: o.nodes, PodsPerNode: 2, Exe: o.exe, StateDir: state,
 		ExtraAgentArgs: extra, LogFormat: logFormat, Log: log})
 	if err != nil {
 		return nil, err

@@ -727,7 +727,7 @@ func stats(v []time.Duration) string {
 
 func reportFailover(w io.Writer, o options, results []failoverResult) {
 	fmt.Fprintf(w, "## Failover of a LoadBalancer VIP's owner, as the client sees it\n\n")
-	fmt.Fprintf(w, "3-node demo cluster, 2 pods per node; client on the same bridge opening a new TCP connection to VIP:80 every %s (each with %s, the kernel's SYN retransmits); %d runs per row, modes and policies alternating.\n", probeEvery, dialTimeout, o.runs)
+	fmt.Fprintf(w, "%d-node demo cluster, 2 pods per node; client on the same bridge opening a new TCP connection to VIP:80 every %s (each with %s, the kernel's SYN retransmits); %d runs per row, modes and policies alternating.\n", o.nodes, probeEvery, dialTimeout, o.runs)
 	fmt.Fprintf(w, "node-loss: the owner's eth0 goes down in its namespace, then its agent is SIGKILLed. agent-kill: only the agent is SIGKILLed (its kernel keeps forwarding: not a node failure).\n")
 	fmt.Fprintf(w, "Times in ms from the link down (agent-kill: the kill) as median / p90 / worst.\n\n")
 	fmt.Fprintf(w, "| timers | mode | policy | runs | first successful connect | first connect via the new owner | client's ARP entry moved | declared dead | connects after the move that needed a SYN retransmit |\n")

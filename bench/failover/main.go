@@ -1,10 +1,11 @@
-// Command failover measures netloom's LoadBalancer on 3-node demo clusters
-// (node/demo) with a client host on the nodes' L2 segment (see bench/LB.md):
+// Command failover measures netloom's LoadBalancer on demo clusters (3 nodes,
+// or -nodes) with a client host on the nodes' L2 segment (see bench/LB.md):
 //
 //	go run ./bench/failover                 # everything below
 //	go run ./bench/failover -only failover  # VIP failover, the default timers and memberlist's slower LAN defaults
 //	go run ./bench/failover -only failover -slow "" -modes node-loss -policies Local  # one row
 //	go run ./bench/failover -only packet    # per-packet cost and programming, 10 vs 10,000 services
+//	go run ./bench/failover -only failover -slow "" -nodes 5  # the same in a 5-node cluster
 //	go run ./bench/failover -only soak      # false failures of the timers under CPU load (not part of the default run)
 //
 // Failover: the owner of a LoadBalancer VIP fails while a client on the
@@ -61,6 +62,7 @@ const slowTimers = "--probe-interval 1s --probe-timeout 500ms --suspicion-mult 4
 
 type options struct {
 	exe       string
+	nodes     int
 	runs      int
 	modes     []string
 	policies  []string
@@ -78,6 +80,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.exe, "exe", "", "netloom binary (default: go build the module into the temporary directory)")
+	flag.IntVar(&o.nodes, "nodes", 3, "nodes of each demo cluster (the client and pool addresses limit it to 80)")
 	flag.IntVar(&o.runs, "runs", 10, "failover: runs per timer setting, mode and policy")
 	modes := flag.String("modes", modeNodeLoss+","+modeAgentKill, "failover: modes, comma-separated: node-loss (link down, then the agent SIGKILLed), agent-kill (the agent only)")
 	policies := flag.String("policies", "Cluster,Local", "failover: externalTrafficPolicy of the failed-over service, comma-separated")
@@ -94,6 +97,10 @@ func main() {
 	flag.Parse()
 	if o.only != "" && o.only != "failover" && o.only != "packet" && o.only != "soak" {
 		fmt.Fprintln(os.Stderr, "failover: -only is failover, packet or soak")
+		os.Exit(2)
+	}
+	if o.nodes < 2 || o.nodes > 80 {
+		fmt.Fprintf(os.Stderr, "failover: -nodes %d: give 2 to 80 (a VIP needs another node to move to; the underlay has room for 80)\n", o.nodes)
 		os.Exit(2)
 	}
 	for _, m := range strings.Split(*modes, ",") {
