@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/google/renameio/v2"
 )
 
 // ErrExhausted is matched (with errors.Is) by the error Allocate returns
@@ -75,7 +77,7 @@ func OpenAllocator(path string, subnet netip.Prefix) (*Allocator, error) {
 	default:
 		var f allocFile
 		if err := json.Unmarshal(b, &f); err != nil {
-			return nil, fmt.Errorf("open allocator: %s is corrupt (%v); move it away to start with no pod addresses", path, err)
+			return nil, fmt.Errorf("pod addresses file %s is corrupt (%v): move it away and restart, then re-create this node's pods (their addresses are no longer reserved)", path, err)
 		}
 		if f.Version != allocFileVersion {
 			return nil, fmt.Errorf("open allocator: %s has version %d, this netloom reads version %d; upgrade netloom or move the file away", path, f.Version, allocFileVersion)
@@ -287,8 +289,8 @@ func (a *Allocator) Stale() map[string]Allocation {
 	return out
 }
 
-// saveLocked writes the state atomically: temp file, fsync, rename, fsync
-// of the directory. The file is 0600.
+// saveLocked writes the state atomically (renameio: temp file, fsync,
+// rename): a crash leaves the old file or the new one. The file is 0600.
 func (a *Allocator) saveLocked() error {
 	b, err := json.MarshalIndent(allocFile{
 		Version:     allocFileVersion,
@@ -302,39 +304,13 @@ func (a *Allocator) saveLocked() error {
 	return writeFileAtomic(a.path, append(b, '\n'))
 }
 
-func writeFileAtomic(path string, data []byte) (err error) {
+func writeFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := renameio.WriteFile(path, data, 0o600, renameio.WithTempDir(dir)); err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: make the rename durable
-		d.Close()
 	}
 	return nil
 }

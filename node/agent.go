@@ -63,7 +63,8 @@ type Agent struct {
 	lbLoop  *cluster.Loop
 	arp     announcerSlot
 
-	alloc     atomic.Pointer[ipam.Allocator]
+	pods      *ipam.Allocator                // pods.json, read at start
+	alloc     atomic.Pointer[ipam.Allocator] // pods, once the node has a subnet
 	ready     atomic.Bool
 	leaveOnce sync.Once
 	leaveDone chan struct{}
@@ -100,6 +101,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	removeStaleTemps(c.DataDir)
 	secret, err := loadSecret(c.Token, c.TokenFile, c.DataDir)
 	if err != nil {
 		return err
@@ -117,7 +119,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := noRedirects(c.advertise); err != nil {
 		a.log.Warn("VIP drains: clients may be redirected to a VIP's old owner", "err", err)
 	}
-	priv, err := wg.LoadOrCreateKey(filepath.Join(c.DataDir, "wireguard.key"))
+	priv, err := wg.LoadOrCreateKey(filepath.Join(c.DataDir, KeyFile))
 	if err != nil {
 		return err
 	}
@@ -129,6 +131,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.store = st
 	defer st.Close()
+	// Read now, so that a damaged file stops the start before anything
+	// changes; the subnet comes once the node has one.
+	pods, err := ipam.OpenAllocator(filepath.Join(c.DataDir, PodsFile), netip.Prefix{})
+	if err != nil {
+		return err
+	}
+	a.pods = pods
 
 	dev, err := wg.Open(ctx, wg.Config{Iface: c.WGIface, Mode: c.WireGuard, Port: c.WGPort, PrivateKey: priv, MTU: c.mtu, Exe: c.Exe, RunDir: c.RunDir}, a.log)
 	if err != nil {
@@ -305,11 +314,19 @@ func (a *Agent) openAllocator(subnet netip.Prefix) error {
 		}
 		return al.SetSubnet(subnet)
 	}
-	al, err := ipam.OpenAllocator(filepath.Join(a.cfg.DataDir, "pods.json"), subnet)
-	if err != nil {
+	if a.pods == nil {
+		// Run reads the file before anything else; a test's agent, built
+		// without Run, reads it here.
+		al, err := ipam.OpenAllocator(filepath.Join(a.cfg.DataDir, PodsFile), netip.Prefix{})
+		if err != nil {
+			return err
+		}
+		a.pods = al
+	}
+	if err := a.pods.SetSubnet(subnet); err != nil {
 		return err
 	}
-	a.alloc.Store(al)
+	a.alloc.Store(a.pods)
 	return nil
 }
 
@@ -493,8 +510,8 @@ func (a *Agent) finishLeave(stopRooms context.CancelFunc, rooms *sync.WaitGroup)
 	if err := a.table.Remove(firewall.TableFamily, firewall.TableName); err != nil {
 		errs = append(errs, err)
 	}
-	_ = os.Remove(filepath.Join(c.DataDir, "peers.json"))
-	_ = os.Remove(filepath.Join(c.DataDir, "pods.json"))
+	_ = os.Remove(filepath.Join(c.DataDir, PeersFile))
+	_ = os.Remove(filepath.Join(c.DataDir, PodsFile))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}

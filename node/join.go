@@ -16,10 +16,15 @@ import (
 // joinLoop contacts --join addresses and the members this node knew before
 // a restart, retrying until one answers.
 func (a *Agent) joinLoop(ctx context.Context) error {
-	peersFile := filepath.Join(a.cfg.DataDir, "peers.json")
+	peersFile := filepath.Join(a.cfg.DataDir, PeersFile)
 	var known []string
 	if b, err := os.ReadFile(peersFile); err == nil {
-		_ = json.Unmarshal(b, &known)
+		if err := json.Unmarshal(b, &known); err != nil {
+			// Only a hint for the next start: rewritten once the node has
+			// joined, so a damaged copy costs nothing but this start's hint.
+			known = nil
+			a.log.Warn("peer list is corrupt; joining through --join and the WireGuard peers instead, and writing it again once joined", "file", peersFile, "err", err)
+		}
 	}
 	addrs := append(append([]string{}, a.cfg.Join...), known...)
 	self := a.members.LocalAddr().String()

@@ -106,29 +106,9 @@ func loadSecret(token, tokenFile, dataDir string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read cluster secret: %w", err)
 	}
-	return ParseToken(string(b))
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	s, err := ParseToken(string(b))
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("cluster secret %s is corrupt: remove it and start once with --token set to the cluster's join token (from 'netloom init' on any node), which writes it again", path)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return s, nil
 }

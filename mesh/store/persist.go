@@ -9,12 +9,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/google/renameio/v2"
 )
 
 // fileFormat is the version of store.json's layout.
 const fileFormat = 1
 
-const tempPrefix = "." + FileName + ".tmp-"
+// tempPrefix starts the names of the temporary files writeAtomic creates
+// (renameio appends a random number).
+const tempPrefix = "." + FileName
 
 // file is the layout of store.json.
 type file struct {
@@ -94,25 +98,17 @@ func (s *Store) persistLocked() error {
 	return nil
 }
 
-// writeAtomic writes path through a temporary file in the same directory:
-// write, fsync, rename over path, fsync the directory. The file has mode
-// 0600.
-func writeAtomic(path string, write func(*bufio.Writer) error) (err error) {
+// writeAtomic writes path through a temporary file in the same directory
+// (renameio: write, fsync, rename over path), then fsyncs the directory so
+// the rename survives a power loss. The file has mode 0600. A crash at any
+// moment leaves either the old file or the new one, never a part of one.
+func writeAtomic(path string, write func(*bufio.Writer) error) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tempPrefix+"*")
+	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(dir), renameio.WithStaticPermissions(0o600))
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
+	defer f.Cleanup()
 	w := bufio.NewWriterSize(f, 64<<10)
 	if err := write(w); err != nil {
 		return err
@@ -120,13 +116,7 @@ func writeAtomic(path string, write func(*bufio.Writer) error) (err error) {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := f.CloseAtomicallyReplace(); err != nil {
 		return err
 	}
 	if d, err := os.Open(dir); err == nil {
