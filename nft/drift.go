@@ -138,7 +138,7 @@ func elementDiff(s Set, got []nftables.SetElement) string {
 	}
 	want := map[string]int{}
 	n := 0
-	for _, e := range s.Elements {
+	for e := range s.All() {
 		for _, k := range e.Kernel {
 			want[key(k)]++
 			n++

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 
@@ -52,11 +53,66 @@ type Rule struct {
 // in Spec.Table, Spec.Name and Spec.ID itself, and Lookup/Dynset
 // expressions that name the set get its ID in the same transaction.
 type Set struct {
-	Name     string
-	Type     string   // nft text: "ipv4_addr", "ipv4_addr . inet_service : verdict"
-	Flags    []string // nft text: "interval", "constant"...
+	Name  string
+	Type  string   // nft text: "ipv4_addr", "ipv4_addr . inet_service : verdict"
+	Flags []string // nft text: "interval", "constant"...
+	// Elements are the set's elements, unless Parts is not nil.
 	Elements []Element
-	Spec     nftables.Set
+	// Parts, when not nil, hold the elements instead: their concatenation,
+	// in order. A producer that builds a large set from pieces that mostly
+	// stay the same from one Model to the next (lb/proxy's Compiler: one
+	// piece per service port) hands the pieces over as they are, and the
+	// Applier's diff skips a piece it applied before (the same slice)
+	// without reading it: a change then costs its own elements, not the
+	// set's. A piece is never modified once it is in a Model.
+	Parts [][]Element
+	Spec  nftables.Set
+}
+
+// Len is the number of elements of s.
+func (s *Set) Len() int {
+	if s.Parts == nil {
+		return len(s.Elements)
+	}
+	n := 0
+	for _, p := range s.Parts {
+		n += len(p)
+	}
+	return n
+}
+
+// All yields the elements of s in order.
+func (s *Set) All() iter.Seq[Element] {
+	return func(yield func(Element) bool) {
+		for _, p := range s.pieces() {
+			for _, e := range p {
+				if !yield(e) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Flat returns the elements of s as one list: Elements itself when s has
+// no Parts, else a new list.
+func (s *Set) Flat() []Element {
+	if s.Parts == nil {
+		return s.Elements
+	}
+	out := make([]Element, 0, s.Len())
+	for _, p := range s.Parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// pieces is Parts, or Elements as the one piece.
+func (s *Set) pieces() [][]Element {
+	if s.Parts == nil {
+		return [][]Element{s.Elements}
+	}
+	return s.Parts
 }
 
 // Element is one set element as nft prints it (Text, e.g. "10.0.0.0/8" or
@@ -109,10 +165,10 @@ func (m Model) String() string {
 		if len(s.Flags) > 0 {
 			fmt.Fprintf(&b, "\t\tflags %s\n", strings.Join(s.Flags, ","))
 		}
-		if len(s.Elements) > 0 {
-			texts := make([]string, len(s.Elements))
-			for i, e := range s.Elements {
-				texts[i] = e.Text
+		if s.Len() > 0 {
+			texts := make([]string, 0, s.Len())
+			for e := range s.All() {
+				texts = append(texts, e.Text)
 			}
 			slices.Sort(texts)
 			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(texts, ", "))

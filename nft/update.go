@@ -118,7 +118,7 @@ func planUpdate(old, new Model) (tableUpdate, string) {
 		if !sameSetDef(*os, s) {
 			return tableUpdate{}, fmt.Sprintf("set %s changed its type or flags", s.Name)
 		}
-		adds, dels := diffElements(os.Elements, s.Elements)
+		adds, dels := diffSets(os, &s)
 		if (len(adds) > 0 || len(dels) > 0) && s.Spec.Constant {
 			return tableUpdate{}, fmt.Sprintf("constant set %s changed", s.Name)
 		}
@@ -189,6 +189,71 @@ func sameSetDef(a, b Set) bool {
 
 func sameType(a, b nftables.SetDatatype) bool {
 	return a.Name == b.Name && a.Bytes == b.Bytes && a.GetNFTMagic() == b.GetNFTMagic()
+}
+
+// diffSets returns the elements of b not in a and those of a not in b.
+// Pieces (Set.Parts) that both hold are skipped: first the common run at
+// each end, in order (the same slice, unread, or the same texts), then any
+// others that are the same slice; what is left goes to diffElements.
+func diffSets(a, b *Set) (adds, dels []Element) {
+	if a.Parts == nil && b.Parts == nil {
+		return diffElements(a.Elements, b.Elements)
+	}
+	pa, pb := a.pieces(), b.pieces()
+	same := func(x, y []Element) bool {
+		if len(x) != len(y) {
+			return false
+		}
+		if len(x) == 0 || &x[0] == &y[0] {
+			return true
+		}
+		for i := range x {
+			if x[i].Text != y[i].Text {
+				return false
+			}
+		}
+		return true
+	}
+	for len(pa) > 0 && len(pb) > 0 && same(pa[0], pb[0]) {
+		pa, pb = pa[1:], pb[1:]
+	}
+	for len(pa) > 0 && len(pb) > 0 && same(pa[len(pa)-1], pb[len(pb)-1]) {
+		pa, pb = pa[:len(pa)-1], pb[:len(pb)-1]
+	}
+	if len(pa) == 1 && len(pb) == 1 {
+		return diffElements(pa[0], pb[0])
+	}
+	type id struct {
+		first *Element
+		n     int
+	}
+	unmatched := make(map[id]int, len(pa))
+	for _, p := range pa {
+		if len(p) > 0 {
+			unmatched[id{&p[0], len(p)}]++
+		}
+	}
+	var ra, rb []Element
+	for _, p := range pb {
+		if len(p) == 0 {
+			continue
+		}
+		if k := (id{&p[0], len(p)}); unmatched[k] > 0 {
+			unmatched[k]--
+			continue
+		}
+		rb = append(rb, p...)
+	}
+	for _, p := range pa {
+		if len(p) == 0 {
+			continue
+		}
+		if k := (id{&p[0], len(p)}); unmatched[k] > 0 {
+			unmatched[k]--
+			ra = append(ra, p...)
+		}
+	}
+	return diffElements(ra, rb)
 }
 
 // diffElements returns the elements of b not in a and those of a not in b,
@@ -362,7 +427,7 @@ func addSet(c *nftables.Conn, t *nftables.Table, s Set) (uint32, int, error) {
 	if err := c.AddSet(&spec, nil); err != nil {
 		return 0, 0, fmt.Errorf("set %s: %w", s.Name, err)
 	}
-	k, err := queueElems(c.SetAddElements, &spec, s.Elements)
+	k, err := queueElems(c.SetAddElements, &spec, s.Flat())
 	return spec.ID, 1 + k, err
 }
 

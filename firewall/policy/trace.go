@@ -538,7 +538,7 @@ func load(regs *[80]byte, r uint32, n uint32) ([]byte, error) {
 // (pipapo: concatenated intervals).
 func setLookup(s *nft.Set, key []byte) (nftables.SetElement, bool) {
 	var elems []nftables.SetElement
-	for _, e := range s.Elements {
+	for e := range s.All() {
 		elems = append(elems, e.Kernel...)
 	}
 	switch {

@@ -292,7 +292,7 @@ func TestOneChangeSmallDiff(t *testing.T) {
 	texts := func(m nft.Model) map[string]bool {
 		out := map[string]bool{}
 		for _, s := range m.Sets {
-			for _, e := range s.Elements {
+			for e := range s.All() {
 				out[s.Name+": "+e.Text] = true
 			}
 		}
@@ -335,7 +335,7 @@ func TestOneChangeSmallDiff(t *testing.T) {
 func countElements(m nft.Model) int {
 	n := 0
 	for _, s := range m.Sets {
-		n += len(s.Elements)
+		n += s.Len()
 	}
 	return n
 }

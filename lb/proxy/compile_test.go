@@ -19,7 +19,7 @@ func elementsOf(m nft.Model, set string) []string {
 	for _, s := range m.Sets {
 		if s.Name == set {
 			var out []string
-			for _, e := range s.Elements {
+			for e := range s.All() {
 				out = append(out, e.Text)
 			}
 			slices.Sort(out)

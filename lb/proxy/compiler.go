@@ -49,9 +49,6 @@ type Compiler struct {
 	notes []string
 	built int // fragments compiled by the last call (the others were reused)
 
-	// last holds the element lists of the last Model, per map: the
-	// fragments' elements are windows of them.
-	last         [numMaps][]nft.Element
 	hairpinAddrs []uint32
 	hairpinElems []nft.Element
 
@@ -536,7 +533,7 @@ func (c *Compiler) build(svc *lb.Service, sig *portSig) *portFrag {
 
 // model assembles the Model from c.order.
 func (c *Compiler) model(in Input) nft.Model {
-	var elems [numMaps][]nft.Element
+	var elems [numMaps][][]nft.Element
 	for k := range elems {
 		elems[k] = c.concat(k)
 	}
@@ -551,40 +548,40 @@ func (c *Compiler) model(in Input) nft.Model {
 	for _, f := range c.order {
 		sets = append(sets, f.sets...)
 	}
-	dispatchMap := func(name string, elems []nft.Element) nft.Set {
+	dispatchMap := func(name string, parts [][]nft.Element) nft.Set {
 		return nft.Set{
-			Name: name, Type: "ipv4_addr . inet_proto . inet_service : verdict", Elements: elems,
-			Spec: nftables.Set{KeyType: addrProtoPortType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
+			Name: name, Type: "ipv4_addr . inet_proto . inet_service : verdict", Parts: parts,
+			Spec: nftables.Set{KeyType: addrProtoPortType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(countParts(parts))},
 		}
 	}
-	endpointMap := func(name string, elems []nft.Element) nft.Set {
+	endpointMap := func(name string, parts [][]nft.Element) nft.Set {
 		return nft.Set{
-			Name: name, Type: "ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service", Elements: elems,
-			Spec: nftables.Set{KeyType: endpointKeyType, DataType: addrPortType, IsMap: true, Size: mapSize(len(elems))},
+			Name: name, Type: "ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service", Parts: parts,
+			Spec: nftables.Set{KeyType: endpointKeyType, DataType: addrPortType, IsMap: true, Size: mapSize(countParts(parts))},
 		}
 	}
-	endpointChainMap := func(name string, elems []nft.Element) nft.Set {
+	endpointChainMap := func(name string, parts [][]nft.Element) nft.Set {
 		return nft.Set{
-			Name: name, Type: "ipv4_addr . inet_proto . inet_service . mark : verdict", Elements: elems,
-			Spec: nftables.Set{KeyType: endpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
+			Name: name, Type: "ipv4_addr . inet_proto . inet_service . mark : verdict", Parts: parts,
+			Spec: nftables.Set{KeyType: endpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(countParts(parts))},
 		}
 	}
-	npDispatchMap := func(name string, elems []nft.Element) nft.Set {
+	npDispatchMap := func(name string, parts [][]nft.Element) nft.Set {
 		return nft.Set{
-			Name: name, Type: "inet_proto . inet_service : verdict", Elements: elems,
-			Spec: nftables.Set{KeyType: protoPortType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
+			Name: name, Type: "inet_proto . inet_service : verdict", Parts: parts,
+			Spec: nftables.Set{KeyType: protoPortType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(countParts(parts))},
 		}
 	}
-	npEndpointMap := func(name string, elems []nft.Element) nft.Set {
+	npEndpointMap := func(name string, parts [][]nft.Element) nft.Set {
 		return nft.Set{
-			Name: name, Type: "inet_proto . inet_service . mark : ipv4_addr . inet_service", Elements: elems,
-			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: addrPortType, IsMap: true, Size: mapSize(len(elems))},
+			Name: name, Type: "inet_proto . inet_service . mark : ipv4_addr . inet_service", Parts: parts,
+			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: addrPortType, IsMap: true, Size: mapSize(countParts(parts))},
 		}
 	}
-	npEndpointChainMap := func(name string, elems []nft.Element) nft.Set {
+	npEndpointChainMap := func(name string, parts [][]nft.Element) nft.Set {
 		return nft.Set{
-			Name: name, Type: "inet_proto . inet_service . mark : verdict", Elements: elems,
-			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(len(elems))},
+			Name: name, Type: "inet_proto . inet_service . mark : verdict", Parts: parts,
+			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(countParts(parts))},
 		}
 	}
 	sets = append(sets,
@@ -596,8 +593,8 @@ func (c *Compiler) model(in Input) nft.Model {
 		endpointChainMap(MapLocalEndpointChains, elems[mapLocalEndpointChains]),
 		nft.Set{
 			Name: SetAllowed, Type: "ipv4_addr . inet_proto . inet_service . ipv4_addr", Flags: []string{"interval"},
-			Elements: elems[mapAllowed],
-			Spec:     nftables.Set{KeyType: addrProtoPortAddrType, Interval: true, Concatenation: true},
+			Parts: elems[mapAllowed],
+			Spec:  nftables.Set{KeyType: addrProtoPortAddrType, Interval: true, Concatenation: true},
 		},
 		nft.Set{
 			Name: SetHairpin, Type: "ipv4_addr . ipv4_addr", Elements: c.hairpin(),
@@ -638,47 +635,35 @@ func (c *Compiler) model(in Input) nft.Model {
 	}
 }
 
-// concat returns the elements of map k of the fragments of c.order, in
-// order: the last Model's list when they are the same (every reused
-// fragment's elements are a window of it), else a new list, which the
-// fragments' elements then become windows of.
-func (c *Compiler) concat(k int) []nft.Element {
-	old := c.last[k]
-	n, same := 0, true
+// concat returns the element lists of map k of the fragments of c.order,
+// in order, as a Set's Parts: nothing is copied, and a fragment reused
+// from the last call is the same piece, which the Applier's diff skips.
+// Nil when no fragment has elements for k.
+func (c *Compiler) concat(k int) [][]nft.Element {
+	n := 0
 	for _, f := range c.order {
-		es := f.elems[k]
-		if len(es) == 0 {
-			continue
+		if len(f.elems[k]) > 0 {
+			n++
 		}
-		if same && (n+len(es) > len(old) || &es[0] != &old[n]) {
-			same = false
-		}
-		n += len(es)
 	}
-	switch {
-	case n == 0 && (k == mapServices || k == mapEndpoints):
-		// Compile always made these two lists, the others on first use.
-		c.last[k] = []nft.Element{}
-		return c.last[k]
-	case n == 0:
-		c.last[k] = nil
+	if n == 0 {
 		return nil
-	case same && n == len(old):
-		return old
 	}
-	out := make([]nft.Element, n)
-	n = 0
+	out := make([][]nft.Element, 0, n)
 	for _, f := range c.order {
-		es := f.elems[k]
-		if len(es) == 0 {
-			continue
+		if es := f.elems[k]; len(es) > 0 {
+			out = append(out, es[:len(es):len(es)])
 		}
-		copy(out[n:], es)
-		f.elems[k] = out[n : n+len(es) : n+len(es)]
-		n += len(es)
 	}
-	c.last[k] = out
 	return out
+}
+
+func countParts(parts [][]nft.Element) int {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	return n
 }
 
 // hairpin returns the elements of svc-hairpin: every local backend's

@@ -35,16 +35,17 @@ func checkSame(t *testing.T, what string, got, want nft.Model) {
 		if g.Name != w.Name {
 			t.Fatalf("%s: set %d is %s, want %s", what, i, g.Name, w.Name)
 		}
-		if len(g.Elements) != len(w.Elements) {
-			t.Fatalf("%s: set %s has %d elements, want %d", what, g.Name, len(g.Elements), len(w.Elements))
+		ge, we := g.Flat(), w.Flat()
+		if len(ge) != len(we) {
+			t.Fatalf("%s: set %s has %d elements, want %d", what, g.Name, len(ge), len(we))
 		}
-		for j := range w.Elements {
-			if !reflect.DeepEqual(g.Elements[j], w.Elements[j]) {
-				t.Fatalf("%s: set %s element %d is %q %+v, want %q %+v", what, g.Name, j, g.Elements[j].Text, g.Elements[j].Kernel, w.Elements[j].Text, w.Elements[j].Kernel)
+		for j := range we {
+			if !reflect.DeepEqual(ge[j], we[j]) {
+				t.Fatalf("%s: set %s element %d is %q %+v, want %q %+v", what, g.Name, j, ge[j].Text, ge[j].Kernel, we[j].Text, we[j].Kernel)
 			}
 		}
-		if (g.Elements == nil) != (w.Elements == nil) {
-			t.Fatalf("%s: set %s elements nil %v, want nil %v", what, g.Name, g.Elements == nil, w.Elements == nil)
+		if (g.Elements == nil) != (w.Elements == nil) || (g.Parts == nil) != (w.Parts == nil) {
+			t.Fatalf("%s: set %s elements/parts nil %v/%v, want %v/%v", what, g.Name, g.Elements == nil, g.Parts == nil, w.Elements == nil, w.Parts == nil)
 		}
 		if !reflect.DeepEqual(g, w) {
 			t.Fatalf("%s: set %s differs: %+v, want %+v", what, g.Name, g.Spec, w.Spec)
@@ -66,7 +67,7 @@ func fingerprint(m nft.Model) string {
 	b.WriteString(m.String())
 	for _, s := range m.Sets {
 		fmt.Fprintf(&b, "set %s\n", s.Name)
-		for _, e := range s.Elements {
+		for e := range s.All() {
 			fmt.Fprintf(&b, "%s:", e.Text)
 			for _, k := range e.Kernel {
 				fmt.Fprintf(&b, " %x-%x-%x-%v-%v", k.Key, k.KeyEnd, k.Val, k.IntervalEnd, k.VerdictData)
@@ -125,11 +126,11 @@ func TestCompilerIncremental(t *testing.T) {
 				}
 				for _, s := range got.Sets {
 					switch {
-					case s.Name == MapEndpointChains && len(s.Elements) > 0:
+					case s.Name == MapEndpointChains && s.Len() > 0:
 						sticky++
-					case (s.Name == MapLocalEndpoints || s.Name == MapLocalEndpointChains) && len(s.Elements) > 0:
+					case (s.Name == MapLocalEndpoints || s.Name == MapLocalEndpointChains) && s.Len() > 0:
 						local++
-					case s.Name == MapNodePorts && len(s.Elements) > 0:
+					case s.Name == MapNodePorts && s.Len() > 0:
 						nodePorts++
 					}
 				}
