@@ -48,14 +48,37 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// errRequestTooLarge answers a body over MaxRequestBytes.
+var errRequestTooLarge = fmt.Errorf("request larger than %d MiB: split the manifest into several files and apply them one by one", MaxRequestBytes>>20)
+
 func writeErr(w http.ResponseWriter, code int, err error) {
+	if errors.Is(err, errRequestTooLarge) {
+		code = http.StatusRequestEntityTooLarge
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(api.Error{Error: err.Error()})
 }
 
-func decode(r *http.Request, v any) error {
-	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+// MaxRequestBytes bounds a request body of the local API: 16 MiB, six
+// times a manifest of 10,000 services.
+const MaxRequestBytes = 16 << 20
+
+// bodyTimeout bounds the reading of a request body, so that a client that
+// stops sending holds nothing for long (the headers have their own 5 s).
+const bodyTimeout = time.Minute
+
+// decode reads the JSON body of r into v: at most MaxRequestBytes, within
+// bodyTimeout.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	defer rc.SetReadDeadline(time.Time{})
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return errRequestTooLarge
+	}
 	if err != nil {
 		return fmt.Errorf("read request: %w", err)
 	}
@@ -67,7 +90,7 @@ func decode(r *http.Request, v any) error {
 
 func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 	var req api.ApplyRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
@@ -168,7 +191,7 @@ func (a *Agent) handleGet(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req api.JoinRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
@@ -225,7 +248,7 @@ func (a *Agent) waitAllocator(ctx context.Context) (*ipam.Allocator, error) {
 
 func (a *Agent) handleCNIAdd(w http.ResponseWriter, r *http.Request) {
 	var req api.CNIRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
@@ -281,7 +304,7 @@ func (a *Agent) handleCNIAdd(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleCNIDel(w http.ResponseWriter, r *http.Request) {
 	var req api.CNIRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
@@ -311,7 +334,7 @@ func (a *Agent) handleCNIDel(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleCNICheck(w http.ResponseWriter, r *http.Request) {
 	var req api.CNIRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}

@@ -55,3 +55,26 @@ func TestApplyUnchangedReasserts(t *testing.T) {
 		t.Errorf("the second apply kept version %s (first %s); want a newer one", v2, v1)
 	}
 }
+
+// TestApplyTooLarge: a body over MaxRequestBytes is refused with 413 and
+// one line saying what to do, and nothing is stored.
+func TestApplyTooLarge(t *testing.T) {
+	s, err := store.Open(t.TempDir(), "n1", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	a := &Agent{cfg: settings{Config: Config{Name: "n1"}}, store: s, repl: store.NewReplicator(s, loneTransport{}), events: events.NewLog("n1", 10)}
+	manifest := "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n" + "# " + strings.Repeat("x", MaxRequestBytes) + "\n"
+	body, _ := json.Marshal(api.ApplyRequest{Manifest: manifest})
+	rec := httptest.NewRecorder()
+	a.handleApply(rec, httptest.NewRequest(http.MethodPost, api.PathApply, strings.NewReader(string(body))), false)
+	var e api.Error
+	_ = json.Unmarshal(rec.Body.Bytes(), &e)
+	if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(e.Error, "split the manifest") || strings.Contains(e.Error, "\n") {
+		t.Errorf("got %d %q, want 413 and one line saying to split the manifest", rec.Code, e.Error)
+	}
+	if s.Len() != 0 {
+		t.Errorf("the store holds %d entries after a refused apply", s.Len())
+	}
+}

@@ -18,7 +18,7 @@ import (
 // nodes it crosses.
 func (a *Agent) handleTrace(w http.ResponseWriter, r *http.Request) {
 	var req api.TraceRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
