@@ -243,11 +243,15 @@ func (x *tc) podsUntilError(n *demo.Node, round int, acked *ackLog, stop <-chan 
 		if i%2 == 1 {
 			continue
 		}
+		// From here until DEL answers, the pod's address may be recorded
+		// or not: a DEL cut off by the kill may have released it.
+		acked.mu.Lock()
+		delete(acked.attached, p.Name)
+		acked.mu.Unlock()
 		if err := x.c.DelPod(ctx, p); err != nil {
 			return
 		}
 		acked.mu.Lock()
-		delete(acked.attached, p.Name)
 		acked.detached[p.Name] = true
 		acked.mu.Unlock()
 	}
