@@ -24,6 +24,9 @@ import (
 // routes equal to the list (the same list twice changes nothing) and
 // returns how many it had to add, change or remove.
 type Overlay interface {
+	// Ensure makes the device exist and answer again when it does not (a
+	// userspace companion that died), reporting true when it had to.
+	Ensure(context.Context) (bool, error)
 	SetPeers([]wg.Peer) (int, error)
 	SetRoutes([]wg.Route) (int, error)
 }
@@ -100,6 +103,23 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 	topo, ok := Desired(c.cfg, s, c.cfg.Now())
 	if !ok {
 		return false, nil
+	}
+	if repair || c.last == nil {
+		// A repair pass, or a retry after a failure: the device itself may
+		// be gone.
+		remade, err := c.ov.Ensure(ctx)
+		if err != nil {
+			c.last = nil
+			c.programmed.Store(&netip.Prefix{})
+			return false, fmt.Errorf("WireGuard device: %w", err)
+		}
+		if remade {
+			msg := "the WireGuard device was gone or did not answer (its companion killed?); made it again with its peers and routes"
+			c.cfg.Log.Warn("overlay repaired", "device", "remade")
+			c.events.Add(events.Repaired, "wireguard", msg)
+			c.Repaired("mesh")
+			c.last = nil
+		}
 	}
 	np, perr := c.ov.SetPeers(topo.Peers)
 	if perr != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,16 @@ type fakeOverlay struct {
 	peers  []wg.Peer
 	routes []wg.Route
 	err    error
+	gone   bool // the device vanished (its peers and routes with it)
+}
+
+func (f *fakeOverlay) Ensure(context.Context) (bool, error) {
+	remade := f.gone
+	f.gone = false
+	if remade {
+		f.peers, f.routes = nil, nil
+	}
+	return remade, nil
 }
 
 func (f *fakeOverlay) SetPeers(p []wg.Peer) (int, error) {
@@ -141,5 +152,33 @@ func TestPass(t *testing.T) {
 	ov.err = errors.New("device busy")
 	if _, err := c.Pass(ctx, snapshot(true, ms, subnets), false); err == nil || c.ProgrammedFor(s.Node.Subnet) {
 		t.Errorf("pass with a failing device: err %v; want an error and not programmed", err)
+	}
+}
+
+// TestPassRemakesDevice: a repair pass that finds the device gone (its
+// userspace companion killed) makes it again and programs its peers and
+// routes at once, reported as one repair.
+func TestPassRemakesDevice(t *testing.T) {
+	ov := &fakeOverlay{}
+	ev := events.NewLog("n1", 10)
+	c := New(Config{Name: "n1"}, ov, ev)
+	repairs := 0
+	c.Repaired = func(string) { repairs++ }
+	ms := []mesh.Member{member(t, "n1", "10.77.0.11", mesh.StateAlive), member(t, "n2", "10.77.0.12", mesh.StateAlive)}
+	s := snapshot(true, ms, map[string]string{"n1": "10.244.1.0/24", "n2": "10.244.2.0/24"})
+	ctx := context.Background()
+	if _, err := c.Pass(ctx, s, false); err != nil {
+		t.Fatal(err)
+	}
+	ov.gone = true
+	// A pass for a new snapshot does not look at the device.
+	if _, err := c.Pass(ctx, s, false); err != nil || !ov.gone {
+		t.Fatalf("ordinary pass: err %v, device checked %v; want no check", err, !ov.gone)
+	}
+	if worked, err := c.Pass(ctx, s, true); err != nil || !worked {
+		t.Fatalf("repair pass: worked %v err %v", worked, err)
+	}
+	if len(ov.peers) != 1 || len(ov.routes) != 1 || repairs != 1 || len(ev.List()) != 1 || !strings.Contains(ev.List()[0].Message, "made it again") {
+		t.Fatalf("after the device came back: peers %d routes %d repairs %d events %+v; want n2's peer and route, one repair event", len(ov.peers), len(ov.routes), repairs, ev.List())
 	}
 }

@@ -291,6 +291,37 @@ func (d *Device) setup() error {
 	return nil
 }
 
+// Ensure checks that the link exists and, in userspace mode, that its
+// companion answers. When not (the companion was killed, someone deleted
+// the link), it makes the device again as Open does and reports true: the
+// link's peers and routes went with it, for the caller to set again. Like
+// Open, it must run in the device's network namespace (a companion starts
+// where the calling thread is).
+func (d *Device) Ensure(ctx context.Context) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.wg == nil || d.nl == nil {
+		return false, fmt.Errorf("WireGuard %s: device is closed", d.cfg.Iface)
+	}
+	link, err := d.nl.LinkByName(d.cfg.Iface)
+	switch {
+	case err != nil && !isLinkNotFound(err):
+		return false, fmt.Errorf("WireGuard %s: look up link: %w", d.cfg.Iface, err)
+	case err == nil && d.mode == ModeKernel && link.Type() == "wireguard":
+		return false, nil
+	case err == nil && d.mode == ModeUserspace && link.Type() == "tuntap" && uapiAnswers(d.cfg.Iface, time.Second):
+		return false, nil
+	}
+	d.log.Warn("WireGuard device gone or not answering (companion killed? link deleted?): making it again", "mode", d.mode)
+	if _, err := d.ensureLink(ctx); err != nil {
+		return false, err
+	}
+	if err := d.setup(); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // Mode is "kernel" or "userspace".
 func (d *Device) Mode() string { return d.mode }
 

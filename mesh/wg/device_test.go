@@ -312,6 +312,31 @@ func TestUserspacePair(t *testing.T) {
 	}
 	assertNoPeerChange(t, a, peersA)
 
+	// Ensure: nothing to do while the companion answers; once it is
+	// killed (its TUN link goes with it), the device is made again with
+	// the same key.
+	if remade, err := b.dev.Ensure(context.Background()); err != nil || remade {
+		t.Fatalf("Ensure on a healthy device: remade %v, err %v", remade, err)
+	}
+	if c := companionFromPIDFile(runDir, b.iface); c == nil {
+		t.Fatal("no live companion in B's pid file")
+	} else {
+		_ = syscall.Kill(c.pid, syscall.SIGKILL)
+		if !c.waitExit(5 * time.Second) {
+			t.Fatalf("companion pid %d of B survived SIGKILL", c.pid)
+		}
+	}
+	var remade bool
+	// In B's namespace: the companion it starts (and so the TUN link)
+	// lands where the calling thread is.
+	inNetns(t, nsB, func() { remade, err = b.dev.Ensure(context.Background()) })
+	if err != nil || !remade {
+		t.Fatalf("Ensure after the companion was killed: remade %v, err %v", remade, err)
+	}
+	if dev, err := b.dev.wg.Device(b.iface); err != nil || dev.PublicKey != b.key.PublicKey() {
+		t.Fatalf("B's device after Ensure: %v, %+v", err, dev)
+	}
+
 	// Destroy: link, routes, companion and its files go.
 	compB := companionFromPIDFile(runDir, b.iface)
 	if compB == nil {
