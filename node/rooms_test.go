@@ -32,7 +32,8 @@ func (f *fakeOverlay) SetPeers(p []wg.Peer) (int, error) {
 	f.peers = p
 	return 0, nil
 }
-func (f *fakeOverlay) SetRoutes([]wg.Route) (int, error) { return 0, nil }
+func (f *fakeOverlay) SetRoutes([]wg.Route) (int, error)    { return 0, nil }
+func (f *fakeOverlay) Ensure(context.Context) (bool, error) { return false, nil }
 func (f *fakeOverlay) has(name string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
