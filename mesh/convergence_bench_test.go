@@ -28,6 +28,8 @@ package mesh_test
 //	ready-s         every member also uses the subnet its table gives it
 //	                (after the agent's 1 s claim settle)
 //	agree/members   agree-s divided by members-s of the same run
+//	last-join-s     the last member's Join returned (the seed answered it)
+//	last-claim-s    the last member first wrote its lease
 //	claims          leases written with a new subnet (N when no conflict)
 //	conflicts       lost claims during convergence (a member re-claimed
 //	                because an earlier claim won its subnet)
@@ -135,6 +137,8 @@ type convMember struct {
 	withdraws atomic.Int64 // leases withdrawn (ErrFull after a loss)
 	changes   atomic.Int64 // times the used subnet changed
 	retries   atomic.Int64 // failed joins
+	joinedAt  atomic.Int64 // unix ns when its Join returned (the seed: its start)
+	claimedAt atomic.Int64 // unix ns of its first lease write
 }
 
 func (c *convMember) poke() {
@@ -195,6 +199,7 @@ func (c *convMember) claimSubnet(t ipam.Table) {
 		return
 	}
 	if next != cur {
+		c.claimedAt.CompareAndSwap(0, now.UnixNano())
 		if next.Subnet != cur.Subnet {
 			c.claims.Add(1)
 			if cur.Subnet.IsValid() {
@@ -267,6 +272,7 @@ func (c *convMember) run(ctx context.Context) {
 // answers.
 func (c *convMember) joinLoop(ctx context.Context, seed string) {
 	if seed == "" {
+		c.joinedAt.Store(time.Now().UnixNano())
 		c.join.Store(true)
 		c.poke()
 		return
@@ -274,6 +280,7 @@ func (c *convMember) joinLoop(ctx context.Context, seed string) {
 	delay := time.Second
 	for {
 		if n, _ := c.ms.Join([]string{seed}); n > 0 {
+			c.joinedAt.Store(time.Now().UnixNano())
 			c.join.Store(true)
 			c.poke()
 			return
@@ -412,11 +419,14 @@ func checkConv(ms []*convMember, lc leaseCache, all map[string]bool) convState {
 // convResult is one convergence run.
 type convResult struct {
 	members, agree, ready time.Duration
-	claims, conflicts     int64
-	withdraws, retries    int64
-	converged             bool
-	why                   string // when not converged
-	left                  int
+	// lastJoin and lastClaim: when the last member's Join returned and
+	// when the last member first wrote its lease, from the start.
+	lastJoin, lastClaim time.Duration
+	claims, conflicts   int64
+	withdraws, retries  int64
+	converged           bool
+	why                 string // when not converged
+	left                int
 }
 
 func runConvergence(tb testing.TB, n int, timers mesh.Timers, timeout time.Duration) convResult {
@@ -511,6 +521,8 @@ func runConvergence(tb testing.TB, n int, timers mesh.Timers, timeout time.Durat
 		time.Sleep(max(convCheckEvery, cost))
 	}
 	for _, c := range ms {
+		r.lastJoin = max(r.lastJoin, time.Duration(c.joinedAt.Load()-start.UnixNano()))
+		r.lastClaim = max(r.lastClaim, time.Duration(c.claimedAt.Load()-start.UnixNano()))
 		r.claims += c.claims.Load()
 		r.conflicts += c.conflicts.Load()
 		r.withdraws += c.withdraws.Load()
@@ -561,7 +573,7 @@ func BenchmarkConvergence(b *testing.B) {
 		// Bounded: a run that has not converged by then is reported as such.
 		timeout := 60*time.Second + time.Duration(n)*time.Second
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			var members, agree, ready, ratio, conflicts, claims, left, ok []float64
+			var members, agree, ready, ratio, conflicts, claims, left, ok, lastJoin, lastClaim []float64
 			for range b.N {
 				r := runConvergence(b, n, timers, timeout)
 				if !r.converged {
@@ -574,17 +586,21 @@ func BenchmarkConvergence(b *testing.B) {
 				members = append(members, r.members.Seconds())
 				agree = append(agree, r.agree.Seconds())
 				ready = append(ready, r.ready.Seconds())
+				lastJoin = append(lastJoin, r.lastJoin.Seconds())
+				lastClaim = append(lastClaim, r.lastClaim.Seconds())
 				ratio = append(ratio, r.agree.Seconds()/r.members.Seconds())
 				conflicts = append(conflicts, float64(r.conflicts))
 				claims = append(claims, float64(r.claims))
 				left = append(left, float64(r.left))
-				b.Logf("N=%d timers=%s members=%.2fs agree=%.2fs ready=%.2fs claims=%d conflicts=%d withdrawn=%d conflicts-left=%d join-retries=%d",
-					n, tname, r.members.Seconds(), r.agree.Seconds(), r.ready.Seconds(), r.claims, r.conflicts, r.withdraws, r.left, r.retries)
+				b.Logf("N=%d timers=%s members=%.2fs last-join=%.2fs last-claim=%.2fs agree=%.2fs ready=%.2fs claims=%d conflicts=%d withdrawn=%d conflicts-left=%d join-retries=%d",
+					n, tname, r.members.Seconds(), r.lastJoin.Seconds(), r.lastClaim.Seconds(), r.agree.Seconds(), r.ready.Seconds(), r.claims, r.conflicts, r.withdraws, r.left, r.retries)
 			}
 			b.ReportMetric(median(ok), "converged")
 			b.ReportMetric(median(members), "members-s")
 			b.ReportMetric(median(agree), "agree-s")
 			b.ReportMetric(median(ready), "ready-s")
+			b.ReportMetric(median(lastJoin), "last-join-s")
+			b.ReportMetric(median(lastClaim), "last-claim-s")
 			b.ReportMetric(median(ratio), "agree/members")
 			b.ReportMetric(median(claims), "claims")
 			b.ReportMetric(median(conflicts), "conflicts")
