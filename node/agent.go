@@ -299,30 +299,17 @@ func (a *Agent) setSubnet(p netip.Prefix, why string) {
 		a.events.Add(events.SubnetFull, "", why)
 	}
 	if p.IsValid() {
-		if err := a.openAllocator(p); err != nil {
+		if err := a.useSubnet(p); err != nil {
 			a.log.Warn("pod address allocator", "err", err)
 		}
 	}
 	a.hub.SetLocal(func(l *cluster.Local) { l.Subnet, l.SubnetErr = p, why })
 }
 
-// openAllocator opens the pod IP allocator for subnet, or moves it there.
-func (a *Agent) openAllocator(subnet netip.Prefix) error {
-	if al := a.alloc.Load(); al != nil {
-		if al.Subnet() == subnet {
-			return nil
-		}
-		return al.SetSubnet(subnet)
-	}
-	if a.pods == nil {
-		// Run reads the file before anything else; a test's agent, built
-		// without Run, reads it here.
-		al, err := ipam.OpenAllocator(filepath.Join(a.cfg.DataDir, PodsFile), netip.Prefix{})
-		if err != nil {
-			return err
-		}
-		a.pods = al
-	}
+// useSubnet hands out pod addresses from subnet: the allocator Run read
+// from pods.json moves there (nothing to do when it is there already) and
+// takes CNI ADDs from then on.
+func (a *Agent) useSubnet(subnet netip.Prefix) error {
 	if err := a.pods.SetSubnet(subnet); err != nil {
 		return err
 	}

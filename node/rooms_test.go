@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -89,7 +90,11 @@ func TestSlowFirewallDoesNotStallMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{cfg: cfg, log: discardLog(), events: events.NewLog("n1", 100), store: st, repl: store.NewReplicator(st, loneTransport{})}
+	pods, err := ipam.OpenAllocator(filepath.Join(dir, PodsFile), netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: cfg, log: discardLog(), events: events.NewLog("n1", 100), store: st, repl: store.NewReplicator(st, loneTransport{}), pods: pods}
 	now := time.Now().UnixMilli()
 	for _, l := range []ipam.Lease{
 		{Node: "n1", Subnet: netip.MustParsePrefix("10.244.1.0/24"), Claimed: now - 60000, Renewed: now},

@@ -548,41 +548,46 @@ func (c *Compiler) model(in Input) nft.Model {
 	for _, f := range c.order {
 		sets = append(sets, f.sets...)
 	}
+	// A map's size hint follows its element count.
+	sized := func(s nft.Set) nft.Set {
+		s.Spec.Size = mapSize(s.Len())
+		return s
+	}
 	dispatchMap := func(name string, parts [][]nft.Element) nft.Set {
-		return nft.Set{
+		return sized(nft.Set{
 			Name: name, Type: "ipv4_addr . inet_proto . inet_service : verdict", Parts: parts,
-			Spec: nftables.Set{KeyType: addrProtoPortType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(countParts(parts))},
-		}
+			Spec: nftables.Set{KeyType: addrProtoPortType, DataType: nftables.TypeVerdict, IsMap: true},
+		})
 	}
 	endpointMap := func(name string, parts [][]nft.Element) nft.Set {
-		return nft.Set{
+		return sized(nft.Set{
 			Name: name, Type: "ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service", Parts: parts,
-			Spec: nftables.Set{KeyType: endpointKeyType, DataType: addrPortType, IsMap: true, Size: mapSize(countParts(parts))},
-		}
+			Spec: nftables.Set{KeyType: endpointKeyType, DataType: addrPortType, IsMap: true},
+		})
 	}
 	endpointChainMap := func(name string, parts [][]nft.Element) nft.Set {
-		return nft.Set{
+		return sized(nft.Set{
 			Name: name, Type: "ipv4_addr . inet_proto . inet_service . mark : verdict", Parts: parts,
-			Spec: nftables.Set{KeyType: endpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(countParts(parts))},
-		}
+			Spec: nftables.Set{KeyType: endpointKeyType, DataType: nftables.TypeVerdict, IsMap: true},
+		})
 	}
 	npDispatchMap := func(name string, parts [][]nft.Element) nft.Set {
-		return nft.Set{
+		return sized(nft.Set{
 			Name: name, Type: "inet_proto . inet_service : verdict", Parts: parts,
-			Spec: nftables.Set{KeyType: protoPortType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(countParts(parts))},
-		}
+			Spec: nftables.Set{KeyType: protoPortType, DataType: nftables.TypeVerdict, IsMap: true},
+		})
 	}
 	npEndpointMap := func(name string, parts [][]nft.Element) nft.Set {
-		return nft.Set{
+		return sized(nft.Set{
 			Name: name, Type: "inet_proto . inet_service . mark : ipv4_addr . inet_service", Parts: parts,
-			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: addrPortType, IsMap: true, Size: mapSize(countParts(parts))},
-		}
+			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: addrPortType, IsMap: true},
+		})
 	}
 	npEndpointChainMap := func(name string, parts [][]nft.Element) nft.Set {
-		return nft.Set{
+		return sized(nft.Set{
 			Name: name, Type: "inet_proto . inet_service . mark : verdict", Parts: parts,
-			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: nftables.TypeVerdict, IsMap: true, Size: mapSize(countParts(parts))},
-		}
+			Spec: nftables.Set{KeyType: npEndpointKeyType, DataType: nftables.TypeVerdict, IsMap: true},
+		})
 	}
 	sets = append(sets,
 		dispatchMap(MapServices, elems[mapServices]),
@@ -640,30 +645,13 @@ func (c *Compiler) model(in Input) nft.Model {
 // from the last call is the same piece, which the Applier's diff skips.
 // Nil when no fragment has elements for k.
 func (c *Compiler) concat(k int) [][]nft.Element {
-	n := 0
-	for _, f := range c.order {
-		if len(f.elems[k]) > 0 {
-			n++
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	out := make([][]nft.Element, 0, n)
+	var out [][]nft.Element
 	for _, f := range c.order {
 		if es := f.elems[k]; len(es) > 0 {
 			out = append(out, es[:len(es):len(es)])
 		}
 	}
 	return out
-}
-
-func countParts(parts [][]nft.Element) int {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	return n
 }
 
 // hairpin returns the elements of svc-hairpin: every local backend's
