@@ -57,7 +57,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			initCommand(), agentCommand(), joinCommand(), leaveCommand(), statusCommand(),
 			applyCommand(), deleteCommand(), getCommand(), installCommand(), uninstallCommand(),
-			eventsCommand(), policyCommand(), demoCommand(), companionCommand(),
+			eventsCommand(), policyCommand(), demoCommand(), companionCommand(), k8sCommand(),
 		},
 	}
 }
@@ -146,6 +146,8 @@ func agentFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "gossip-interval", Value: t.GossipInterval, EnvVars: env("GOSSIP_INTERVAL")},
 		&cli.DurationFlag{Name: "push-pull-interval", Value: t.PushPullInterval, EnvVars: env("PUSH_PULL_INTERVAL")},
 		&cli.StringFlag{Name: "ui-addr", Value: "127.0.0.1:7947", EnvVars: env("UI_ADDR"), Usage: "dashboard and /metrics (host:port; empty turns them off); a non-loopback address asks for the cluster token"},
+		&cli.StringFlag{Name: "kubeconfig", EnvVars: env("KUBECONFIG"), Usage: "Kubernetes mode: pods, namespaces, services and policies come from this API server (a kubeconfig for netloom's ServiceAccount; see 'netloom k8s manifests'); --name must be the Node's name"},
+		&cli.StringFlag{Name: "service-proxy", Value: "replace", EnvVars: env("SERVICE_PROXY"), Usage: "Kubernetes mode: replace (no kube-proxy: netloom proxies every service), labelled (only services labelled service.kubernetes.io/service-proxy-name=netloom; others get VIPs only) or off"},
 	)
 }
 
@@ -217,6 +219,7 @@ func agentCommand() *cli.Command {
 				NodeMask: c.Int("node-mask"), Join: join, Token: c.String("token"), TokenFile: c.String("token-file"),
 				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), PeerGrace: c.Duration("peer-grace"), ResyncInterval: c.Duration("resync-interval"), SubnetGrace: c.Duration("subnet-grace"),
 				UIAddr: c.String("ui-addr"), NodePortRange: c.String("service-node-port-range"), NodePortAddresses: c.StringSlice("nodeport-addresses"),
+				Kubeconfig: c.String("kubeconfig"), ServiceProxy: c.String("service-proxy"),
 				Timers: mesh.Timers{
 					ProbeInterval: c.Duration("probe-interval"), ProbeTimeout: c.Duration("probe-timeout"),
 					SuspicionMult: c.Int("suspicion-mult"), GossipInterval: c.Duration("gossip-interval"),
