@@ -162,17 +162,20 @@ func (h *Hub) Build() *Snapshot {
 	h.mu.Unlock()
 	objs := h.src.Objects()
 	s := &Snapshot{
-		At:       now,
-		Node:     local,
-		Members:  h.members.Members(),
-		Leases:   objs.Leases,
-		Policy:   objs.Policy,
-		Services: objs.Services,
-		Pools:    objs.Pools,
-		Gen:      objs.Gen,
+		At:        now,
+		Node:      local,
+		Members:   h.members.Members(),
+		Leases:    objs.Leases,
+		Policy:    objs.Policy,
+		Services:  objs.Services,
+		Pools:     objs.Pools,
+		Endpoints: objs.Endpoints,
+		Gen:       objs.Gen,
 	}
 	s.Subnets = ipam.Resolve(s.Leases, s.Alive(), now, h.cfg.SubnetGrace)
-	s.LB = h.lbState(s)
+	if s.Policy != nil {
+		s.LB = h.lbState(s)
+	}
 	h.mu.Lock()
 	h.seq++
 	s.Seq = h.seq
@@ -239,6 +242,11 @@ func ComputeLB(cfg lb.Config, s *Snapshot, cand map[string]bool) *LB {
 	// routes go when it gives its subnet back, possibly before its pods'
 	// addresses are gone from every store (a new connection to them would
 	// then meet the cluster CIDR's unreachable route).
+	if s.Endpoints != nil {
+		st.Endpoints = liveEndpoints(s.Endpoints, cand)
+		st.Owners = lb.Owners(s.Services, st.Plan.Results, cand, st.Endpoints)
+		return st
+	}
 	var pods []lb.Pod
 	if s.Policy != nil {
 		for _, p := range s.Policy.Pods {
@@ -256,6 +264,35 @@ func ComputeLB(cfg lb.Config, s *Snapshot, cand map[string]bool) *LB {
 	st.Endpoints = lb.AllEndpoints(s.Services, pods)
 	st.Owners = lb.Owners(s.Services, st.Plan.Results, cand, st.Endpoints)
 	return st
+}
+
+// liveEndpoints are the endpoints that can serve: on a candidate node, or
+// on no node (an address outside the cluster). The slices of services
+// whose endpoints all can are shared.
+func liveEndpoints(all map[lb.ServiceKey][]lb.Endpoint, cand map[string]bool) map[lb.ServiceKey][]lb.Endpoint {
+	live := func(ep lb.Endpoint) bool { return ep.Node == "" || cand[ep.Node] }
+	out := make(map[lb.ServiceKey][]lb.Endpoint, len(all))
+	for k, eps := range all {
+		n := 0
+		for _, ep := range eps {
+			if live(ep) {
+				n++
+			}
+		}
+		switch {
+		case n == len(eps) && n > 0:
+			out[k] = eps
+		case n > 0:
+			keep := make([]lb.Endpoint, 0, n)
+			for _, ep := range eps {
+				if live(ep) {
+					keep = append(keep, ep)
+				}
+			}
+			out[k] = keep
+		}
+	}
+	return out
 }
 
 // setKey is a canonical string of a set of names.

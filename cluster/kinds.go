@@ -29,6 +29,9 @@ type PodAddress struct {
 	IP          string `json:"ip"`
 	ContainerID string `json:"containerID"`
 	IfName      string `json:"ifName"`
+	// UID is the Kubernetes pod's UID when the runtime passed it: an
+	// address is the pod's only while the UIDs agree.
+	UID string `json:"uid,omitempty"`
 }
 
 // Codec reads and writes one agent-written kind of the store.

@@ -29,12 +29,19 @@ type Snapshot struct {
 	Leases  []ipam.Lease
 	Subnets ipam.Table
 	// Policy holds the pods that have an address (with labels and named
-	// ports), the namespaces' labels and the NetworkPolicies.
+	// ports), the namespaces' labels and the NetworkPolicies. It is nil
+	// while the source has no complete view of the objects yet (a
+	// Kubernetes source before its caches synced): then LB is nil too, and
+	// no room changes what the objects decide in the kernel.
 	Policy *policy.Snapshot
 	// Services carry the addresses the store records for them (Assigned);
 	// Pools are the address pools.
 	Services []lb.Service
 	Pools    []lb.Pool
+	// Endpoints are the services' endpoints as the source gives them
+	// (Kubernetes EndpointSlices); nil: each service's selector picks
+	// them from the pods of Policy.
+	Endpoints map[lb.ServiceKey][]lb.Endpoint
 	// LB is every load-balancing decision for this snapshot.
 	LB *LB
 	// Gen identifies the objects: equal fields mean unchanged kinds.
@@ -79,7 +86,8 @@ type LB struct {
 type Gens struct {
 	Leases, Policy, Services, Pools uint64
 	// Pods moves only when pods or their addresses change (Policy also
-	// moves with namespaces and policies): endpoints read only pods.
+	// moves with namespaces and policies): endpoints read only pods. With
+	// Endpoints from the source it moves when they change too.
 	Pods uint64
 }
 

@@ -20,11 +20,15 @@ type Objects struct {
 	Policy   *policy.Snapshot
 	Services []lb.Service
 	Pools    []lb.Pool
-	Gen      Gens
+	// Endpoints, when not nil, are the services' endpoints (see
+	// Snapshot.Endpoints).
+	Endpoints map[lb.ServiceKey][]lb.Endpoint
+	Gen       Gens
 }
 
 // Source yields the cluster's objects. Objects must be cheap when nothing
-// changed and keep the pointers of unchanged parts.
+// changed and keep the pointers of unchanged parts. A source without a
+// complete view yet returns a nil Policy (see Snapshot.Policy).
 type Source interface {
 	Objects() Objects
 	// Subscribe returns a channel that receives (without blocking the
@@ -219,3 +223,10 @@ func NamedPorts(pod *corev1.Pod) []policy.NamedPort {
 	}
 	return out
 }
+
+// Leases are the subnet leases of the store and their generation: a
+// Kubernetes source reads leases from gossip too.
+func (s *StoreSource) Leases() ([]ipam.Lease, uint64) { return s.leases.list(s.st) }
+
+// PodAddresses are the pod attachments of the store and their generation.
+func (s *StoreSource) PodAddresses() ([]Keyed[PodAddress], uint64) { return s.podAddrs.list(s.st) }

@@ -20,6 +20,10 @@ type Config struct {
 	// NodePorts is where node ports and health-check ports come from;
 	// zero = DefaultNodePortRange.
 	NodePorts PortRange
+	// FromAPI: the Kubernetes API server allocates ClusterIPs, node ports
+	// and health-check ports, and keeps them unique; Allocate takes them
+	// as the services carry them and allocates only VIPs.
+	FromAPI bool
 }
 
 // PortRange is an inclusive range of ports.
@@ -214,6 +218,8 @@ type allocator struct {
 	cip    map[netip.Addr]ServiceKey
 	vip    map[netip.Addr]ServiceKey
 	cursor map[*Pool][]netip.Addr // per range: no free address below
+	// fromAPI: ClusterIPs and ports are the API server's (Config.FromAPI).
+	fromAPI bool
 	// Node ports, by protocol and port. A health-check port is TCP.
 	npRange  PortRange
 	np       map[nodePortKey]ServiceKey
@@ -227,12 +233,13 @@ type nodePortKey struct {
 
 func newAllocator(cfg Config, pools []Pool) *allocator {
 	al := &allocator{
-		scidr:  cfg.serviceCIDR(),
-		byName: make(map[string]*Pool, len(pools)),
-		cip:    make(map[netip.Addr]ServiceKey),
-		vip:    make(map[netip.Addr]ServiceKey),
-		cursor: make(map[*Pool][]netip.Addr),
-		np:     make(map[nodePortKey]ServiceKey),
+		scidr:   cfg.serviceCIDR(),
+		byName:  make(map[string]*Pool, len(pools)),
+		cip:     make(map[netip.Addr]ServiceKey),
+		vip:     make(map[netip.Addr]ServiceKey),
+		cursor:  make(map[*Pool][]netip.Addr),
+		np:      make(map[nodePortKey]ServiceKey),
+		fromAPI: cfg.FromAPI,
 	}
 	al.npRange = cfg.nodePorts()
 	al.npCursor = al.npRange.Min
@@ -268,6 +275,15 @@ func (al *allocator) validCIP(a netip.Addr) bool {
 // claimClusterIP settles the requested or recorded ClusterIP of s; it
 // reports whether s needs a new one.
 func (al *allocator) claimClusterIP(s Service, r *Result) bool {
+	if al.fromAPI {
+		if req := s.ClusterIP.Unmap(); req.IsValid() {
+			al.cip[req] = s.Key()
+			r.ClusterIP = req
+		} else {
+			addPending(r, "the API server has not given it a clusterIP")
+		}
+		return false
+	}
 	if req := s.ClusterIP.Unmap(); req.IsValid() {
 		switch {
 		case !al.validCIP(req):
@@ -459,6 +475,14 @@ func portName(sp ServicePort) string {
 // claimPort claims the requested port, else the recorded one; 0 when s
 // needs a new one.
 func (al *allocator) claimPort(s Service, proto string, req, rec uint16, what string, r *Result) uint16 {
+	if al.fromAPI {
+		if req == 0 {
+			addPending(r, "the API server has not given it a "+what)
+		} else {
+			al.np[nodePortKey{proto, req}] = s.Key()
+		}
+		return req
+	}
 	if req != 0 {
 		k := nodePortKey{proto, req}
 		switch h, held := al.np[k]; {
@@ -485,6 +509,9 @@ func (al *allocator) claimPort(s Service, proto string, req, rec uint16, what st
 
 // newNodePorts gives every unsettled node port of s the lowest free port.
 func (al *allocator) newNodePorts(s Service, r *Result) {
+	if al.fromAPI {
+		return
+	}
 	for i, p := range r.NodePorts {
 		if p == 0 {
 			r.NodePorts[i] = al.nextPort(s, s.Ports[i].Protocol, r)

@@ -88,9 +88,13 @@ func AllEndpoints(services []Service, pods []Pod) map[ServiceKey][]Endpoint {
 
 // TargetPort resolves the service port's targetPort for one endpoint: a
 // number (0 or unset means the service port itself), or the name of a
-// container port of the pod. ok is false when the pod has no port of that
+// container port of the pod; or what the endpoint's ServicePorts say. ok is false when the pod has no port of that
 // name: the endpoint does not serve that service port.
 func TargetPort(sp ServicePort, ep Endpoint) (port uint16, ok bool) {
+	if ep.ServicePorts != nil {
+		port, ok = ep.ServicePorts[sp.Name]
+		return port, ok && port != 0
+	}
 	tp := sp.TargetPort
 	if tp.Type == intstr.Int {
 		if tp.IntVal <= 0 || tp.IntVal > 65535 {

@@ -106,6 +106,9 @@ type Service struct {
 	// Assigned is what the store records for this service (sticky); may be
 	// empty.
 	Assigned Assignment
+	// ProxyElsewhere: another service proxy (kube-proxy) serves this
+	// service; netloom only allocates and announces its VIP.
+	ProxyElsewhere bool
 }
 
 // Key returns the service's key.
@@ -121,7 +124,8 @@ type ServicePort struct {
 }
 
 // Proxied reports whether the service gets addresses and proxy rules:
-// ExternalName and headless services do not.
+// ExternalName and headless services do not. (A ProxyElsewhere service
+// gets its addresses, and its rules from another proxy.)
 func (s Service) Proxied() bool {
 	return s.Type != TypeExternalName && !s.Headless
 }
@@ -170,6 +174,10 @@ type Endpoint struct {
 	// Ports maps container port names to numbers, to resolve a named
 	// targetPort.
 	Ports map[string]uint16
+	// ServicePorts, when not nil, is the target port of each service port
+	// by the service port's name, resolved already (as an EndpointSlice
+	// gives them): it replaces targetPort and Ports.
+	ServicePorts map[string]uint16
 }
 
 // Assignment is the addresses a service holds, as recorded in the store

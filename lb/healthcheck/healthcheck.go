@@ -48,7 +48,7 @@ func Desired(node string, s *cluster.Snapshot) map[uint16]Status {
 		return out
 	}
 	for _, svc := range s.Services {
-		if !svc.Proxied() || !svc.NeedsHealthCheck() {
+		if !svc.Proxied() || svc.ProxyElsewhere || !svc.NeedsHealthCheck() {
 			continue
 		}
 		r := s.LB.Plan.Results[svc.Key()]

@@ -222,7 +222,7 @@ func (c *Compiler) servicePorts(in Input) {
 	j := 0 // c.frags[j:] are the last call's services not seen yet
 	for si, sa := range svcs {
 		s := &sa.Service
-		if !s.Proxied() {
+		if !s.Proxied() || s.ProxyElsewhere {
 			continue
 		}
 		cip := c.servedAddr(si, sa.ClusterIP)
