@@ -26,6 +26,12 @@ func printStatus(w io.Writer, st api.Status) {
 	if n.SubnetErr != "" {
 		fmt.Fprintf(w, "problem: %s\n", n.SubnetErr)
 	}
+	if k := n.Kubernetes; k != nil {
+		fmt.Fprintln(w, kubeLine(*k, time.Now()))
+		if k.LastError != "" {
+			fmt.Fprintf(w, "problem: %s\n", k.LastError)
+		}
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tSUBNET\tENDPOINT\tHANDSHAKE\tRX\tTX")
@@ -54,6 +60,24 @@ func printStatus(w io.Writer, st api.Status) {
 			fmt.Fprintf(w, "service %s address conflict: %s\n", is.Service, is.Conflict)
 		}
 	}
+}
+
+// kubeLine says how the agent reads the Kubernetes API server.
+func kubeLine(k api.KubernetesStatus, now time.Time) string {
+	ago := func(t *time.Time) string {
+		if t == nil {
+			return "never"
+		}
+		return now.Sub(*t).Round(time.Second).String() + " ago"
+	}
+	state := "synced " + ago(k.SyncedAt)
+	switch {
+	case !k.Synced && k.FromSaved:
+		state = "not synced yet: working from the objects saved at the last sync"
+	case !k.Synced:
+		state = "not synced yet: nothing object-driven is programmed until it is"
+	}
+	return fmt.Sprintf("kubernetes %s  %s  last answer %s", k.Server, state, ago(k.LastContact))
 }
 
 func orDash(s string) string {

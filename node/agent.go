@@ -24,6 +24,7 @@ import (
 	"github.com/netloom/netloom/firewall/fwctl"
 	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/ipam/ipamctl"
+	"github.com/netloom/netloom/kube"
 	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/lb/drain"
 	"github.com/netloom/netloom/lb/healthcheck"
@@ -62,6 +63,12 @@ type Agent struct {
 	meshc   *meshctl.Controller
 	lbLoop  *cluster.Loop
 	arp     announcerSlot
+
+	// Kubernetes mode (--kubeconfig): the source of the objects and what
+	// writes into the API; nil in standalone mode.
+	kube        *kube.Source
+	kubeClients *kube.Clients
+	kubeWriter  *kube.Writer
 
 	pods      *ipam.Allocator                // pods.json, read at start
 	alloc     atomic.Pointer[ipam.Allocator] // pods, once the node has a subnet
@@ -161,7 +168,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// The hub and the rooms exist before gossip starts: membership events
 	// reach them from the first one.
-	a.hub = cluster.NewHub(cluster.HubConfig{Name: c.Name, LB: a.lbConfig(), SubnetGrace: c.SubnetGrace}, cluster.NewStoreSource(st), a.members)
+	var src cluster.Source = cluster.NewStoreSource(st)
+	if c.Kubeconfig != "" {
+		if src, err = a.openKube(st); err != nil {
+			dev.Close()
+			return err
+		}
+	}
+	a.hub = cluster.NewHub(cluster.HubConfig{Name: c.Name, LB: a.lbConfig(), SubnetGrace: c.SubnetGrace}, src, a.members)
 	host := &cni.Host{Bridge: c.Bridge, MTU: c.mtu, ClusterCIDR: c.cidr, Ports: a.podPorts, Events: a.events, Log: a.log, Repaired: a.metrics.Repaired,
 		Ready: func(p netip.Prefix) { a.hub.SetLocal(func(l *cluster.Local) { l.Bridge = p }) }}
 	rooms := a.rooms(kernel{overlay: a.dev, table: a.table, host: host, drains: drain.NewKernel(nil)})
@@ -187,6 +201,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	rejoin := func(ctx context.Context) error { return a.members.RunRejoin(ctx, c.Join) }
+	if a.kube != nil {
+		rooms = append(rooms, a.kube.Run, a.runKube)
+	}
 	for _, run := range append(rooms, a.hub.Run, a.runMeta, a.runReady, a.runAnnouncer, a.joinLoop, rejoin, a.runExpire,
 		func(ctx context.Context) error { systemd.RunWatchdog(ctx); return nil }) {
 		wg.Add(1)
@@ -243,7 +260,11 @@ func (a *Agent) rooms(k kernel) []func(context.Context) error {
 	a.meshc.Repaired = a.metrics.Repaired
 	// New owners announce a VIP once its drain is programmed (node/drain.go).
 	gate := newAnnounceGate(&a.arp, c.Name)
-	a.lbc = lbctl.New(lbctl.Config{Name: c.Name, Log: a.log}, gate, w, a.events, lbctl.Hooks{Conflict: a.metrics.VIPConflict, Failover: a.metrics.VIPFailover})
+	var as lbctl.Assignments = w
+	if a.kubeWriter != nil {
+		as = a.kubeWriter
+	}
+	a.lbc = lbctl.New(lbctl.Config{Name: c.Name, Log: a.log}, gate, as, a.events, lbctl.Hooks{Conflict: a.metrics.VIPConflict, Failover: a.metrics.VIPFailover})
 	a.lbLoop = loop("lb", a.lbc, 0)
 	a.fwc = fwctl.New(fwctl.Config{Name: c.Name, ClusterCIDR: c.cidr, Bridge: c.Bridge, WGIface: c.WGIface, LogDrops: c.PolicyLogDrops,
 		NodePortAddresses: c.nodePortAddrs, Drain: c.drainConfig(), Log: a.log}, k.table, a.events)
@@ -284,7 +305,7 @@ func (a *Agent) proxyHealthy() bool {
 
 // lbConfig is the cluster-wide allocation configuration.
 func (a *Agent) lbConfig() lb.Config {
-	return lb.Config{ServiceCIDR: a.cfg.serviceCIDR, ClusterCIDR: a.cfg.cidr, NodePorts: a.cfg.nodePorts}
+	return lb.Config{ServiceCIDR: a.cfg.serviceCIDR, ClusterCIDR: a.cfg.cidr, NodePorts: a.cfg.nodePorts, FromAPI: a.cfg.Kubeconfig != ""}
 }
 
 // setSubnet takes the ipam room's answer: the subnet this node may use.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netloom/netloom/kube"
 	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/mesh"
 	"github.com/vishvananda/netlink"
@@ -66,6 +67,12 @@ type Config struct {
 	// (the addresses of the advertise address's interface, the default)
 	// or "all".
 	NodePortAddresses []string
+	// Kubeconfig turns on Kubernetes mode: the objects come from this
+	// API server (kube.Source) instead of the gossip store.
+	Kubeconfig string
+	// ServiceProxy is --service-proxy (Kubernetes mode): replace, labelled
+	// or off.
+	ServiceProxy string
 }
 
 // settings is Config checked and parsed.
@@ -78,6 +85,7 @@ type settings struct {
 	nodePorts   lb.PortRange
 	// nodePortAddrs: local addresses in these prefixes serve node ports.
 	nodePortAddrs []netip.Prefix
+	proxyMode     kube.ProxyMode
 }
 
 func (c Config) check() (settings, error) {
@@ -174,6 +182,12 @@ func (c Config) check() (settings, error) {
 		return s, fmt.Errorf("--resync-interval %s: give a positive duration such as 30s", s.ResyncInterval)
 	case s.ResyncInterval == 0:
 		s.ResyncInterval = 30 * time.Second
+	}
+	if s.proxyMode, err = kube.ParseProxyMode(c.ServiceProxy); err != nil {
+		return s, err
+	}
+	if s.Kubeconfig != "" {
+		s.Kubeconfig, _ = filepath.Abs(s.Kubeconfig)
 	}
 	s.DataDir, _ = filepath.Abs(s.DataDir)
 	s.RunDir, _ = filepath.Abs(s.RunDir)

@@ -104,6 +104,11 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request, del bool) {
 		writeErr(w, http.StatusBadRequest, errors.New("the file holds no object"))
 		return
 	}
+	if a.kube != nil {
+		o := objs[0]
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("%s %s: this agent runs in Kubernetes mode and reads %ss from the API server %s: use kubectl apply", strings.ToLower(o.Kind), o.Name, o.Kind, a.kubeClients.Server))
+		return
+	}
 	if !del {
 		if err := a.validateServices(objs); err != nil {
 			a.events.Add(events.ApplyRejected, "", "rejected a manifest: "+err.Error())
@@ -268,12 +273,24 @@ func (a *Agent) handleCNIAdd(w http.ResponseWriter, r *http.Request) {
 	if ns == "" {
 		ns = "default"
 	}
+	if a.kube != nil {
+		// The pod's labels decide its policies: it is attached only once
+		// they are known, never unfiltered.
+		if req.PodName == "" {
+			writeErr(w, http.StatusBadRequest, errors.New("CNI ADD without K8S_POD_NAMESPACE and K8S_POD_NAME in CNI_ARGS: in Kubernetes mode netloom needs them to find the pod's labels"))
+			return
+		}
+		if err := a.kube.WaitPod(r.Context(), ns, name, req.PodUID, podWait); err != nil {
+			writeErr(w, http.StatusServiceUnavailable, err)
+			return
+		}
+	}
 	p, err := al.Allocate(podID(req), ns+"/"+name)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("allocate a pod address: %w", err))
 		return
 	}
-	pa := cluster.PodAddress{Node: a.cfg.Name, IP: p.Addr().String(), ContainerID: req.ContainerID, IfName: req.IfName}
+	pa := cluster.PodAddress{Node: a.cfg.Name, IP: p.Addr().String(), ContainerID: req.ContainerID, IfName: req.IfName, UID: req.PodUID}
 	key := store.Key{Namespace: ns, Name: name}
 	put, err := cluster.PodAddresses.Put(key, pa)
 	if err == nil {

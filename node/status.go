@@ -3,6 +3,9 @@ package node
 import (
 	"net/netip"
 	"sort"
+	"time"
+
+	"github.com/netloom/netloom/kube"
 
 	"github.com/netloom/netloom/lb/lbctl"
 	"github.com/netloom/netloom/node/api"
@@ -25,6 +28,9 @@ func (a *Agent) Status() api.Status {
 		for _, ch := range pol.Model.Chains {
 			st.Node.PolicyRules += len(ch.Rules)
 		}
+	}
+	if a.kube != nil {
+		st.Node.Kubernetes = kubeStatus(a.kube.Status())
 	}
 	lbs := a.lbc.Status()
 	st.VIPs = vipStatus(lbs)
@@ -98,4 +104,17 @@ func serviceIssues(lbs *lbctl.Status) []api.ServiceIssue {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
 	return out
+}
+
+// kubeStatus is the Kubernetes part of status.
+func kubeStatus(ks kube.Status) *api.KubernetesStatus {
+	at := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		t = t.UTC()
+		return &t
+	}
+	return &api.KubernetesStatus{Server: ks.Server, Synced: ks.Synced, FromSaved: ks.FromSaved, SyncedAt: at(ks.SyncedAt),
+		LastContact: at(ks.LastContact), LastError: ks.LastError, LastErrorAt: at(ks.LastErrorAt)}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/netloom/netloom/cluster"
 	"github.com/netloom/netloom/firewall"
 	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/kube"
 	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/mesh/objects"
 	"github.com/netloom/netloom/node/api"
@@ -70,27 +71,27 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 		}
 	}
 	seen := map[string]bool{}
-	for _, e := range a.store.List(kind, ns) {
-		if name != "" && e.Key.Name != name {
+	for _, e := range a.listObjects(kind, ns) {
+		if name != "" && e.Name != name {
 			continue
 		}
-		o := api.Object{Kind: kind, Namespace: e.Key.Namespace, Name: e.Key.Name, Object: e.Value}
-		if pa, ok := places[e.Key.Namespace+"/"+e.Key.Name]; ok {
+		o := api.Object{Kind: kind, Namespace: e.Namespace, Name: e.Name, Object: e.JSON}
+		if pa, ok := places[e.Namespace+"/"+e.Name]; ok {
 			o.IP, o.Node = pa.IP, pa.Node
 		}
 		if snap != nil {
-			if pol, err := objects.DecodeNetworkPolicy(e.Value); err == nil {
+			if pol, err := objects.DecodeNetworkPolicy(e.JSON); err == nil {
 				o.Selects = []string{}
 				for _, p := range policy.Selects(snap, pol) {
 					o.Selects = append(o.Selects, p.Key())
 				}
-				c := counters[e.Key.Namespace+"/"+e.Key.Name]
+				c := counters[e.Namespace+"/"+e.Name]
 				o.Counters = &api.PolicyCounters{Node: a.cfg.Name, Ingress: api.PolicyCounts(c.Ingress), Egress: api.PolicyCounts(c.Egress)}
 			}
 		}
 		if kind == "Service" && lbs.Snapshot != nil && lbs.Snapshot.LB != nil {
 			st := lbs.Snapshot.LB
-			k := lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name}
+			k := lb.ServiceKey{Namespace: e.Namespace, Name: e.Name}
 			r := st.Plan.Results[k]
 			if r.ClusterIP.IsValid() {
 				o.ClusterIP = r.ClusterIP.String()
@@ -106,8 +107,8 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 					Ready: ep.Ready, Serving: ep.Serving, Terminating: ep.Terminating})
 			}
 		}
-		view(&o, e.Value)
-		seen[e.Key.Namespace+"/"+e.Key.Name] = true
+		view(&o, e.JSON)
+		seen[e.Namespace+"/"+e.Name] = true
 		list = append(list, o)
 	}
 	for k, pa := range places {
@@ -129,6 +130,20 @@ func (a *Agent) objectList(kind, ns, name string) []api.Object {
 		return list[i].Name < list[j].Name
 	})
 	return list
+}
+
+// listObjects are the objects of a kind: from the API server in
+// Kubernetes mode, else from the store.
+func (a *Agent) listObjects(kind, ns string) []kube.Object {
+	if a.kube != nil {
+		return a.kube.List(kind, ns)
+	}
+	entries := a.store.List(kind, ns)
+	out := make([]kube.Object, len(entries))
+	for i, e := range entries {
+		out[i] = kube.Object{Namespace: e.Key.Namespace, Name: e.Key.Name, JSON: e.Value}
+	}
+	return out
 }
 
 // serveUI serves the dashboard and /metrics on addr until ctx ends; an empty

@@ -81,6 +81,24 @@ type NodeStatus struct {
 	// PolicyRules is the number of nftables rules NetworkPolicy compiled to
 	// on this node.
 	PolicyRules int `json:"policyRules"`
+	// Kubernetes is the link to the API server in Kubernetes mode.
+	Kubernetes *KubernetesStatus `json:"kubernetes,omitempty"`
+}
+
+// KubernetesStatus is how an agent in Kubernetes mode reads the API
+// server.
+type KubernetesStatus struct {
+	Server string `json:"server"`
+	// Synced: the caches have synced since the agent started. Before,
+	// FromSaved says the agent works from the objects it saved last.
+	Synced    bool       `json:"synced"`
+	FromSaved bool       `json:"fromSaved,omitempty"`
+	SyncedAt  *time.Time `json:"syncedAt,omitempty"`
+	// LastContact is when the API server last answered; LastError is the
+	// last failed watch or probe since then.
+	LastContact *time.Time `json:"lastContact,omitempty"`
+	LastError   string     `json:"lastError,omitempty"`
+	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
 }
 
 // LocalWireGuard is the local WireGuard device.
@@ -191,6 +209,9 @@ type CNIRequest struct {
 	Netns        string `json:"netns"`
 	PodNamespace string `json:"podNamespace,omitempty"`
 	PodName      string `json:"podName,omitempty"`
+	// PodUID is K8S_POD_UID: in Kubernetes mode the agent waits for this
+	// pod's labels before it attaches it.
+	PodUID string `json:"podUID,omitempty"`
 }
 
 // CNIResponse is the agent's answer to ADD and CHECK.

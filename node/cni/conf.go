@@ -93,6 +93,7 @@ func article(w string) string {
 type PodArgs struct {
 	Namespace string
 	Name      string
+	UID       string
 }
 
 // k8sArgs is the CNI_ARGS structure kubelet and containerd fill in; the
@@ -105,7 +106,7 @@ type k8sArgs struct {
 	K8S_POD_UID                types.UnmarshallableString
 }
 
-// ParsePodArgs reads K8S_POD_NAMESPACE and K8S_POD_NAME from a CNI_ARGS
+// ParsePodArgs reads K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID from a CNI_ARGS
 // string ("K=V;K2=V2"). Unknown keys are ignored even without IgnoreUnknown=1:
 // runtimes add keys of their own and rejecting them helps nobody.
 func ParsePodArgs(s string) (PodArgs, error) {
@@ -115,7 +116,7 @@ func ParsePodArgs(s string) (PodArgs, error) {
 		return PodArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables,
 			fmt.Sprintf("CNI_ARGS %q is not a list of KEY=VALUE pairs separated by ';': %s", s, oneLine(err)), "")
 	}
-	return PodArgs{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME)}, nil
+	return PodArgs{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME), UID: string(a.K8S_POD_UID)}, nil
 }
 
 // HostVethName is the name of the host side of the veth pair of one

@@ -77,7 +77,7 @@ func FuzzParsePodArgs(f *testing.F) {
 			checkCNIError(t, "ParsePodArgs", err)
 			return
 		}
-		again, err := ParsePodArgs("K8S_POD_NAMESPACE=" + p.Namespace + ";K8S_POD_NAME=" + p.Name)
+		again, err := ParsePodArgs("K8S_POD_NAMESPACE=" + p.Namespace + ";K8S_POD_NAME=" + p.Name + ";K8S_POD_UID=" + p.UID)
 		if err != nil || again != p {
 			t.Fatalf("ParsePodArgs(%q) = %+v, which written again reads %+v, %v", s, p, again, err)
 		}

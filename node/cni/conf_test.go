@@ -133,7 +133,7 @@ func TestParsePodArgs(t *testing.T) {
 		{
 			name: "kubelet",
 			in:   "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=123",
-			want: PodArgs{Namespace: "default", Name: "web-0"},
+			want: PodArgs{Namespace: "default", Name: "web-0", UID: "123"},
 		},
 		{
 			name: "unknown keys without IgnoreUnknown",

@@ -111,6 +111,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		Netns:        args.Netns,
 		PodNamespace: pod.Namespace,
 		PodName:      pod.Name,
+		PodUID:       pod.UID,
 	}
 	var resp api.CNIResponse
 	if err := callAgent(client, api.PathCNIAdd, req, &resp); err != nil {
@@ -271,6 +272,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		Netns:        args.Netns,
 		PodNamespace: pod.Namespace,
 		PodName:      pod.Name,
+		PodUID:       pod.UID,
 	}
 	if err := callAgent(client, api.PathCNIDel, req, nil); err != nil {
 		if vethErr != nil {
@@ -347,6 +349,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		Netns:        args.Netns,
 		PodNamespace: pod.Namespace,
 		PodName:      pod.Name,
+		PodUID:       pod.UID,
 	}
 	var resp api.CNIResponse
 	if err := callAgent(client, api.PathCNICheck, req, &resp); err != nil {

@@ -128,6 +128,24 @@ func newCollector(src Source) *collector {
 				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(yes), "true")
 				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(no), "false")
 			}},
+		{d("netloom_kubernetes_last_contact_timestamp_seconds", "Kubernetes mode: when the API server last answered (a watch event or a probe), unix time; absent in standalone mode."),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				if k := v.status.Node.Kubernetes; k != nil && k.LastContact != nil {
+					ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(k.LastContact.UnixMilli())/1000)
+				}
+			}},
+		{d("netloom_kubernetes_synced", "Kubernetes mode: 1 once the API caches synced since the start, else 0."),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				if k := v.status.Node.Kubernetes; k != nil {
+					ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, b2f(k.Synced))
+				}
+			}},
+		{d("netloom_kubernetes_error", "Kubernetes mode: 1 while the last watch or probe of the API server failed (the error is in status), else 0."),
+			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
+				if k := v.status.Node.Kubernetes; k != nil {
+					ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, b2f(k.LastError != ""))
+				}
+			}},
 		{d("netloom_policy_rules", "nftables rules this node's NetworkPolicy compiled to."),
 			func(v *view, desc *prometheus.Desc, ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(v.status.Node.PolicyRules))
@@ -183,4 +201,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, f := range c.families {
 		f.collect(v, f.desc, ch)
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -1,0 +1,136 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/netloom/netloom/kube/manifests"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Clients are the API clients of one kubeconfig.
+type Clients struct {
+	Server  string
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+}
+
+// Connect reads a kubeconfig and makes the clients. It does not contact
+// the server. A file that is missing or does not parse is one line naming
+// it and the fix.
+func Connect(kubeconfig string) (*Clients, error) {
+	if _, err := os.Stat(kubeconfig); err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w: make one for the netloom ServiceAccount as 'netloom k8s manifests' and 'netloom install' describe", kubeconfig, errors.Unwrap(err))
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s does not load: %s: fix the file or make it again", kubeconfig, oneLine(err.Error()))
+	}
+	return ClientsFor(cfg)
+}
+
+// ClientsFor makes the clients of a REST config.
+func ClientsFor(cfg *rest.Config) (*Clients, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "netloom"
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 20, 40
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("Kubernetes client for %s: %s", cfg.Host, oneLine(err.Error()))
+	}
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("Kubernetes client for %s: %s", cfg.Host, oneLine(err.Error()))
+	}
+	return &Clients{Server: cfg.Host, Kube: kc, Dynamic: dc}, nil
+}
+
+// Access is one permission netloom needs.
+type Access struct {
+	Verb, Group, Resource, Subresource string
+}
+
+func (a Access) String() string {
+	r := a.Resource
+	if a.Subresource != "" {
+		r += "/" + a.Subresource
+	}
+	if a.Group != "" {
+		r += "." + a.Group
+	}
+	return a.Verb + " " + r
+}
+
+// Needed is every permission the agent uses: the ClusterRole of
+// 'netloom k8s manifests' grants exactly these.
+func Needed() []Access {
+	var out []Access
+	for _, r := range manifests.ClusterRole().Rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				name, sub, _ := strings.Cut(res, "/")
+				for _, v := range r.Verbs {
+					out = append(out, Access{Verb: v, Group: g, Resource: name, Subresource: sub})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// CheckAccess asks the API server, with SelfSubjectAccessReviews, whether
+// the credentials hold every permission in need. The error is one line:
+// the server cannot be reached, refuses the credentials, or names the
+// permissions that are missing and how to grant them.
+func CheckAccess(ctx context.Context, c kubernetes.Interface, server string, need []Access) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var missing []string
+	for _, a := range need {
+		r, err := c.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Verb: a.Verb, Group: a.Group, Resource: a.Resource, Subresource: a.Subresource}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return APIError(server, err)
+		}
+		if !r.Status.Allowed {
+			missing = append(missing, a.String())
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("the API server %s does not let netloom %s: apply the ClusterRole of 'netloom k8s manifests' and bind it to netloom's ServiceAccount", server, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// APIError is one line for an error of the API server at server.
+func APIError(server string, err error) error {
+	switch {
+	case apierrors.IsUnauthorized(err):
+		return fmt.Errorf("the API server %s refuses netloom's credentials (401): make a new token for the netloom ServiceAccount and put it in the kubeconfig", server)
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("the API server %s forbids it (403): %s: apply the ClusterRole of 'netloom k8s manifests'", server, oneLine(err.Error()))
+	}
+	return fmt.Errorf("the API server %s: %s", server, oneLine(err.Error()))
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}

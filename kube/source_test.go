@@ -1,0 +1,283 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netloom/netloom/cluster"
+	"github.com/netloom/netloom/kube/manifests"
+	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/mesh/store"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), "n1", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func fakeDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{manifests.AddressPoolGVR: "AddressPoolList"}, objs...)
+}
+
+// waitFor polls cond (the informers deliver asynchronously).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func startSource(t *testing.T, cfg Config, client *fake.Clientset) *Source {
+	t.Helper()
+	src, err := New(cfg, client, fakeDynamic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = src.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return src
+}
+
+func TestSourceFollowsTheAPI(t *testing.T) {
+	st := openStore(t)
+	state := filepath.Join(t.TempDir(), "kubernetes.json")
+	web := pod("default", "web", "u-web", "n1", "", map[string]string{"app": "web"})
+	client := fake.NewClientset(web, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default", Labels: map[string]string{"team": "a"}}})
+	src := startSource(t, Config{Node: "n1", Store: st, StateFile: state}, client)
+	ch, stop := src.Subscribe()
+	defer stop()
+
+	waitFor(t, "sync", src.Synced)
+	o := src.Objects()
+	if o.Policy == nil || len(o.Policy.Pods) != 0 || o.Policy.Namespaces["default"]["team"] != "a" {
+		t.Fatalf("after sync: %+v (the pod has no address yet, so it is not a policy pod)", o.Policy)
+	}
+	// The gossiped address makes it one, with its labels.
+	put, _ := cluster.PodAddresses.Put(store.Key{Namespace: "default", Name: "web"}, cluster.PodAddress{Node: "n1", IP: "10.244.1.5", UID: "u-web"})
+	if _, err := st.Apply([]store.Put{put}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification after a gossip change")
+	}
+	o2 := src.Objects()
+	if len(o2.Policy.Pods) != 1 || o2.Policy.Pods[0].Labels["app"] != "web" || o2.Gen.Policy == o.Gen.Policy {
+		t.Fatalf("after the address: %+v gen %d→%d", o2.Policy.Pods, o.Gen.Policy, o2.Gen.Policy)
+	}
+	// Unchanged parts keep their pointers.
+	if o3 := src.Objects(); o3.Policy != o2.Policy || o3.Gen != o2.Gen {
+		t.Error("Objects rebuilt the policy snapshot with nothing changed")
+	}
+	// A policy created through the API arrives.
+	ctx := context.Background()
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny"}}
+	if _, err := client.NetworkingV1().NetworkPolicies("default").Create(ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the policy", func() bool { return len(src.Objects().Policy.Policies) == 1 })
+	// So do a service and its VIP in the status.
+	svc := lbService("web")
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "192.168.1.241"}}
+	if _, err := client.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the service", func() bool {
+		s := src.Objects().Services
+		return len(s) == 1 && s[0].Assigned.VIP == netip.MustParseAddr("192.168.1.241")
+	})
+	if src.Service(lb.ServiceKey{Namespace: "default", Name: "web"}) == nil {
+		t.Error("Service(default/web) = nil")
+	}
+	// get shows the objects with their type.
+	if l := src.List("Pod", "default"); len(l) != 1 || !strings.Contains(string(l[0].JSON), `"kind":"Pod"`) {
+		t.Errorf("List(Pod) = %s", l)
+	}
+	// The view is saved for a start without the API server.
+	waitFor(t, "the saved view", func() bool {
+		v, err := LoadView(state)
+		return err == nil && v != nil && len(v.Policies) == 1 && len(v.Services) == 1
+	})
+}
+
+// An API server that never answers: no objects (nothing is programmed)
+// without a saved view, and the saved view with one.
+func TestSourceBeforeSync(t *testing.T) {
+	st := openStore(t)
+	down := fake.NewClientset()
+	down.PrependReactor("list", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("connection refused")
+	})
+	src := startSource(t, Config{Node: "n1", Store: st, Server: "https://10.0.0.1:6443"}, down)
+	if o := src.Objects(); o.Policy != nil || o.Services != nil {
+		t.Fatalf("before any sync: %+v, want no objects", o)
+	}
+	err := src.WaitPod(context.Background(), "default", "web", "u1", 200*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "default/web") || !strings.Contains(err.Error(), "retry") {
+		t.Errorf("WaitPod = %v, want one line naming the pod and the retry", err)
+	}
+
+	state := filepath.Join(t.TempDir(), "kubernetes.json")
+	saved := &View{Pods: []*corev1.Pod{pod("default", "web", "u1", "n1", "10.244.1.5", map[string]string{"app": "web"})},
+		Policies: []*networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny"}}}}
+	if err := SaveView(state, saved); err != nil {
+		t.Fatal(err)
+	}
+	src2 := startSource(t, Config{Node: "n1", Store: openStore(t), StateFile: state}, down)
+	o := src2.Objects()
+	if o.Policy == nil || len(o.Policy.Pods) != 1 || len(o.Policy.Policies) != 1 || !src2.Status().FromSaved {
+		t.Fatalf("with a saved view: %+v", o.Policy)
+	}
+	if err := src2.WaitPod(context.Background(), "default", "web", "u1", time.Second); err != nil {
+		t.Errorf("WaitPod of a saved pod: %v", err)
+	}
+}
+
+func TestLoadViewDamaged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kubernetes.json")
+	if err := SaveView(path, &View{}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := LoadView(path); err != nil || v == nil {
+		t.Fatalf("LoadView = %v, %v", v, err)
+	}
+	if err := writeFile(path, `{"pods": [`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadView(path)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "remove it") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("damaged: %v, want one line naming the file and the fix", err)
+	}
+}
+
+func writeFile(path, s string) error { return SaveViewRaw(path, []byte(s)) }
+
+func TestWriterIngress(t *testing.T) {
+	svc := lbService("web")
+	client := fake.NewClientset(svc)
+	cached := svc.DeepCopy()
+	w := &Writer{Client: client, Server: "https://api:6443", Node: "n1", Service: func(lb.ServiceKey) *corev1.Service { return cached }}
+	key := lb.ServiceKey{Namespace: "default", Name: "web"}
+	vip := netip.MustParseAddr("192.168.1.241")
+
+	// The first update meets a conflict (the cache was old): read again, write.
+	conflicts := 1
+	client.PrependReactor("update", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "status" && conflicts > 0 {
+			conflicts--
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "services"}, "web", errors.New("changed"))
+		}
+		return false, nil, nil
+	})
+	if err := w.Record(map[lb.ServiceKey]lb.Assignment{key: {VIP: vip}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := client.CoreV1().Services("default").Get(context.Background(), "web", metav1.GetOptions{})
+	if IngressIP(got) != vip {
+		t.Fatalf("status.loadBalancer.ingress = %+v, want %s", got.Status.LoadBalancer.Ingress, vip)
+	}
+	// Written only when it differs.
+	cached = got
+	client.ClearActions()
+	if err := w.Record(map[lb.ServiceKey]lb.Assignment{key: {VIP: vip}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(client.Actions()); n != 0 {
+		t.Errorf("an unchanged status made %d requests", n)
+	}
+	// Another class is not netloom's to write.
+	cached = got.DeepCopy()
+	cached.Spec.LoadBalancerClass = ptr("example.com/lb")
+	if err := w.Record(map[lb.ServiceKey]lb.Assignment{key: {VIP: netip.MustParseAddr("192.168.1.242")}}, nil); err != nil || len(client.Actions()) != 0 {
+		t.Errorf("wrote the status of a service of another class: %v %v", err, client.Actions())
+	}
+}
+
+func TestPatchNode(t *testing.T) {
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	w := &Writer{Client: client, Server: "https://api:6443", Node: "n1"}
+	st := NodeState{Subnet: netip.MustParsePrefix("10.244.1.0/24"), PublicKey: "key=", Endpoint: netip.MustParseAddrPort("192.168.1.11:51820"), NetworkReady: true}
+	if err := w.PatchNode(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	if n.Annotations[AnnotationSubnet] != "10.244.1.0/24" || n.Annotations[AnnotationPublicKey] != "key=" || n.Annotations[AnnotationEndpoint] != "192.168.1.11:51820" {
+		t.Errorf("annotations = %v", n.Annotations)
+	}
+	if len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Type != corev1.NodeNetworkUnavailable || n.Status.Conditions[0].Status != corev1.ConditionFalse {
+		t.Errorf("conditions = %+v", n.Status.Conditions)
+	}
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "patch" && a.GetSubresource() != "status" {
+			t.Errorf("patched nodes/%s, want nodes/status (the only Node verb netloom has)", a.GetSubresource())
+		}
+	}
+	w.Node = "missing"
+	if err := w.PatchNode(context.Background(), st); err == nil || !strings.Contains(err.Error(), "--name") {
+		t.Errorf("missing Node: %v, want a line pointing at --name", err)
+	}
+	// Before the routes are up, no condition.
+	b, _ := NodePatch(NodeState{Subnet: st.Subnet}, time.Now())
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	if _, ok := m["status"]; ok {
+		t.Errorf("patch before ready sets the condition: %s", b)
+	}
+}
+
+func TestCheckAccess(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		ra := r.Spec.ResourceAttributes
+		r.Status.Allowed = !(ra.Resource == "services" && ra.Subresource == "status")
+		return true, r, nil
+	})
+	err := CheckAccess(context.Background(), client, "https://api:6443", Needed())
+	if err == nil || !strings.Contains(err.Error(), "update services/status") || !strings.Contains(err.Error(), "netloom k8s manifests") {
+		t.Errorf("CheckAccess = %v, want the missing verb and the fix", err)
+	}
+	if strings.Count(err.Error(), "services/status") != 1 || strings.Contains(err.Error(), "get pods") {
+		t.Errorf("CheckAccess names permissions that are there: %v", err)
+	}
+	client = fake.NewClientset()
+	client.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewUnauthorized("bad token")
+	})
+	if err := CheckAccess(context.Background(), client, "https://api:6443", Needed()); err == nil || !strings.Contains(err.Error(), "refuses netloom's credentials") {
+		t.Errorf("401: %v", err)
+	}
+	// Every verb of the ClusterRole is checked.
+	if n := len(Needed()); n < 20 {
+		t.Errorf("Needed() has %d permissions: the ClusterRole's rules did not expand", n)
+	}
+}

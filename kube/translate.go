@@ -1,0 +1,302 @@
+package kube
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/netloom/netloom/cluster"
+	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/lb"
+	"github.com/netloom/netloom/mesh/objects"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// The translations from API objects to what the rooms read are pure
+// functions of the objects: every node makes the same ones.
+
+const (
+	// LBClass is the spec.loadBalancerClass netloom answers for (besides
+	// none).
+	LBClass = "netloom.io/lb"
+	// ProxyNameLabel names the proxy that serves a service; kube-proxy
+	// skips services that carry it.
+	ProxyNameLabel = "service.kubernetes.io/service-proxy-name"
+	// ProxyName is the value of ProxyNameLabel for netloom.
+	ProxyName = "netloom"
+)
+
+// ProxyMode says which services netloom's proxy serves beside kube-proxy
+// (--service-proxy).
+type ProxyMode string
+
+const (
+	// ProxyReplace: kube-proxy is absent; netloom proxies every service
+	// that does not name another proxy in ProxyNameLabel.
+	ProxyReplace ProxyMode = "replace"
+	// ProxyLabelled: netloom proxies only services labelled
+	// ProxyNameLabel=netloom; for the others it allocates and announces
+	// VIPs only, as MetalLB does.
+	ProxyLabelled ProxyMode = "labelled"
+	// ProxyOff: netloom proxies nothing.
+	ProxyOff ProxyMode = "off"
+)
+
+// ParseProxyMode reads --service-proxy.
+func ParseProxyMode(s string) (ProxyMode, error) {
+	switch m := ProxyMode(s); m {
+	case ProxyReplace, ProxyLabelled, ProxyOff:
+		return m, nil
+	case "":
+		return ProxyReplace, nil
+	}
+	return "", fmt.Errorf("--service-proxy %q: want replace (no kube-proxy), labelled (only services labelled %s=%s) or off", s, ProxyNameLabel, ProxyName)
+}
+
+// proxies reports whether netloom's proxy serves svc in mode m.
+func (m ProxyMode) proxies(svc *corev1.Service) bool {
+	name, labelled := svc.Labels[ProxyNameLabel]
+	switch m {
+	case ProxyLabelled:
+		return name == ProxyName
+	case ProxyOff:
+		return false
+	}
+	return !labelled || name == ProxyName
+}
+
+// PolicyPods are the pods policy and endpoints see: every pod with an
+// address, labels and named ports from its API object. The address netloom
+// gossiped at CNI ADD wins over status.podIPs (it is known at once, and
+// the kubelet writes status later); a gossiped address of another pod of
+// the same name (another UID) does not count. Host-network pods are not
+// pods of the pod network, and finished pods have no address. Addresses
+// without an API object (a pod being deleted) are kept without labels, as
+// in standalone mode. Sorted by key.
+func PolicyPods(pods []*corev1.Pod, addrs []cluster.Keyed[cluster.PodAddress]) []policy.Pod {
+	byName := make(map[string]cluster.PodAddress, len(addrs))
+	for _, a := range addrs {
+		byName[a.Key.Namespace+"/"+a.Key.Name] = a.Value
+	}
+	out := make([]policy.Pod, 0, len(pods)+len(addrs))
+	seen := make(map[string]bool, len(pods))
+	for _, pod := range pods {
+		key := pod.Namespace + "/" + pod.Name
+		if pod.Spec.HostNetwork || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		p := policy.Pod{Namespace: pod.Namespace, Name: pod.Name, Node: pod.Spec.NodeName, Labels: pod.Labels, Ports: cluster.NamedPorts(pod)}
+		ready, terminating := objects.PodConditions(pod)
+		p.Unready, p.Terminating = !ready, terminating
+		if a, ok := byName[key]; ok && (a.UID == "" || a.UID == string(pod.UID)) {
+			p.IP, _ = netip.ParseAddr(a.IP) // checked by the codec
+			p.Node = a.Node
+		} else {
+			p.IP = statusIPv4(pod)
+		}
+		if !p.IP.IsValid() {
+			continue
+		}
+		seen[key] = true
+		out = append(out, p)
+	}
+	for _, a := range addrs {
+		key := a.Key.Namespace + "/" + a.Key.Name
+		if seen[key] {
+			continue
+		}
+		ip, _ := netip.ParseAddr(a.Value.IP)
+		out = append(out, policy.Pod{Namespace: a.Key.Namespace, Name: a.Key.Name, IP: ip, Node: a.Value.Node})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+// statusIPv4 is the pod's first IPv4 address in its status.
+func statusIPv4(pod *corev1.Pod) netip.Addr {
+	ips := pod.Status.PodIPs
+	if len(ips) == 0 && pod.Status.PodIP != "" {
+		ips = []corev1.PodIP{{IP: pod.Status.PodIP}}
+	}
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip.IP); err == nil && a.Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// NamespaceLabels maps each namespace to its labels.
+func NamespaceLabels(nss []*corev1.Namespace) map[string]map[string]string {
+	out := make(map[string]map[string]string, len(nss))
+	for _, ns := range nss {
+		out[ns.Name] = ns.Labels
+	}
+	return out
+}
+
+// Policies are the NetworkPolicies in key order.
+func Policies(pols []*networkingv1.NetworkPolicy) []*networkingv1.NetworkPolicy {
+	out := slices.Clone(pols)
+	slices.SortFunc(out, func(a, b *networkingv1.NetworkPolicy) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// Service is a v1 Service as load balancing sees it in Kubernetes mode:
+// its ClusterIP and node ports are the API server's; the VIP it holds is
+// the first IPv4 address of status.loadBalancer.ingress (so allocations
+// survive the loss of every data dir), in the pool that holds it. A
+// LoadBalancer service of another loadBalancerClass gets no VIP from
+// netloom (it keeps its node ports). ProxyElsewhere is set for the
+// services mode leaves to another proxy. Services are ordered by creation
+// (creationTimestamp, then UID) for address conflicts.
+func Service(svc *corev1.Service, mode ProxyMode, pools []lb.Pool) (lb.Service, error) {
+	s, err := objects.LBService(svc)
+	if err != nil {
+		return lb.Service{}, err
+	}
+	s.Created = lb.Version{Wall: svc.CreationTimestamp.UnixMilli(), Node: string(svc.UID)}
+	if s.Type == lb.TypeLoadBalancer && !OurLoadBalancer(svc) {
+		s.Type = lb.TypeClusterIP
+	}
+	s.ProxyElsewhere = !mode.proxies(svc)
+	as := lb.Assignment{ClusterIP: s.ClusterIP}
+	if s.NodePorts {
+		as.NodePorts = make([]uint16, len(s.Ports))
+		for i, p := range s.Ports {
+			as.NodePorts[i] = p.NodePort
+		}
+	}
+	if s.NeedsHealthCheck() {
+		as.HealthCheckNodePort = s.HealthCheckNodePort
+	}
+	if s.Type == lb.TypeLoadBalancer {
+		as.VIP = IngressIP(svc)
+		as.Pool = poolOf(as.VIP, pools)
+	}
+	s.Assigned = as
+	return s, nil
+}
+
+// OurLoadBalancer reports whether svc is a LoadBalancer service whose
+// address netloom allocates: no loadBalancerClass, or LBClass.
+func OurLoadBalancer(svc *corev1.Service) bool {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return false
+	}
+	c := svc.Spec.LoadBalancerClass
+	return c == nil || *c == LBClass
+}
+
+// IngressIP is the first IPv4 address of status.loadBalancer.ingress.
+func IngressIP(svc *corev1.Service) netip.Addr {
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(in.IP); err == nil && a.Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// poolOf names the pool holding a, "" for none.
+func poolOf(a netip.Addr, pools []lb.Pool) string {
+	if !a.IsValid() {
+		return ""
+	}
+	for _, p := range pools {
+		for _, r := range p.Ranges {
+			if r.Contains(a) {
+				return p.Name
+			}
+		}
+	}
+	return ""
+}
+
+// Endpoints are the services' endpoints from their EndpointSlices (label
+// kubernetes.io/service-name): IPv4 slices only, the first address of
+// each endpoint, conditions as KEP-1669 defines them when unset (ready:
+// true; serving: ready; terminating: false), the target ports of the
+// slice by service port name. An address listed by two slices (while the
+// controller moves it) counts once. Each service's endpoints are sorted by
+// pod, then address.
+func Endpoints(slicesIn []*discoveryv1.EndpointSlice) map[lb.ServiceKey][]lb.Endpoint {
+	out := map[lb.ServiceKey][]lb.Endpoint{}
+	seen := map[lb.ServiceKey]map[netip.Addr]bool{}
+	sorted := slices.Clone(slicesIn)
+	slices.SortFunc(sorted, func(a, b *discoveryv1.EndpointSlice) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	for _, sl := range sorted {
+		svc := sl.Labels[discoveryv1.LabelServiceName]
+		if svc == "" || sl.AddressType != discoveryv1.AddressTypeIPv4 {
+			continue
+		}
+		key := lb.ServiceKey{Namespace: sl.Namespace, Name: svc}
+		ports := make(map[string]uint16, len(sl.Ports))
+		for _, p := range sl.Ports {
+			if p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
+				name := ""
+				if p.Name != nil {
+					name = *p.Name
+				}
+				ports[name] = uint16(*p.Port)
+			}
+		}
+		if seen[key] == nil {
+			seen[key] = map[netip.Addr]bool{}
+		}
+		for _, e := range sl.Endpoints {
+			if len(e.Addresses) == 0 {
+				continue
+			}
+			ip, err := netip.ParseAddr(e.Addresses[0])
+			if err != nil || !ip.Is4() || seen[key][ip] {
+				continue
+			}
+			seen[key][ip] = true
+			ep := lb.Endpoint{IP: ip, ServicePorts: ports}
+			ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
+			ep.Serving = ep.Ready
+			if e.Conditions.Serving != nil {
+				ep.Serving = *e.Conditions.Serving
+			}
+			ep.Terminating = e.Conditions.Terminating != nil && *e.Conditions.Terminating
+			if e.NodeName != nil {
+				ep.Node = *e.NodeName
+			}
+			if r := e.TargetRef; r != nil && r.Kind == "Pod" {
+				ep.PodNamespace, ep.PodName = cmp.Or(r.Namespace, sl.Namespace), r.Name
+			}
+			out[key] = append(out[key], ep)
+		}
+	}
+	for _, eps := range out {
+		slices.SortFunc(eps, func(a, b lb.Endpoint) int {
+			return cmp.Or(cmp.Compare(a.PodNamespace, b.PodNamespace), cmp.Compare(a.PodName, b.PodName), a.IP.Compare(b.IP))
+		})
+	}
+	return out
+}
+
+// Pool is an AddressPool custom resource as load balancing sees it, with
+// the same checks as `netloom apply` makes.
+func Pool(u *unstructured.Unstructured) (lb.Pool, error) {
+	raw, err := json.Marshal(u.Object)
+	if err != nil {
+		return lb.Pool{}, fmt.Errorf("AddressPool %s: %w", u.GetName(), err)
+	}
+	ap, err := objects.DecodeAddressPool(raw)
+	if err != nil {
+		return lb.Pool{}, fmt.Errorf("AddressPool %s: %w", u.GetName(), err)
+	}
+	return ap.LBPool()
+}
