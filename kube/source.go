@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,8 @@ type Config struct {
 	// StateFile keeps the objects of the last synced view, so that an agent
 	// that starts while the API server is down programs what it had.
 	StateFile string
+	// ClusterCIDR is the pod network: AddressPools must not overlap it.
+	ClusterCIDR netip.Prefix
 	// Server names the API server in messages.
 	Server string
 	Log    *slog.Logger
@@ -410,18 +414,27 @@ func (s *Source) Objects() cluster.Objects {
 		Gen: cluster.Gens{Leases: gLease, Policy: c.polGen, Services: c.svcGen, Pools: c.poolGen, Pods: c.podsGen}}
 }
 
-// pools translates the AddressPools; a bad one is logged once and left
-// out (the CRD's schema keeps most of them out of the API).
+// pools translates the AddressPools, oldest first; one that does not
+// parse or overlaps an older pool or the cluster CIDR is logged once and
+// left out (the CRD's schema cannot see overlaps).
 func (s *Source) pools(us []*unstructured.Unstructured) []lb.Pool {
+	sorted := slices.Clone(us)
+	slices.SortFunc(sorted, func(a, b *unstructured.Unstructured) int {
+		return cmp.Or(a.GetCreationTimestamp().Compare(b.GetCreationTimestamp().Time), cmp.Compare(a.GetName(), b.GetName()))
+	})
 	out := make([]lb.Pool, 0, len(us))
-	for _, u := range us {
+	for _, u := range sorted {
 		p, err := Pool(u)
+		if err == nil {
+			err = lb.CheckPool(p, out, s.cfg.ClusterCIDR, netip.Prefix{})
+		}
 		if err != nil {
 			s.problem("AddressPool/"+u.GetName(), err)
 			continue
 		}
 		out = append(out, p)
 	}
+	slices.SortFunc(out, func(a, b lb.Pool) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -281,3 +282,5 @@ func TestCheckAccess(t *testing.T) {
 		t.Errorf("Needed() has %d permissions: the ClusterRole's rules did not expand", n)
 	}
 }
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }

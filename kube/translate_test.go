@@ -260,3 +260,34 @@ func TestStripPod(t *testing.T) {
 		t.Errorf("the stripped pod reads as %+v", ready)
 	}
 }
+
+func TestPoolsOldestWins(t *testing.T) {
+	mk := func(name string, created int64, addrs ...any) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "netloom.io/v1alpha1", "kind": "AddressPool",
+			"metadata": map[string]any{"name": name},
+			"spec":     map[string]any{"addresses": addrs},
+		}}
+		u.SetCreationTimestamp(metav1.NewTime(time.Unix(created, 0)))
+		return u
+	}
+	s := &Source{cfg: Config{ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")}}
+	s.cfg.Log = slogDiscard()
+	s.cache.problems = map[string]string{}
+	got := s.pools([]*unstructured.Unstructured{
+		mk("b-new", 20, "192.168.1.245-192.168.1.250"), // overlaps a-old: left out
+		mk("a-old", 10, "192.168.1.240-192.168.1.246"),
+		mk("pods", 5, "10.244.9.0/24"), // the pod network: left out
+		mk("c", 30, "192.168.2.0/28"),
+	})
+	var names []string
+	for _, p := range got {
+		names = append(names, p.Name)
+	}
+	if strings.Join(names, ",") != "a-old,c" {
+		t.Errorf("pools = %v, want a-old,c", names)
+	}
+	if len(s.cache.problems) != 2 || !strings.Contains(s.cache.problems["AddressPool/b-new"], "a-old") {
+		t.Errorf("problems = %v", s.cache.problems)
+	}
+}

@@ -238,3 +238,11 @@ func ValidatePools(pools []Pool, clusterCIDR, serviceCIDR netip.Prefix) error {
 	}
 	return nil
 }
+
+// CheckPool checks p against the pools accepted before it and the cluster
+// and service CIDRs (the zero Prefix skips one), as ValidatePools does:
+// for sources that take pools one at a time (Kubernetes AddressPools,
+// oldest first).
+func CheckPool(p Pool, accepted []Pool, clusterCIDR, serviceCIDR netip.Prefix) error {
+	return checkPool(p, accepted, clusterCIDR, serviceCIDR)
+}

@@ -31,7 +31,7 @@ func (a *Agent) openKube(st *store.Store) (*kube.Source, error) {
 		return nil, err
 	}
 	src, err := kube.New(kube.Config{Node: c.Name, Proxy: c.proxyMode, Store: st, StateFile: filepath.Join(c.DataDir, KubeFile),
-		Server: cl.Server, Log: a.log}, cl.Kube, cl.Dynamic)
+		ClusterCIDR: c.cidr, Server: cl.Server, Log: a.log}, cl.Kube, cl.Dynamic)
 	if err != nil {
 		return nil, err
 	}
