@@ -392,6 +392,7 @@ func installCommand() *cli.Command {
 				return err
 			}
 			fmt.Printf("installed below %s; start with: systemctl enable --now netloom\n", c.String("root"))
+			fmt.Println("for a Kubernetes cluster: 'netloom k8s manifests' (apply once) and 'netloom k8s kubeconfig' (the agents' kubeconfig)")
 			return nil
 		},
 	}

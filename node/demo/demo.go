@@ -252,6 +252,8 @@ type Pod struct {
 	Node        string     `json:"node"`
 	ContainerID string     `json:"containerID"`
 	IP          netip.Addr `json:"ip"`
+	// UID is the pod's Kubernetes UID, for a pod of the API server.
+	UID string `json:"uid,omitempty"`
 }
 
 // Netns is the path of the pod's network namespace (CNI_NETNS).

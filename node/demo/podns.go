@@ -13,6 +13,13 @@ import (
 // only be unique within their namespace; on failure the network namespace
 // is removed again.
 func (c *Cluster) AddPodIn(ctx context.Context, n *Node, namespace, name string) (*Pod, error) {
+	return c.AddKubePod(ctx, n, namespace, name, "")
+}
+
+// AddKubePod is AddPodIn for a pod of the Kubernetes API with uid: the
+// CNI ADD gets the CNI_ARGS containerd passes (K8S_POD_UID and
+// K8S_POD_INFRA_CONTAINER_ID too).
+func (c *Cluster) AddKubePod(ctx context.Context, n *Node, namespace, name, uid string) (*Pod, error) {
 	if err := c.needExe(); err != nil {
 		return nil, err
 	}
@@ -27,7 +34,7 @@ func (c *Cluster) AddPodIn(ctx context.Context, n *Node, namespace, name string)
 		}
 	}
 	c.mu.Unlock()
-	p := &Pod{Name: name, Namespace: namespace, NS: c.Opts.Prefix + "-" + namespace + "-" + name, Node: n.Name}
+	p := &Pod{Name: name, Namespace: namespace, NS: c.Opts.Prefix + "-" + namespace + "-" + name, Node: n.Name, UID: uid}
 	p.ContainerID = p.NS
 	if err := c.addNetns(ctx, p.NS); err != nil {
 		return nil, fmt.Errorf("add pod %s/%s: %w", namespace, name, err)

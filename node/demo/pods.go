@@ -153,13 +153,18 @@ func (c *Cluster) cni(ctx context.Context, command string, n *Node, p *Pod) ([]b
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
+	args := "K8S_POD_NAMESPACE=" + p.Namespace + ";K8S_POD_NAME=" + p.Name
+	if p.UID != "" {
+		// As containerd passes them.
+		args = "IgnoreUnknown=1;" + args + ";K8S_POD_INFRA_CONTAINER_ID=" + p.ContainerID + ";K8S_POD_UID=" + p.UID
+	}
 	env := childEnv(
 		"CNI_COMMAND="+command,
 		"CNI_CONTAINERID="+p.ContainerID,
 		"CNI_NETNS="+p.Netns(),
 		"CNI_IFNAME=eth0",
 		"CNI_PATH="+filepath.Dir(c.Opts.Exe),
-		"CNI_ARGS=K8S_POD_NAMESPACE="+p.Namespace+";K8S_POD_NAME="+p.Name,
+		"CNI_ARGS="+args,
 	)
 	out, errOut, err := execSplit(ctx, n.NS, env, bytes.NewReader(c.NetConf(n)), c.Opts.Exe)
 	if err != nil {
