@@ -1,8 +1,8 @@
 // Package cluster is the one picture of the cluster that every room of the
 // agent works from, and the machinery that feeds it to them.
 //
-// A Source yields the objects (the gossip store in standalone mode; a
-// Kubernetes API source can be another). A Hub combines them with the
+// A Source yields the objects (the gossip store in standalone mode; the
+// Kubernetes API server, kube.Source, in Kubernetes mode). A Hub combines them with the
 // membership and this node's own facts into an immutable Snapshot, rebuilt
 // once per change, and wakes the controllers. Each controller (ipam, mesh,
 // lb, the nftables data plane, the host side of CNI) runs in its own Loop:
