@@ -354,7 +354,8 @@ type svcView struct {
 	hcPort    uint16     // spec.healthCheckNodePort
 }
 
-// services reads `netloom get services -o json` on node n.
+// services reads `netloom get services -o json` on node n, keyed by name
+// (namespace default) or namespace/name.
 func (x *tc) services(n *demo.Node) (map[string]svcView, error) {
 	items, err := x.getList(n, "services")
 	if err != nil {
@@ -364,6 +365,9 @@ func (x *tc) services(n *demo.Node) (map[string]svcView, error) {
 	for _, it := range items {
 		md, _ := it["metadata"].(map[string]any)
 		name, _ := md["name"].(string)
+		if ns, _ := md["namespace"].(string); ns != "" && ns != "default" {
+			name = ns + "/" + name
+		}
 		ann, _ := md["annotations"].(map[string]any)
 		spec, _ := it["spec"].(map[string]any)
 		st, _ := it["status"].(map[string]any)
@@ -396,7 +400,7 @@ func (x *tc) services(n *demo.Node) (map[string]svcView, error) {
 }
 
 // settled waits until every node in nodes shows service name (namespace
-// default) with the same ClusterIP, the same VIP (when it is a
+// default, or "namespace/name") with the same ClusterIP, the same VIP (when it is a
 // LoadBalancer service, wantVIP) and the same announcing node, in `get
 // services` and in status, and returns that view.
 func (x *tc) settled(name string, wantVIP bool, nodes ...*demo.Node) svcView {
@@ -435,9 +439,13 @@ func (x *tc) settledWhere(name string, wantVIP bool, accept func(svcView) error,
 				if err != nil {
 					return err
 				}
-				vs, ok := vipOf(st, "default/"+name)
+				key := name
+				if !strings.Contains(key, "/") {
+					key = "default/" + name
+				}
+				vs, ok := vipOf(st, key)
 				if !ok || vs.IP != v.vip.String() || vs.Owner != v.owner {
-					return fmt.Errorf("%s: status vips has %+v for default/%s, get services %s by %s", n.Name, vs, name, v.vip, v.owner)
+					return fmt.Errorf("%s: status vips has %+v for %s, get services %s by %s", n.Name, vs, key, v.vip, v.owner)
 				}
 			}
 			if first == nil {

@@ -75,6 +75,9 @@ type polEnv struct {
 	policies map[string]*networkingv1.NetworkPolicy // "ns/name" -> policy as applied
 	clients  map[string]*api.Client                 // node name -> API client
 	applied  *int                                   // applies so far, to rotate the node applying
+	// kube, when set, is the API server the objects go to (Kubernetes
+	// mode) instead of `netloom apply`.
+	kube *kubeEnv
 }
 
 // with returns e bound to t (a subtest): the state is shared.
@@ -91,32 +94,43 @@ func (e *polEnv) with(t *testing.T) *polEnv {
 func newPolEnv(t *testing.T, nodes int, nsLabels map[string]map[string]string, specs []polPodSpec) *polEnv {
 	t.Helper()
 	x := newCluster(t, demo.Options{Nodes: nodes, PodsPerNode: -1})
-	ctx := context.Background()
-	if err := x.c.StartAgents(ctx); err != nil {
+	if err := x.c.StartAgents(context.Background()); err != nil {
 		t.Fatalf("start agents: %v", err)
 	}
 	x.waitReady()
-	e := &polEnv{tc: x, applied: new(int), nsLabels: map[string]map[string]string{}, policies: map[string]*networkingv1.NetworkPolicy{}, clients: map[string]*api.Client{}}
+	return setupPolEnv(t, x, nil, nsLabels, specs)
+}
+
+// setupPolEnv attaches the pods of specs on the running cluster x, gives
+// them and their namespaces their objects, and starts the servers. With
+// kube the objects go to the API server first (a pod must exist there
+// before the kubelet runs the CNI ADD, and its namespace before it);
+// without, the pods attach first and `netloom apply` stores the objects.
+func setupPolEnv(t *testing.T, x *tc, kube *kubeEnv, nsLabels map[string]map[string]string, specs []polPodSpec) *polEnv {
+	t.Helper()
+	e := &polEnv{tc: x, applied: new(int), nsLabels: map[string]map[string]string{}, policies: map[string]*networkingv1.NetworkPolicy{}, clients: map[string]*api.Client{}, kube: kube}
 	for _, n := range x.c.Nodes {
 		e.clients[n.Name] = api.NewClient(n.Socket)
 	}
-	for _, s := range specs {
-		p, err := x.c.AddPodIn(ctx, x.node(s.Node), s.NS, s.Name)
-		if err != nil {
-			t.Fatalf("add pod %s: %v", s.key(), err)
-		}
-		s.Labels = polCopy(s.Labels)
-		e.pods = append(e.pods, &polPod{polPodSpec: s, Pod: p})
-	}
-	var objs []any
+	var nsObjs, podObjs []any
 	for _, ns := range polSortedKeys(nsLabels) {
 		e.nsLabels[ns] = polCopy(nsLabels[ns])
-		objs = append(objs, polNamespace(ns, nsLabels[ns]))
+		nsObjs = append(nsObjs, polNamespace(ns, nsLabels[ns]))
 	}
-	for _, p := range e.pods {
-		objs = append(objs, polPodObject(p.polPodSpec))
+	for _, s := range specs {
+		podObjs = append(podObjs, polPodObject(s))
 	}
-	e.apply(objs...)
+	if kube != nil {
+		e.apply(nsObjs...)
+		e.apply(podObjs...)
+	}
+	for _, s := range specs {
+		s.Labels = polCopy(s.Labels)
+		e.pods = append(e.pods, &polPod{polPodSpec: s, Pod: e.attach(s)})
+	}
+	if kube == nil {
+		e.apply(append(nsObjs, podObjs...)...)
+	}
 	for _, p := range e.pods {
 		polServe(t, p)
 	}
@@ -124,6 +138,23 @@ func newPolEnv(t *testing.T, nodes int, nsLabels map[string]map[string]string, s
 		polServeNode(t, n)
 	}
 	return e
+}
+
+// attach runs the CNI ADD of pod s on its node, as the kubelet does: in
+// Kubernetes mode with the UID of its Pod object (which must exist), and
+// then it writes the pod's status (address, Ready) as the kubelet would.
+func (e *polEnv) attach(s polPodSpec) *demo.Pod {
+	e.t.Helper()
+	ctx := context.Background()
+	n := e.node(s.Node)
+	if e.kube == nil {
+		p, err := e.c.AddPodIn(ctx, n, s.NS, s.Name)
+		if err != nil {
+			e.t.Fatalf("add pod %s: %v", s.key(), err)
+		}
+		return p
+	}
+	return e.kube.attach(e.tc, n, s.NS, s.Name)
 }
 
 func polCopy(m map[string]string) map[string]string {
@@ -173,7 +204,7 @@ func polPodObject(s polPodSpec) *corev1.Pod {
 	return &corev1.Pod{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.NS, Name: s.Name, Labels: s.Labels},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+		Spec: corev1.PodSpec{NodeName: fmt.Sprintf("node%d", s.Node), Containers: []corev1.Container{{
 			Name: "app", Image: "registry.example/app:1",
 			Ports: []corev1.ContainerPort{
 				{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP},
@@ -224,6 +255,11 @@ func (e *polEnv) apply(objs ...any) {
 	if len(objs) == 0 {
 		return
 	}
+	if e.kube != nil {
+		e.kube.apply(e.t, objs...)
+		e.record(objs, false)
+		return
+	}
 	n := e.applyNode()
 	if r := e.cli(n, polManifest(objs...), "apply", "-f", "-"); r.err != nil {
 		e.t.Fatalf("netloom apply on %s: %v", n.Name, r)
@@ -235,6 +271,11 @@ func (e *polEnv) apply(objs ...any) {
 func (e *polEnv) del(objs ...any) {
 	e.t.Helper()
 	if len(objs) == 0 {
+		return
+	}
+	if e.kube != nil {
+		e.kube.del(e.t, objs...)
+		e.record(objs, true)
 		return
 	}
 	n := e.applyNode()

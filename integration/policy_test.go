@@ -80,11 +80,31 @@ func TestPolicyMatrix(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
 	e := newPolEnv(t, 3, polBaselineNS, polBaselinePods)
+	e.runMatrix(t)
+}
 
-	cases := []struct {
-		name string
-		run  func(t *testing.T, e *polEnv)
-	}{
+// polCase is one case of the reachability matrix.
+type polCase struct {
+	name string
+	run  func(t *testing.T, e *polEnv)
+}
+
+// runMatrix runs every case of the matrix on e (standalone, or Kubernetes
+// mode: the objects go where e sends them).
+func (e *polEnv) runMatrix(t *testing.T) {
+	for _, c := range polCases() {
+		t.Run(c.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			start := time.Now()
+			c.run(t, e)
+			t.Logf("case %s took %s", c.name, time.Since(start).Round(100*time.Millisecond))
+		})
+	}
+}
+
+func polCases() []polCase {
+	return []polCase{
 		{"NoPolicies", func(t *testing.T, e *polEnv) {
 			e.setPolicies()
 			e.converge(t)
@@ -312,15 +332,6 @@ func TestPolicyMatrix(t *testing.T) {
 		}},
 		{"NewPodFilteredFromFirstPacket", func(t *testing.T, e *polEnv) { e.checkNewPod(t) }},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			e := e.with(t)
-			e.reset()
-			start := time.Now()
-			c.run(t, e)
-			t.Logf("case %s took %s", c.name, time.Since(start).Round(100*time.Millisecond))
-		})
-	}
 }
 
 // checkNewPod: a pod that attaches while a policy selecting it is in
@@ -337,7 +348,6 @@ func (e *polEnv) checkNewPod(t *testing.T) {
 	e.converge(t)
 
 	spec := polPodSpec{NS: "y", Name: "new-" + randHex(2), Node: 2, Labels: map[string]string{"app": "web"}, Serve: 8080}
-	n2 := e.node(spec.Node)
 	e.apply(polPodObject(spec))
 	for _, n := range e.c.Nodes {
 		eventually(t, 20*time.Second, "Pod object y/"+spec.Name+" on "+n.Name, func() error {
@@ -351,16 +361,16 @@ func (e *polEnv) checkNewPod(t *testing.T) {
 			return nil
 		})
 	}
-	dp, err := e.c.AddPodIn(context.Background(), n2, spec.NS, spec.Name)
-	if err != nil {
-		t.Fatalf("add pod y/%s: %v", spec.Name, err)
-	}
+	dp := e.attach(spec)
 	attached := time.Now()
 	np := &polPod{polPodSpec: spec, Pod: dp}
 	polServe(t, np)
 	t.Cleanup(func() {
 		if err := e.c.DelPod(context.Background(), dp); err != nil {
 			t.Errorf("delete pod y/%s: %v", spec.Name, err)
+		}
+		if e.kube != nil {
+			e.kube.del(t, polPodObject(spec))
 		}
 	})
 	xa := e.pod("x/a")
