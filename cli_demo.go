@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/netloom/netloom/kube/devapi"
 	"github.com/netloom/netloom/node/demo"
 	"github.com/urfave/cli/v2"
 )
@@ -25,6 +26,8 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "state-dir", Value: demo.DefaultStateDir},
 			&cli.StringFlag{Name: "wireguard", Value: "auto", Usage: "auto, kernel or userspace"},
 			&cli.IntFlag{Name: "ui-port", Usage: "host port (on 127.0.0.1) of node1's dashboard; 0: 7947 or the next free one"},
+			&cli.BoolFlag{Name: "kubernetes", Usage: "run a real Kubernetes API server (etcd, kube-apiserver, kube-controller-manager; built from the Go module proxy on first use) and the agents in Kubernetes mode"},
+			&cli.IntFlag{Name: "api-port", Value: 6443, Usage: "with --kubernetes: host port (on 127.0.0.1) of the API server"},
 		},
 		Action: func(c *cli.Context) error {
 			if os.Geteuid() != 0 {
@@ -47,6 +50,12 @@ func demoCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			var bins devapi.Binaries
+			if c.Bool("kubernetes") {
+				if bins, err = kubeDemoBinaries(ctx, func(s string) { fmt.Println(s) }); err != nil {
+					return err
+				}
+			}
 			cl, err := demo.Build(ctx, demo.Options{
 				Nodes: c.Int("nodes"), PodsPerNode: c.Int("pods"), Exe: exe, DisplayExe: os.Args[0],
 				StateDir: c.String("state-dir"), WireGuard: c.String("wireguard"), Log: log, Stdout: os.Stdout,
@@ -54,20 +63,34 @@ func demoCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			var kd *kubeDemo
+			down := func() error {
+				var errs []error
+				if kd != nil {
+					errs = append(errs, kd.stop())
+				}
+				return errors.Join(append(errs, cl.Down())...)
+			}
 			up := func() error {
+				if c.Bool("kubernetes") {
+					var err error
+					if kd, err = startKubeDemo(ctx, cl, bins, c.Int("api-port")); err != nil {
+						return err
+					}
+				}
 				if err := cl.StartAgents(ctx); err != nil {
 					return err
 				}
 				if err := cl.WaitReady(ctx, 60*time.Second); err != nil {
 					return err
 				}
+				if kd != nil {
+					return kd.addPods(ctx, cl)
+				}
 				return cl.AddPods(ctx)
 			}
 			if err := up(); err != nil {
-				if derr := cl.Down(); derr != nil {
-					err = errors.Join(err, derr)
-				}
-				return err
+				return errors.Join(err, down())
 			}
 			// node1's dashboard, reachable from the host through a forwarder
 			// in this process (nothing is added to the host's network).
@@ -80,6 +103,9 @@ func demoCommand() *cli.Command {
 			if err := cl.Describe(os.Stdout); err != nil {
 				return err
 			}
+			if kd != nil {
+				fmt.Print(kd.describe())
+			}
 			fmt.Println("\nthe demo runs until Ctrl-C (or 'netloom demo --down' from another shell)")
 			// Stay up until Ctrl-C, or until 'demo --down' removed the cluster.
 			state := filepath.Join(cl.Opts.StateDir, demo.StateFile)
@@ -89,10 +115,13 @@ func demoCommand() *cli.Command {
 				select {
 				case <-ctx.Done():
 					fmt.Println("removing the demo cluster")
-					return cl.Down()
+					return down()
 				case <-tick.C:
 					if _, err := os.Stat(state); errors.Is(err, os.ErrNotExist) {
 						fmt.Println("the demo cluster was removed by 'netloom demo --down'")
+						if kd != nil {
+							return kd.stop()
+						}
 						return nil
 					}
 				}
