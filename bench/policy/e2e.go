@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/netloom/netloom/firewall/policy"
+	"github.com/netloom/netloom/kube/devapi"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/demo"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -46,6 +47,8 @@ type e2eRun struct {
 	api      map[string]*api.Client // node name
 
 	client, near, server *demo.Pod
+	// kube, when set, is the API server the objects go to.
+	kube *kubeRun
 }
 
 // phase is one visit of a policy configuration and what was measured in
@@ -80,25 +83,11 @@ const (
 
 func e2e(ctx context.Context, dir string, o options, log *slog.Logger, w io.Writer) (err error) {
 	start := time.Now()
-	b := make([]byte, 2)
-	_, _ = rand.Read(b)
-	cl, err := demo.Build(ctx, demo.Options{
-		Prefix: "nlp" + hex.EncodeToString(b), Nodes: 2, PodsPerNode: -1, Exe: o.exe,
-		StateDir: filepath.Join(dir, "demo"), Log: log,
-	})
+	r, done, err := startE2E(ctx, dir, o, log, nil)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if derr := cl.Down(); derr != nil {
-			err = errors.Join(err, fmt.Errorf("remove the benchmark cluster: %w", derr))
-		}
-	}()
-	r := &e2eRun{ctx: ctx, o: o, log: log, cl: cl, pods: map[string]*demo.Pod{}, nsLabels: map[string]map[string]string{},
-		pols: map[string]*networkingv1.NetworkPolicy{}, api: map[string]*api.Client{}}
-	if err := r.setup(); err != nil {
-		return err
-	}
+	defer func() { err = errors.Join(err, done()) }()
 	fmt.Fprintf(os.Stderr, "cluster ready after %s\n", time.Since(start).Round(time.Second))
 
 	allow := []*networkingv1.NetworkPolicy{allowPolicy(true)}
@@ -146,6 +135,42 @@ func e2e(ctx context.Context, dir string, o options, log *slog.Logger, w io.Writ
 	return nil
 }
 
+// startE2E builds the benchmark's 2-node cluster, with the agents in
+// Kubernetes mode when bins is not nil (a control plane in the switch
+// namespace, the objects through the API), and sets it up. done removes it.
+func startE2E(ctx context.Context, dir string, o options, log *slog.Logger, bins *devapi.Binaries) (r *e2eRun, done func() error, err error) {
+	b := make([]byte, 2)
+	_, _ = rand.Read(b)
+	cl, err := demo.Build(ctx, demo.Options{
+		Prefix: "nlp" + hex.EncodeToString(b), Nodes: 2, PodsPerNode: -1, Exe: o.exe,
+		StateDir: filepath.Join(dir, "demo-"+hex.EncodeToString(b)), Log: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	r = &e2eRun{ctx: ctx, o: o, log: log, cl: cl, pods: map[string]*demo.Pod{}, nsLabels: map[string]map[string]string{},
+		pols: map[string]*networkingv1.NetworkPolicy{}, api: map[string]*api.Client{}}
+	done = func() error {
+		var errs []error
+		if r.kube != nil {
+			errs = append(errs, r.kube.srv.Stop())
+		}
+		if derr := cl.Down(); derr != nil {
+			errs = append(errs, fmt.Errorf("remove the benchmark cluster: %w", derr))
+		}
+		return errors.Join(errs...)
+	}
+	if bins != nil {
+		if r.kube, err = startKube(ctx, cl, *bins); err != nil {
+			return nil, nil, errors.Join(err, done())
+		}
+	}
+	if err := r.setup(); err != nil {
+		return nil, nil, errors.Join(err, done())
+	}
+	return r, done, nil
+}
+
 // setup starts the agents, attaches the pods (client and server on
 // different nodes, a second client on the server's node, two bulk pods per
 // bulk namespace), applies the Namespace and Pod objects and starts the
@@ -177,13 +202,27 @@ func (r *e2eRun) setup() error {
 	for _, ns := range sortedKeys(r.nsLabels) {
 		objs = append(objs, namespaceObj(ns, r.nsLabels[ns]))
 	}
+	if r.kube != nil {
+		// A pod's namespace and object exist before the kubelet runs the
+		// CNI ADD.
+		if err := r.kube.apply(r.ctx, objs, false); err != nil {
+			return err
+		}
+		objs = nil
+	}
 	for _, s := range r.specs {
-		p, err := r.cl.AddPodIn(r.ctx, r.cl.Nodes[s.node-1], s.ns, s.name)
+		var p *demo.Pod
+		var err error
+		if r.kube != nil {
+			p, err = r.kube.addPod(r.ctx, r.cl, s)
+		} else {
+			p, err = r.cl.AddPodIn(r.ctx, r.cl.Nodes[s.node-1], s.ns, s.name)
+			objs = append(objs, podObj(s))
+		}
 		if err != nil {
 			return err
 		}
 		r.pods[s.ns+"/"+s.name] = p
-		objs = append(objs, podObj(s))
 	}
 	r.client, r.near, r.server = r.pods["perf/client"], r.pods["perf/near"], r.pods["perf/server"]
 	if err := r.apply(r.cl.Nodes[0], objs, false); err != nil {
@@ -234,6 +273,13 @@ func (r *e2eRun) apply(n *demo.Node, objs []any, del bool) error {
 	if len(objs) == 0 {
 		return nil
 	}
+	if r.kube != nil {
+		if err := r.kube.apply(r.ctx, objs, del); err != nil {
+			return err
+		}
+		r.record(objs, del)
+		return nil
+	}
 	m, err := manifest(objs)
 	if err != nil {
 		return err
@@ -248,6 +294,12 @@ func (r *e2eRun) apply(n *demo.Node, objs []any, del bool) error {
 	if err := r.api[n.Name].Do(ctx, "POST", path, api.ApplyRequest{Manifest: m}, &resp); err != nil {
 		return fmt.Errorf("apply %d objects on %s: %w", len(objs), n.Name, err)
 	}
+	r.record(objs, del)
+	return nil
+}
+
+// record notes the policies applied or deleted.
+func (r *e2eRun) record(objs []any, del bool) {
 	for _, o := range objs {
 		if p, ok := o.(*networkingv1.NetworkPolicy); ok {
 			if del {
@@ -257,7 +309,6 @@ func (r *e2eRun) apply(n *demo.Node, objs []any, del bool) error {
 			}
 		}
 	}
-	return nil
 }
 
 func (r *e2eRun) snapshot() *policy.Snapshot {

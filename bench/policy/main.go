@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ type options struct {
 	toggles   int // apply-to-enforcement measurements per node and direction
 	benchtime string
 	verbose   bool
+	kubeSizes []int // policy set sizes of the kube benchmark
 }
 
 func main() {
@@ -53,8 +55,9 @@ func main() {
 	fs.IntVar(&o.toggles, "toggles", 4, "apply-to-enforcement measurements per applying node and direction")
 	fs.StringVar(&o.benchtime, "benchtime", "5x", "go test -benchtime for the gobench part")
 	fs.BoolVar(&o.verbose, "v", false, "log progress")
+	sizes := fs.String("kube-sizes", "10,1000", "kube: sizes of the unrelated policy sets, comma separated")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: policy [flags] gobench|e2e|all")
+		fmt.Fprintln(os.Stderr, "usage: policy [flags] gobench|e2e|kube|all")
 		fs.PrintDefaults()
 	}
 	if len(os.Args) < 2 {
@@ -68,9 +71,17 @@ func main() {
 	} else {
 		_ = fs.Parse(os.Args[2:])
 	}
-	if cmd != "gobench" && cmd != "e2e" && cmd != "all" {
+	if cmd != "gobench" && cmd != "e2e" && cmd != "kube" && cmd != "all" {
 		fs.Usage()
 		os.Exit(2)
+	}
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			fmt.Fprintf(os.Stderr, "policy bench: -kube-sizes %q: want numbers separated by commas\n", *sizes)
+			os.Exit(2)
+		}
+		o.kubeSizes = append(o.kubeSizes, n)
 	}
 	if err := run(cmd, o); err != nil {
 		fmt.Fprintln(os.Stderr, "policy bench: "+err.Error())
@@ -115,7 +126,7 @@ func run(cmd string, o options) (err error) {
 			return err
 		}
 	}
-	if cmd == "e2e" || cmd == "all" {
+	if cmd == "e2e" || cmd == "kube" || cmd == "all" {
 		if o.exe == "" {
 			o.exe = filepath.Join(dir, "netloom")
 			b := exec.CommandContext(ctx, "go", "build", "-o", o.exe, ".")
@@ -124,6 +135,9 @@ func run(cmd string, o options) (err error) {
 			if err := b.Run(); err != nil {
 				return fmt.Errorf("go build netloom: %w", err)
 			}
+		}
+		if cmd == "kube" {
+			return kubeBench(ctx, dir, o, log, out)
 		}
 		if err := e2e(ctx, dir, o, log, out); err != nil {
 			return err
