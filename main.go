@@ -147,6 +147,7 @@ func agentFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "push-pull-interval", Value: t.PushPullInterval, EnvVars: env("PUSH_PULL_INTERVAL")},
 		&cli.StringFlag{Name: "ui-addr", Value: "127.0.0.1:7947", EnvVars: env("UI_ADDR"), Usage: "dashboard and /metrics (host:port; empty turns them off); a non-loopback address asks for the cluster token"},
 		&cli.StringFlag{Name: "kubeconfig", EnvVars: env("KUBECONFIG"), Usage: "Kubernetes mode: pods, namespaces, services and policies come from this API server (a kubeconfig for netloom's ServiceAccount; see 'netloom k8s manifests'); --name must be the Node's name"},
+		&cli.StringFlag{Name: "cni-conflist", EnvVars: env("CNI_CONFLIST"), Usage: "write the CNI conflist here once the pod network is up, and remove it on leave (what 'netloom install --kubernetes' sets: a kubelet keeps the node NotReady until then)"},
 		&cli.StringFlag{Name: "service-proxy", Value: "replace", EnvVars: env("SERVICE_PROXY"), Usage: "Kubernetes mode: replace (no kube-proxy: netloom proxies every service), labelled (only services labelled service.kubernetes.io/service-proxy-name=netloom; others get VIPs only) or off"},
 	)
 }
@@ -219,7 +220,7 @@ func agentCommand() *cli.Command {
 				NodeMask: c.Int("node-mask"), Join: join, Token: c.String("token"), TokenFile: c.String("token-file"),
 				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), PeerGrace: c.Duration("peer-grace"), ResyncInterval: c.Duration("resync-interval"), SubnetGrace: c.Duration("subnet-grace"),
 				UIAddr: c.String("ui-addr"), NodePortRange: c.String("service-node-port-range"), NodePortAddresses: c.StringSlice("nodeport-addresses"),
-				Kubeconfig: c.String("kubeconfig"), ServiceProxy: c.String("service-proxy"),
+				Kubeconfig: c.String("kubeconfig"), ServiceProxy: c.String("service-proxy"), CNIConflist: c.String("cni-conflist"),
 				Timers: mesh.Timers{
 					ProbeInterval: c.Duration("probe-interval"), ProbeTimeout: c.Duration("probe-timeout"),
 					SuspicionMult: c.Int("suspicion-mult"), GossipInterval: c.Duration("gossip-interval"),
@@ -382,13 +383,14 @@ func installCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "install",
 		Usage: "install the binary, the CNI config and the systemd unit",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "root", Value: "/", Usage: "install below this directory (for staging)"}, socketFlag},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "root", Value: "/", Usage: "install below this directory (for staging)"}, socketFlag,
+			&cli.BoolFlag{Name: "kubernetes", Usage: "for a Kubernetes node: the agent writes the CNI conflist once its pod network is up (the kubelet keeps the node NotReady until then)"}},
 		Action: func(c *cli.Context) error {
 			exe, err := os.Executable()
 			if err != nil {
 				return fmt.Errorf("find own binary: %w", err)
 			}
-			if err := systemd.Install(c.String("root"), exe, systemd.InstallOptions{Socket: c.String("socket")}); err != nil {
+			if err := systemd.Install(c.String("root"), exe, systemd.InstallOptions{Socket: c.String("socket"), AgentWritesConflist: c.Bool("kubernetes")}); err != nil {
 				return err
 			}
 			fmt.Printf("installed below %s; start with: systemctl enable --now netloom\n", c.String("root"))

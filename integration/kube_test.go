@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,6 +34,7 @@ func TestKubernetes(t *testing.T) {
 	k := newKubeEnv(t, x)
 	for _, n := range x.c.Nodes {
 		n.ExtraArgs = append(n.ExtraArgs, k.agentArgs()...)
+		n.ExtraArgs = append(n.ExtraArgs, "--cni-conflist", conflistOf(n))
 	}
 	x.start()
 	e := setupPolEnv(t, x, k, polBaselineNS, polBaselinePods)
@@ -45,6 +48,9 @@ func TestKubernetes(t *testing.T) {
 		t.Errorf("the API server refused netloom something (the ClusterRole must be enough):\n%s", strings.Join(f, "\n"))
 	}
 }
+
+// conflistOf is where node n's agent writes its CNI conflist.
+func conflistOf(n *demo.Node) string { return filepath.Join(n.DataDir, "..", "net.d", "10-netloom.conflist") }
 
 // testNodeObjects: each agent writes its subnet, WireGuard key and
 // endpoint on its Node and says the network is up; status shows the link
@@ -71,6 +77,10 @@ func (k *kubeEnv) testNodeObjects(x *tc) {
 			}
 			return fmt.Errorf("no NetworkUnavailable=False condition: %+v", node.Status.Conditions)
 		})
+		// The kubelet sees the network once the agent wrote the conflist.
+		if b, err := os.ReadFile(conflistOf(n)); err != nil || !strings.Contains(string(b), n.Socket) {
+			t.Errorf("%s: conflist %s: %v %s, want one naming the agent's socket", n.Name, conflistOf(n), err, b)
+		}
 		ks := st.Node.Kubernetes
 		if ks == nil || !ks.Synced || ks.Server != k.srv.URL() {
 			t.Errorf("%s: status.node.kubernetes = %+v, want synced with %s", n.Name, ks, k.srv.URL())

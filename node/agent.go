@@ -393,6 +393,9 @@ func (a *Agent) runReady(ctx context.Context) error {
 	for {
 		s := a.hub.Latest()
 		if s.Node.Joined && s.Node.Subnet.IsValid() && s.Node.Bridge == s.Node.Subnet && a.meshc.ProgrammedFor(s.Node.Subnet) {
+			if err := a.writeConflist(); err != nil {
+				a.log.Error("write the CNI conflist; pods cannot be attached until it is there", "err", err)
+			}
 			a.ready.Store(true)
 			a.log.Info("node ready", "subnet", s.Node.Subnet)
 			_ = systemd.Ready()
@@ -514,6 +517,11 @@ func (a *Agent) finishLeave(stopRooms context.CancelFunc, rooms *sync.WaitGroup)
 	}
 	if err := cni.RemoveHost(c.Bridge, c.cidr); err != nil {
 		errs = append(errs, err)
+	}
+	if c.CNIConflist != "" {
+		if err := os.Remove(c.CNIConflist); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
 	if err := a.table.Remove(firewall.TableFamily, firewall.TableName); err != nil {
 		errs = append(errs, err)

@@ -73,6 +73,9 @@ type Config struct {
 	// ServiceProxy is --service-proxy (Kubernetes mode): replace, labelled
 	// or off.
 	ServiceProxy string
+	// CNIConflist, when set, is where the agent writes the CNI conflist
+	// once its pod network is up (and removes it on leave).
+	CNIConflist string
 }
 
 // settings is Config checked and parsed.
@@ -188,6 +191,9 @@ func (c Config) check() (settings, error) {
 	}
 	if s.Kubeconfig != "" {
 		s.Kubeconfig, _ = filepath.Abs(s.Kubeconfig)
+	}
+	if s.CNIConflist != "" {
+		s.CNIConflist, _ = filepath.Abs(s.CNIConflist)
 	}
 	s.DataDir, _ = filepath.Abs(s.DataDir)
 	s.RunDir, _ = filepath.Abs(s.RunDir)

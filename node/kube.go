@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/netloom/netloom/kube"
 	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/mesh/store"
+	"github.com/netloom/netloom/systemd"
 )
 
 // KubeFile keeps, in Kubernetes mode, the objects of the last synced
@@ -136,4 +138,21 @@ func (a *Agent) announceEvents(announcing map[netip.Addr]bool) {
 			delete(announcing, vip)
 		}
 	}
+}
+
+// writeConflist writes the CNI conflist (--cni-conflist) once the pod
+// network is up: a kubelet sees the node's network ready only then.
+func (a *Agent) writeConflist() error {
+	p := a.cfg.CNIConflist
+	if p == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(p, systemd.Conflist(systemd.InstallOptions{Socket: a.cfg.Socket}), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	a.log.Info("CNI conflist written", "path", p)
+	return nil
 }

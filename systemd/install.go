@@ -42,6 +42,10 @@ type InstallOptions struct {
 	// BinPath is where the binary is installed and run from (an absolute
 	// path on the target system); empty means DefaultBinPath.
 	BinPath string
+	// AgentWritesConflist leaves the CNI conflist to the agent, which
+	// writes it (--cni-conflist ConflistPath) once its pod network is up:
+	// a kubelet keeps the node NotReady until then.
+	AgentWritesConflist bool
 }
 
 func (o InstallOptions) withDefaults() InstallOptions {
@@ -60,6 +64,9 @@ func UnitFile(opt InstallOptions) string {
 	args := []string{opt.BinPath, "agent"}
 	if opt.ConfigPath != "" {
 		args = append(args, "--config", opt.ConfigPath)
+	}
+	if opt.AgentWritesConflist {
+		args = append(args, "--cni-conflist", ConflistPath)
 	}
 	args = append(args, opt.ExtraArgs...)
 	quoted := make([]string, len(args))
@@ -185,8 +192,10 @@ func Install(root, exe string, opt InstallOptions) error {
 			return fmt.Errorf("install netloom: %w", err)
 		}
 	}
-	if err := writeFile(under(root, ConflistPath), Conflist(opt), 0o644); err != nil {
-		return fmt.Errorf("install netloom: %w", err)
+	if !opt.AgentWritesConflist {
+		if err := writeFile(under(root, ConflistPath), Conflist(opt), 0o644); err != nil {
+			return fmt.Errorf("install netloom: %w", err)
+		}
 	}
 	if err := writeFile(under(root, UnitPath), []byte(UnitFile(opt)), 0o644); err != nil {
 		return fmt.Errorf("install netloom: %w", err)

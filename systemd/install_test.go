@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io/fs"
 	"os"
@@ -283,5 +284,25 @@ func TestUnitFileVerifies(t *testing.T) {
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, analyze, "verify", unit).CombinedOutput(); err != nil {
 		t.Errorf("systemd-analyze verify: %v\n%s\nunit:\n%s", err, out, text)
+	}
+}
+
+// For a Kubernetes node the agent writes the conflist once its network is
+// up: install leaves it out and tells the agent where it goes.
+func TestInstallAgentWritesConflist(t *testing.T) {
+	root := t.TempDir()
+	exe, _ := fakeExe(t)
+	if err := Install(root, exe, InstallOptions{AgentWritesConflist: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, ConflistPath)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("install wrote %s (err %v); the agent must write it once ready", ConflistPath, err)
+	}
+	unit, err := os.ReadFile(filepath.Join(root, UnitPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(unit), "agent --cni-conflist "+ConflistPath) {
+		t.Errorf("the unit does not pass --cni-conflist:\n%s", unit)
 	}
 }
