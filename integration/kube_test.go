@@ -50,7 +50,9 @@ func TestKubernetes(t *testing.T) {
 }
 
 // conflistOf is where node n's agent writes its CNI conflist.
-func conflistOf(n *demo.Node) string { return filepath.Join(n.DataDir, "..", "net.d", "10-netloom.conflist") }
+func conflistOf(n *demo.Node) string {
+	return filepath.Join(n.DataDir, "..", "net.d", "10-netloom.conflist")
+}
 
 // testNodeObjects: each agent writes its subnet, WireGuard key and
 // endpoint on its Node and says the network is up; status shows the link
