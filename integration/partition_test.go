@@ -39,6 +39,20 @@ func TestPartitionHeals(t *testing.T) {
 	e := &partEnv{tc: x, macs: x.nodeMACs()}
 	e.c1 = x.addClient("c1", client1Addr)
 	x.mustApply(x.node(1), poolManifest("lan", true, lbPool)+podsManifest(pods, nil))
+	// Each side of a cut applies a service asking for an address of the
+	// pool: every node must have it before the first cut.
+	eventually(t, 20*time.Second, "every node lists AddressPool lan", func() error {
+		for _, n := range x.c.Nodes {
+			pools, err := x.getList(n, "addresspools")
+			if err != nil {
+				return err
+			}
+			if find(pools, "", "lan") == nil {
+				return fmt.Errorf("%s does not list AddressPool lan", n.Name)
+			}
+		}
+		return nil
+	})
 
 	n1, n2, n3, n4 := x.node(1), x.node(2), x.node(3), x.node(4)
 	t.Run("OneNodeCutOff", func(t *testing.T) {

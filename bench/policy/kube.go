@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/netloom/netloom/kube/devapi"
+	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/demo"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -181,4 +183,152 @@ func errJoin(a, b error) error {
 		return a
 	}
 	return fmt.Errorf("%w (and removing the cluster: %v)", a, b)
+}
+
+// memObjects are the objects of the memory comparison: pods (bound to the
+// nodes, never attached: objects only) and ClusterIP services selecting
+// them, in namespace mem.
+func memObjects(nodes []*demo.Node, pods, services int) []any {
+	objs := []any{namespaceObj("mem", map[string]string{"team": "mem"})}
+	for i := range pods {
+		p := podObj(podSpec{"mem", fmt.Sprintf("p%05d", i), 1, map[string]string{"app": fmt.Sprintf("app-%d", i%services)}})
+		p.Spec.NodeName = nodes[i%len(nodes)].Name
+		objs = append(objs, p)
+	}
+	for i := range services {
+		objs = append(objs, &corev1.Service{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "mem", Name: fmt.Sprintf("s%04d", i)},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": fmt.Sprintf("app-%d", i)},
+				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}},
+		})
+	}
+	return objs
+}
+
+// kubeMem compares, in one run, the agents' memory with the same objects
+// (o.memPods pods and o.memServices services) from `netloom apply`
+// (standalone) and from the Kubernetes API (informers): VmRSS and VmHWM
+// of each agent once every node lists every service.
+func kubeMem(ctx context.Context, dir string, o options, log *slog.Logger, w io.Writer) error {
+	start := time.Now()
+	bins, err := devapi.Build(ctx, devapi.Options{Progress: func(s string) { fmt.Fprintln(os.Stderr, s) }})
+	if err != nil {
+		return err
+	}
+	type row struct {
+		mode     string
+		rss, hwm map[string]int64 // node -> kB
+	}
+	var rows []row
+	for _, mode := range []string{"apply", "API"} {
+		var b *devapi.Binaries
+		if mode == "API" {
+			b = &bins
+		}
+		r, done, err := startE2E(ctx, dir, o, log, b)
+		if err != nil {
+			return fmt.Errorf("%s mode: %w", mode, err)
+		}
+		res, err := r.memory(memObjects(r.cl.Nodes, o.memPods, o.memServices), o.memServices)
+		if derr := done(); err == nil {
+			err = derr
+		}
+		if err != nil {
+			return fmt.Errorf("%s mode: %w", mode, err)
+		}
+		rows = append(rows, row{mode, res[0], res[1]})
+	}
+	fmt.Fprintf(w, "## Agent memory: the same objects from netloom apply and from the Kubernetes API\n\n")
+	fmt.Fprintf(w, "2 nodes; %d pods (objects only) and %d ClusterIP services, plus the benchmark's own pods; VmRSS and VmHWM of each agent once every node lists every service, after 10 s\n\n", o.memPods, o.memServices)
+	fmt.Fprintf(w, "| objects from | node1 VmRSS | node2 VmRSS | node1 VmHWM | node2 VmHWM |\n| --- | ---: | ---: | ---: | ---: |\n")
+	for _, rw := range rows {
+		fmt.Fprintf(w, "| %s | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB |\n", rw.mode,
+			float64(rw.rss["node1"])/1024, float64(rw.rss["node2"])/1024, float64(rw.hwm["node1"])/1024, float64(rw.hwm["node2"])/1024)
+	}
+	a, k := rows[0], rows[1]
+	fmt.Fprintf(w, "\nAPI / apply, VmRSS: node1 %.2f, node2 %.2f\n\nwall time: %s\n\n",
+		float64(k.rss["node1"])/float64(a.rss["node1"]), float64(k.rss["node2"])/float64(a.rss["node2"]), time.Since(start).Round(time.Second))
+	return nil
+}
+
+// memory sends objs (through the API or netloom apply), waits until every
+// node lists services services in namespace mem, waits 10 s, and reads
+// each agent's VmRSS and VmHWM.
+func (r *e2eRun) memory(objs []any, services int) ([2]map[string]int64, error) {
+	var out [2]map[string]int64
+	if r.kube != nil {
+		if err := r.kube.create(r.ctx, objs); err != nil {
+			return out, err
+		}
+	} else {
+		for i := 0; i < len(objs); i += 500 {
+			if err := r.applyAny(r.cl.Nodes[0], objs[i:min(i+500, len(objs))]); err != nil {
+				return out, err
+			}
+		}
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for _, n := range r.cl.Nodes {
+		for {
+			var list []json.RawMessage
+			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+			err := r.api[n.Name].Do(ctx, "GET", api.PathObjects+"?kind=Service&namespace=mem", nil, &list)
+			cancel()
+			if err == nil && len(list) == services {
+				break
+			}
+			if time.Now().After(deadline) {
+				return out, fmt.Errorf("%s lists %d of %d services after 5 minutes (%v)", n.Name, len(list), services, err)
+			}
+			if err := sleep(r.ctx, time.Second); err != nil {
+				return out, err
+			}
+		}
+	}
+	if err := sleep(r.ctx, 10*time.Second); err != nil {
+		return out, err
+	}
+	out[0], out[1] = map[string]int64{}, map[string]int64{}
+	for _, n := range r.cl.Nodes {
+		st, err := procStatus(n.Agent.Pid)
+		if err != nil {
+			return out, err
+		}
+		out[0][n.Name], out[1][n.Name] = st["VmRSS"], st["VmHWM"]
+	}
+	return out, nil
+}
+
+// applyAny sends any objects to node n's agent with netloom apply.
+func (r *e2eRun) applyAny(n *demo.Node, objs []any) error {
+	m, err := manifest(objs)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, 120*time.Second)
+	defer cancel()
+	var resp api.ApplyResponse
+	return r.api[n.Name].Do(ctx, "POST", api.PathApply, api.ApplyRequest{Manifest: m}, &resp)
+}
+
+// create creates Namespaces, Pods and Services through the API.
+func (k *kubeRun) create(ctx context.Context, objs []any) error {
+	for _, o := range objs {
+		var err error
+		switch v := o.(type) {
+		case *corev1.Namespace:
+			_, err = k.admin.CoreV1().Namespaces().Create(ctx, v, metav1.CreateOptions{})
+		case *corev1.Pod:
+			_, err = k.admin.CoreV1().Pods(v.Namespace).Create(ctx, v, metav1.CreateOptions{})
+		case *corev1.Service:
+			_, err = k.admin.CoreV1().Services(v.Namespace).Create(ctx, v, metav1.CreateOptions{})
+		default:
+			err = fmt.Errorf("the benchmark does not create %T through the API", o)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
+	return nil
 }

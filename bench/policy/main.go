@@ -33,15 +33,17 @@ import (
 )
 
 type options struct {
-	exe       string
-	policies  int // size of the large policy set
-	rounds    int // rounds of visits to the configurations
-	duration  int // iperf3 -t
-	conns     int // connections per connection-rate run
-	toggles   int // apply-to-enforcement measurements per node and direction
-	benchtime string
-	verbose   bool
-	kubeSizes []int // policy set sizes of the kube benchmark
+	exe         string
+	policies    int // size of the large policy set
+	rounds      int // rounds of visits to the configurations
+	duration    int // iperf3 -t
+	conns       int // connections per connection-rate run
+	toggles     int // apply-to-enforcement measurements per node and direction
+	benchtime   string
+	verbose     bool
+	kubeSizes   []int // policy set sizes of the kube benchmark
+	memPods     int   // kube-mem: pods
+	memServices int   // kube-mem: services
 }
 
 func main() {
@@ -55,9 +57,11 @@ func main() {
 	fs.IntVar(&o.toggles, "toggles", 4, "apply-to-enforcement measurements per applying node and direction")
 	fs.StringVar(&o.benchtime, "benchtime", "5x", "go test -benchtime for the gobench part")
 	fs.BoolVar(&o.verbose, "v", false, "log progress")
+	fs.IntVar(&o.memPods, "mem-pods", 5000, "kube-mem: pod objects")
+	fs.IntVar(&o.memServices, "mem-services", 1000, "kube-mem: services")
 	sizes := fs.String("kube-sizes", "10,1000", "kube: sizes of the unrelated policy sets, comma separated")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: policy [flags] gobench|e2e|kube|all")
+		fmt.Fprintln(os.Stderr, "usage: policy [flags] gobench|e2e|kube|kube-mem|all")
 		fs.PrintDefaults()
 	}
 	if len(os.Args) < 2 {
@@ -71,7 +75,7 @@ func main() {
 	} else {
 		_ = fs.Parse(os.Args[2:])
 	}
-	if cmd != "gobench" && cmd != "e2e" && cmd != "kube" && cmd != "all" {
+	if cmd != "gobench" && cmd != "e2e" && cmd != "kube" && cmd != "kube-mem" && cmd != "all" {
 		fs.Usage()
 		os.Exit(2)
 	}
@@ -126,7 +130,7 @@ func run(cmd string, o options) (err error) {
 			return err
 		}
 	}
-	if cmd == "e2e" || cmd == "kube" || cmd == "all" {
+	if cmd == "e2e" || cmd == "kube" || cmd == "kube-mem" || cmd == "all" {
 		if o.exe == "" {
 			o.exe = filepath.Join(dir, "netloom")
 			b := exec.CommandContext(ctx, "go", "build", "-o", o.exe, ".")
@@ -136,8 +140,11 @@ func run(cmd string, o options) (err error) {
 				return fmt.Errorf("go build netloom: %w", err)
 			}
 		}
-		if cmd == "kube" {
+		switch cmd {
+		case "kube":
 			return kubeBench(ctx, dir, o, log, out)
+		case "kube-mem":
+			return kubeMem(ctx, dir, o, log, out)
 		}
 		if err := e2e(ctx, dir, o, log, out); err != nil {
 			return err
