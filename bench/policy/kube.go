@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -331,4 +333,97 @@ func (k *kubeRun) create(ctx context.Context, objs []any) error {
 		}
 	}
 	return nil
+}
+
+// kubePod measures, in one run, the time from a new pod's creation until
+// a pod on the other node connects to it: in standalone mode the Pod object
+// goes in with netloom apply and the CNI ADD follows; in Kubernetes mode
+// the Pod object is created through the API and the test kubelet runs the
+// CNI ADD with its UID and writes its status. Each new pod serves TCP in
+// this process from the moment ADD returns; perf/client (node1) tries a
+// connection every 5 ms.
+func kubePod(ctx context.Context, dir string, o options, log *slog.Logger, w io.Writer) error {
+	start := time.Now()
+	bins, err := devapi.Build(ctx, devapi.Options{Progress: func(s string) { fmt.Fprintln(os.Stderr, s) }})
+	if err != nil {
+		return err
+	}
+	took := map[string][]time.Duration{}
+	modes := []string{"apply", "API"}
+	for _, mode := range modes {
+		var b *devapi.Binaries
+		if mode == "API" {
+			b = &bins
+		}
+		r, done, err := startE2E(ctx, dir, o, log, b)
+		if err != nil {
+			return fmt.Errorf("%s mode: %w", mode, err)
+		}
+		for i := range o.podRuns {
+			d, err := r.newPodReachable(podSpec{"perf", fmt.Sprintf("new%d", i), 2, map[string]string{"role": "new"}})
+			if err != nil {
+				return fmt.Errorf("%s mode: %w", mode, errJoin(err, done()))
+			}
+			took[mode] = append(took[mode], d)
+			fmt.Fprintf(os.Stderr, "  %s: pod %d reachable after %s\n", mode, i, d.Round(time.Millisecond))
+		}
+		if err := done(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "## New pod to pod-to-pod traffic: netloom apply vs the Kubernetes API\n\n")
+	fmt.Fprintf(w, "2 nodes; %d pods per mode; from the create request until a connection from perf/client (node1) to the new pod (node2) succeeds\n\n", o.podRuns)
+	fmt.Fprintf(w, "| objects from | median | min | max |\n| --- | ---: | ---: | ---: |\n")
+	for _, m := range modes {
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", m, ms(medianD(took[m])), ms(slices.Min(took[m])), ms(slices.Max(took[m])))
+	}
+	fmt.Fprintf(w, "\nAPI / apply (medians): %.2f\n\nwall time: %s\n\n", float64(medianD(took["API"]))/float64(medianD(took["apply"])), time.Since(start).Round(time.Second))
+	return nil
+}
+
+// newPodReachable creates pod s as its mode does, serves TCP connPort in
+// it once attached, and returns the time from the start until perf/client
+// first connects to it.
+func (r *e2eRun) newPodReachable(s podSpec) (time.Duration, error) {
+	t0 := time.Now()
+	var p *demo.Pod
+	var err error
+	if r.kube != nil {
+		p, err = r.kube.addPod(r.ctx, r.cl, s)
+	} else {
+		if err = r.applyAny(r.cl.Nodes[0], []any{podObj(s)}); err == nil {
+			p, err = r.cl.AddPodIn(r.ctx, r.cl.Nodes[s.node-1], s.ns, s.name)
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	var ln net.Listener
+	if err := demo.Do(p.NS, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", connPort))
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := dialIn(r.client.NS, netip.AddrPortFrom(p.IP, connPort), 200*time.Millisecond); err == nil {
+			return time.Since(t0), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("pod %s/%s (%s) not reachable from perf/client after 30 s", s.ns, s.name, p.IP)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

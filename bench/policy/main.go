@@ -44,6 +44,7 @@ type options struct {
 	kubeSizes   []int // policy set sizes of the kube benchmark
 	memPods     int   // kube-mem: pods
 	memServices int   // kube-mem: services
+	podRuns     int   // kube-pod: new pods per mode
 }
 
 func main() {
@@ -59,9 +60,10 @@ func main() {
 	fs.BoolVar(&o.verbose, "v", false, "log progress")
 	fs.IntVar(&o.memPods, "mem-pods", 5000, "kube-mem: pod objects")
 	fs.IntVar(&o.memServices, "mem-services", 1000, "kube-mem: services")
+	fs.IntVar(&o.podRuns, "pod-runs", 5, "kube-pod: new pods per mode")
 	sizes := fs.String("kube-sizes", "10,1000", "kube: sizes of the unrelated policy sets, comma separated")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: policy [flags] gobench|e2e|kube|kube-mem|all")
+		fmt.Fprintln(os.Stderr, "usage: policy [flags] gobench|e2e|kube|kube-mem|kube-pod|all")
 		fs.PrintDefaults()
 	}
 	if len(os.Args) < 2 {
@@ -75,7 +77,7 @@ func main() {
 	} else {
 		_ = fs.Parse(os.Args[2:])
 	}
-	if cmd != "gobench" && cmd != "e2e" && cmd != "kube" && cmd != "kube-mem" && cmd != "all" {
+	if cmd != "gobench" && cmd != "e2e" && cmd != "kube" && cmd != "kube-mem" && cmd != "kube-pod" && cmd != "all" {
 		fs.Usage()
 		os.Exit(2)
 	}
@@ -130,7 +132,7 @@ func run(cmd string, o options) (err error) {
 			return err
 		}
 	}
-	if cmd == "e2e" || cmd == "kube" || cmd == "kube-mem" || cmd == "all" {
+	if cmd == "e2e" || strings.HasPrefix(cmd, "kube") || cmd == "all" {
 		if o.exe == "" {
 			o.exe = filepath.Join(dir, "netloom")
 			b := exec.CommandContext(ctx, "go", "build", "-o", o.exe, ".")
@@ -145,6 +147,8 @@ func run(cmd string, o options) (err error) {
 			return kubeBench(ctx, dir, o, log, out)
 		case "kube-mem":
 			return kubeMem(ctx, dir, o, log, out)
+		case "kube-pod":
+			return kubePod(ctx, dir, o, log, out)
 		}
 		if err := e2e(ctx, dir, o, log, out); err != nil {
 			return err
