@@ -52,7 +52,7 @@ func demoCommand() *cli.Command {
 			defer stop()
 			var bins devapi.Binaries
 			if c.Bool("kubernetes") {
-				if bins, err = kubeDemoBinaries(ctx, func(s string) { fmt.Println(s) }); err != nil {
+				if bins, err = devapi.Build(ctx, devapi.Options{Progress: func(s string) { fmt.Println(s) }}); err != nil {
 					return err
 				}
 			}

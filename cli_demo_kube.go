@@ -28,12 +28,6 @@ type kubeDemo struct {
 	fwd            *demo.Forwarder
 }
 
-// kubeDemoBinaries builds the control plane's programs on first use (the
-// progress line says so) and returns them.
-func kubeDemoBinaries(ctx context.Context, say func(string)) (devapi.Binaries, error) {
-	return devapi.Build(ctx, devapi.Options{Progress: say})
-}
-
 // startKubeDemo starts the control plane of cl, prepares it for netloom as
 // an admin does (`netloom k8s manifests`, the Nodes, netloom's kubeconfig)
 // and puts every agent in Kubernetes mode. The agents are not started.

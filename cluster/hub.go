@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -270,26 +271,14 @@ func ComputeLB(cfg lb.Config, s *Snapshot, cand map[string]bool) *LB {
 // on no node (an address outside the cluster). The slices of services
 // whose endpoints all can are shared.
 func liveEndpoints(all map[lb.ServiceKey][]lb.Endpoint, cand map[string]bool) map[lb.ServiceKey][]lb.Endpoint {
-	live := func(ep lb.Endpoint) bool { return ep.Node == "" || cand[ep.Node] }
+	dead := func(ep lb.Endpoint) bool { return ep.Node != "" && !cand[ep.Node] }
 	out := make(map[lb.ServiceKey][]lb.Endpoint, len(all))
 	for k, eps := range all {
-		n := 0
-		for _, ep := range eps {
-			if live(ep) {
-				n++
-			}
+		if slices.ContainsFunc(eps, dead) {
+			eps = slices.DeleteFunc(slices.Clone(eps), dead)
 		}
-		switch {
-		case n == len(eps) && n > 0:
+		if len(eps) > 0 {
 			out[k] = eps
-		case n > 0:
-			keep := make([]lb.Endpoint, 0, n)
-			for _, ep := range eps {
-				if live(ep) {
-					keep = append(keep, ep)
-				}
-			}
-			out[k] = keep
 		}
 	}
 	return out

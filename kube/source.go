@@ -17,7 +17,6 @@ import (
 	"github.com/google/renameio/v2"
 	"github.com/netloom/netloom/cluster"
 	"github.com/netloom/netloom/firewall/policy"
-	"github.com/netloom/netloom/ipam"
 	"github.com/netloom/netloom/kube/manifests"
 	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/mesh/store"
@@ -463,10 +462,6 @@ func (s *Source) problem(what string, err error) {
 	s.cfg.Log.Warn("Kubernetes object left out", "object", what, "err", err)
 }
 
-// Leases are the gossiped subnet leases (for callers that need them
-// without a snapshot).
-func (s *Source) Leases() []ipam.Lease { l, _ := s.gossip.Leases(); return l }
-
 // LoadView reads a saved view; a missing file is no view. A damaged file
 // is an error naming it and the fix.
 func LoadView(path string) (*View, error) {
@@ -610,6 +605,3 @@ func (s *Source) List(kind, ns string) []Object {
 	}
 	return out
 }
-
-// SaveViewRaw writes bytes as the saved view (tests of a damaged file).
-func SaveViewRaw(path string, b []byte) error { return renameio.WriteFile(path, b, 0o600) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -171,7 +172,7 @@ func TestLoadViewDamaged(t *testing.T) {
 	if v, err := LoadView(path); err != nil || v == nil {
 		t.Fatalf("LoadView = %v, %v", v, err)
 	}
-	if err := writeFile(path, `{"pods": [`); err != nil {
+	if err := os.WriteFile(path, []byte(`{"pods": [`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := LoadView(path)
@@ -179,8 +180,6 @@ func TestLoadViewDamaged(t *testing.T) {
 		t.Errorf("damaged: %v, want one line naming the file and the fix", err)
 	}
 }
-
-func writeFile(path, s string) error { return SaveViewRaw(path, []byte(s)) }
 
 func TestWriterIngress(t *testing.T) {
 	svc := lbService("web")

@@ -265,7 +265,7 @@ func (r *e2eRun) memory(objs []any, services int) ([2]map[string]int64, error) {
 		}
 	} else {
 		for i := 0; i < len(objs); i += 500 {
-			if err := r.applyAny(r.cl.Nodes[0], objs[i:min(i+500, len(objs))]); err != nil {
+			if err := r.apply(r.cl.Nodes[0], objs[i:min(i+500, len(objs))], false); err != nil {
 				return out, err
 			}
 		}
@@ -300,18 +300,6 @@ func (r *e2eRun) memory(objs []any, services int) ([2]map[string]int64, error) {
 		out[0][n.Name], out[1][n.Name] = st["VmRSS"], st["VmHWM"]
 	}
 	return out, nil
-}
-
-// applyAny sends any objects to node n's agent with netloom apply.
-func (r *e2eRun) applyAny(n *demo.Node, objs []any) error {
-	m, err := manifest(objs)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(r.ctx, 120*time.Second)
-	defer cancel()
-	var resp api.ApplyResponse
-	return r.api[n.Name].Do(ctx, "POST", api.PathApply, api.ApplyRequest{Manifest: m}, &resp)
 }
 
 // create creates Namespaces, Pods and Services through the API.
@@ -391,7 +379,7 @@ func (r *e2eRun) newPodReachable(s podSpec) (time.Duration, error) {
 	if r.kube != nil {
 		p, err = r.kube.addPod(r.ctx, r.cl, s)
 	} else {
-		if err = r.applyAny(r.cl.Nodes[0], []any{podObj(s)}); err == nil {
+		if err = r.apply(r.cl.Nodes[0], []any{podObj(s)}, false); err == nil {
 			p, err = r.cl.AddPodIn(r.ctx, r.cl.Nodes[s.node-1], s.ns, s.name)
 		}
 	}
