@@ -20,6 +20,8 @@ const (
 	KindLease      = ipam.LeaseKind    // a node's claim on a pod subnet, named by node
 	KindPodAddress = "PodAddress"      // where a pod attached, named by pod
 	KindAssignment = lb.AssignmentKind // the addresses a service holds, named by service
+
+	KindService = "Service" // a user's Service (mesh/objects), which an assignment is of
 )
 
 // PodAddress records where a pod attached: written by the node that ran CNI

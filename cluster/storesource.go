@@ -87,7 +87,7 @@ func NewStoreSource(st *store.Store) *StoreSource {
 		pol, err := objects.DecodeNetworkPolicy(e.Value)
 		return pol, err == nil
 	})
-	s.services = newDecoded("Service", func(e store.Entry) (lb.Service, bool) {
+	s.services = newDecoded(KindService, func(e store.Entry) (lb.Service, bool) {
 		v, err := DecodeService(e)
 		return v, err == nil
 	})

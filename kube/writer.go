@@ -63,9 +63,9 @@ func (w *Writer) Record(puts map[lb.ServiceKey]lb.Assignment, _ []lb.ServiceKey)
 	return errors.Join(errs...)
 }
 
-// Keys implements lbctl.Assignments: the status lives in each service, so
-// none outlives its service.
-func (w *Writer) Keys() []lb.ServiceKey { return nil }
+// Deleted implements lbctl.Assignments: the status lives in each service,
+// so none outlives its service.
+func (w *Writer) Deleted() []lb.ServiceKey { return nil }
 
 // IngressFor is the status.loadBalancer.ingress netloom writes for vip.
 func IngressFor(vip netip.Addr) []corev1.LoadBalancerIngress {

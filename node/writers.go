@@ -55,11 +55,22 @@ func (w storeWriter) Record(puts map[lb.ServiceKey]lb.Assignment, dels []lb.Serv
 	return err
 }
 
-// Keys implements lbctl.Assignments.
-func (w storeWriter) Keys() []lb.ServiceKey {
+// Deleted implements lbctl.Assignments: the recorded assignments whose
+// service the store remembers as deleted, and those whose service has been
+// unheard of for longer than a deletion is remembered (its tombstone
+// expired). A record whose service is merely not here yet (after a heal a
+// broadcast of the record can overtake the push/pull that brings the
+// service) is kept: deleting it would lose the service's address.
+func (w storeWriter) Deleted() []lb.ServiceKey {
 	var out []lb.ServiceKey
 	for _, e := range w.st.List(cluster.KindAssignment, "") {
-		out = append(out, lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name})
+		svc := store.Key{Kind: cluster.KindService, Namespace: e.Key.Namespace, Name: e.Key.Name}
+		if _, live := w.st.Get(svc); live {
+			continue
+		}
+		if w.st.Deleted(svc) || w.st.Forgotten(e.Version) {
+			out = append(out, lb.ServiceKey{Namespace: e.Key.Namespace, Name: e.Key.Name})
+		}
 	}
 	return out
 }

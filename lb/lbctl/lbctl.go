@@ -31,8 +31,10 @@ type Announcer interface {
 type Assignments interface {
 	// Record writes puts and deletes dels in one change.
 	Record(puts map[lb.ServiceKey]lb.Assignment, dels []lb.ServiceKey) error
-	// Keys lists the services that have a recorded assignment.
-	Keys() []lb.ServiceKey
+	// Deleted lists the services that have a recorded assignment but
+	// were deleted. A service whose object has not arrived yet is not
+	// deleted: its record must stay.
+	Deleted() []lb.ServiceKey
 }
 
 // Hooks count what happened (metrics); nil fields are skipped.
@@ -125,10 +127,11 @@ func Owned(self string, s *cluster.Snapshot) []netip.Addr {
 }
 
 // Writes are the assignments node self records for snapshot s, and the
-// recorded ones it deletes (of services that are gone; the lowest
-// candidate does that). Nothing before the node has heard the cluster: a
-// partial store would record addresses that then move.
-func Writes(self string, s *cluster.Snapshot, recorded []lb.ServiceKey) (puts map[lb.ServiceKey]lb.Assignment, dels []lb.ServiceKey) {
+// recorded ones it deletes (of the deleted services among deleted that s
+// does not hold again; the lowest candidate does that). Nothing before the
+// node has heard the cluster: a partial store would record addresses that
+// then move.
+func Writes(self string, s *cluster.Snapshot, deleted []lb.ServiceKey) (puts map[lb.ServiceKey]lb.Assignment, dels []lb.ServiceKey) {
 	if !s.Node.Joined || s.LB == nil {
 		return nil, nil
 	}
@@ -142,7 +145,7 @@ func Writes(self string, s *cluster.Snapshot, recorded []lb.ServiceKey) (puts ma
 		puts[w.Service] = w.Assignment
 	}
 	if lowest(s.LB.Candidates) == self {
-		for _, k := range recorded {
+		for _, k := range deleted {
 			if _, ok := s.LB.Plan.Results[k]; !ok {
 				dels = append(dels, k)
 			}
@@ -174,7 +177,7 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 	var err error
 	worked := false
 	if s.Node.Joined && c.recorded != st {
-		puts, dels := Writes(c.cfg.Name, s, c.as.Keys())
+		puts, dels := Writes(c.cfg.Name, s, c.as.Deleted())
 		if len(puts)+len(dels) > 0 {
 			worked = true
 			if err = c.as.Record(puts, dels); err != nil {

@@ -394,6 +394,21 @@ func (s *Store) Get(k Key) (Entry, bool) {
 	return e, true
 }
 
+// Deleted reports whether the store remembers k as deleted (holds its
+// tombstone). A key neither live nor deleted may be one whose write has
+// not arrived yet.
+func (s *Store) Deleted(k Key) bool {
+	e, ok := s.lookup(k)
+	return ok && e.Deleted
+}
+
+// Forgotten reports whether a write at v is older than every deletion the
+// store still remembers: a key deleted after v may have left no
+// tombstone.
+func (s *Store) Forgotten(v Version) bool {
+	return v.Wall < s.opt.Now().Add(-s.opt.TombstoneTTL).UnixMilli()
+}
+
 // lookup returns the entry under k, tombstone or not.
 func (s *Store) lookup(k Key) (Entry, bool) {
 	s.mu.RLock()
