@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // kubeEnv is a real control plane (etcd, kube-apiserver with RBAC and a
@@ -31,17 +32,36 @@ type kubeEnv struct {
 	// kubeconfig is netloom's: a token of its ServiceAccount, bound to
 	// the ClusterRole of `netloom k8s manifests`.
 	kubeconfig string
-	// restarts are when the API server was started again and when it was
-	// ready: until its RBAC caches have synced it refuses every request
-	// with 403, whatever the ClusterRole says.
+	// netloom is a client with netloom's credentials.
+	netloom kubernetes.Interface
+	// restarts are when the API server was started again and when it
+	// first honoured netloom's credentials: until its RBAC caches have
+	// synced it refuses requests with 403, whatever the ClusterRole says,
+	// even after /readyz answers ok.
 	restarts [][2]time.Time
 }
 
-// startAPIServer starts the API server again and notes when.
+// startAPIServer starts the API server again and notes from when until
+// it lets netloom list nodes, and a second more: a request it refused
+// just before is logged a moment later.
 func (k *kubeEnv) startAPIServer(ctx context.Context) error {
 	from := time.Now()
 	err := k.srv.StartAPIServer(ctx)
-	k.restarts = append(k.restarts, [2]time.Time{from, time.Now()})
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		for {
+			_, err = k.netloom.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1})
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			err = fmt.Errorf("the API server refuses netloom's credentials after a restart: %w", err)
+		}
+	}
+	k.restarts = append(k.restarts, [2]time.Time{from, time.Now().Add(time.Second)})
 	return err
 }
 
@@ -90,11 +110,11 @@ func newKubeEnv(t *testing.T, x *tc) *kubeEnv {
 		}
 	})
 	k := &kubeEnv{srv: srv}
-	cfg := srv.RESTConfig()
-	if k.admin, err = kubernetes.NewForConfig(cfg); err != nil {
+	rc := srv.RESTConfig()
+	if k.admin, err = kubernetes.NewForConfig(rc); err != nil {
 		t.Fatal(err)
 	}
-	if k.dyn, err = dynamic.NewForConfig(cfg); err != nil {
+	if k.dyn, err = dynamic.NewForConfig(rc); err != nil {
 		t.Fatal(err)
 	}
 	k.kubeconfig = filepath.Join(x.c.Opts.StateDir, "netloom.kubeconfig")
@@ -104,6 +124,22 @@ func newKubeEnv(t *testing.T, x *tc) *kubeEnv {
 	}
 	if err := srv.Bootstrap(ctx, names, k.kubeconfig, 24*time.Hour); err != nil {
 		t.Fatalf("bootstrap the control plane for netloom: %v", err)
+	}
+	// netloom's token, through the control plane's dialer into the switch
+	// namespace.
+	kc, err := clientcmd.LoadFromFile(k.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := srv.RESTConfig()
+	for _, a := range kc.AuthInfos {
+		nc.BearerToken = a.Token
+	}
+	if k.netloom, err = kubernetes.NewForConfig(nc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.netloom.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+		t.Fatalf("list nodes with netloom's credentials: %v", err)
 	}
 	return k
 }

@@ -208,7 +208,11 @@ func (k *kubeEnv) testServices(e *polEnv) {
 			return err
 		}
 		if len(evs.Items) != 1 {
-			return fmt.Errorf("%d events", len(evs.Items))
+			var msgs []string
+			for _, ev := range evs.Items {
+				msgs = append(msgs, ev.LastTimestamp.Format(time.RFC3339Nano)+" "+ev.Message)
+			}
+			return fmt.Errorf("%d events %q", len(evs.Items), msgs)
 		}
 		owner = evs.Items[0].Source.Host
 		return nil
