@@ -33,7 +33,10 @@ type kubeDemo struct {
 // and puts every agent in Kubernetes mode. The agents are not started.
 func startKubeDemo(ctx context.Context, cl *demo.Cluster, bins devapi.Binaries, apiPort int) (*kubeDemo, error) {
 	dir := filepath.Join(cl.Opts.StateDir, "kube")
-	srv, err := devapi.Start(ctx, devapi.Config{Bins: bins, Dir: dir, Netns: cl.Switch, Addr: cl.SwitchAddr})
+	// Node subnets come from the controller manager, as in a cluster that
+	// kubeadm init --pod-network-cidr set up.
+	srv, err := devapi.Start(ctx, devapi.Config{Bins: bins, Dir: dir, Netns: cl.Switch, Addr: cl.SwitchAddr,
+		AllocateNodeCIDRs: true, ClusterCIDR: cl.Opts.ClusterCIDR})
 	if err != nil {
 		return nil, err
 	}

@@ -163,15 +163,16 @@ func (h *Hub) Build() *Snapshot {
 	h.mu.Unlock()
 	objs := h.src.Objects()
 	s := &Snapshot{
-		At:        now,
-		Node:      local,
-		Members:   h.members.Members(),
-		Leases:    objs.Leases,
-		Policy:    objs.Policy,
-		Services:  objs.Services,
-		Pools:     objs.Pools,
-		Endpoints: objs.Endpoints,
-		Gen:       objs.Gen,
+		At:         now,
+		Node:       local,
+		Members:    h.members.Members(),
+		Leases:     objs.Leases,
+		NodeSubnet: objs.NodeSubnet,
+		Policy:     objs.Policy,
+		Services:   objs.Services,
+		Pools:      objs.Pools,
+		Endpoints:  objs.Endpoints,
+		Gen:        objs.Gen,
 	}
 	s.Subnets = ipam.Resolve(s.Leases, s.Alive(), now, h.cfg.SubnetGrace)
 	if s.Policy != nil {

@@ -28,6 +28,9 @@ type Snapshot struct {
 	// subnet, resolved at At.
 	Leases  []ipam.Lease
 	Subnets ipam.Table
+	// NodeSubnet says how this node gets its pod subnet: assigned by the
+	// cluster, not yet, or (zero) by gossip agreement.
+	NodeSubnet NodeSubnet
 	// Policy holds the pods that have an address (with labels and named
 	// ports), the namespaces' labels and the NetworkPolicies. It is nil
 	// while the source has no complete view of the objects yet (a
@@ -65,6 +68,19 @@ type Local struct {
 	// by the host side once it made the bridge): routes to remote pods
 	// leave from that address, so they wait for it.
 	Bridge netip.Prefix
+}
+
+// NodeSubnet is how this node gets its pod subnet, as the source says.
+// The zero value: the nodes agree on subnets by gossip (the gossip store,
+// or a Kubernetes cluster that does not allocate node CIDRs).
+type NodeSubnet struct {
+	// Assigned is the subnet the cluster assigned this node (a Kubernetes
+	// Node's spec.podCIDR): the node uses it, and it wins over every
+	// subnet a node picked.
+	Assigned netip.Prefix
+	// Wait, when Assigned is invalid, says why the node claims nothing yet:
+	// the cluster assigns subnets but has not assigned this node one.
+	Wait string
 }
 
 // LB is the load-balancing state of a snapshot: addresses, endpoints and

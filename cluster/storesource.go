@@ -16,10 +16,11 @@ import (
 
 // Objects are the objects of the cluster as a Source yields them.
 type Objects struct {
-	Leases   []ipam.Lease
-	Policy   *policy.Snapshot
-	Services []lb.Service
-	Pools    []lb.Pool
+	Leases     []ipam.Lease
+	NodeSubnet NodeSubnet
+	Policy     *policy.Snapshot
+	Services   []lb.Service
+	Pools      []lb.Pool
 	// Endpoints, when not nil, are the services' endpoints (see
 	// Snapshot.Endpoints).
 	Endpoints map[lb.ServiceKey][]lb.Endpoint

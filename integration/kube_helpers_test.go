@@ -89,7 +89,7 @@ func (k *kubeEnv) restarting(line string) bool {
 // the control plane in x's switch namespace, applies `netloom k8s
 // manifests` as an admin would, creates a Node object per node and writes
 // netloom's kubeconfig. The agents are not started.
-func newKubeEnv(t *testing.T, x *tc) *kubeEnv {
+func newKubeEnv(t *testing.T, x *tc, opts ...func(*devapi.Config)) *kubeEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
@@ -98,7 +98,11 @@ func newKubeEnv(t *testing.T, x *tc) *kubeEnv {
 		t.Fatalf("build the control plane: %v", err)
 	}
 	dir := filepath.Join(x.c.Opts.StateDir, "kube")
-	srv, err := devapi.Start(ctx, devapi.Config{Bins: bins, Dir: dir, Netns: x.c.Switch, Addr: x.c.SwitchAddr})
+	cfg := devapi.Config{Bins: bins, Dir: dir, Netns: x.c.Switch, Addr: x.c.SwitchAddr}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := devapi.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start the control plane: %v", err)
 	}

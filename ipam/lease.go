@@ -22,6 +22,11 @@ type Lease struct {
 	ClaimedSeq uint32 `json:"claimedSeq"`
 	// Renewed is the last time the node confirmed the lease (unix ms).
 	Renewed int64 `json:"renewed"`
+	// Assigned: the cluster gave the node this subnet (a Kubernetes
+	// Node's spec.podCIDR) rather than the node picking it. An assigned
+	// lease wins over every overlapping picked one, whenever claimed, and
+	// never lapses for one.
+	Assigned bool `json:"assigned,omitempty"`
 }
 
 // Table is the agreed owner of every subnet, as computed by Resolve.
@@ -47,10 +52,20 @@ func newerLease(a, b Lease) bool {
 	return a.Subnet.String() < b.Subnet.String() // any fixed order
 }
 
-// claimOrder orders leases by claim: earliest (Claimed, ClaimedSeq) first,
-// then the lower node name.
+// claimOrder orders leases by claim: assigned ones first, then earliest
+// (Claimed, ClaimedSeq), then the lower node name.
 func claimOrder(a, b Lease) int {
-	return cmp.Or(cmp.Compare(a.Claimed, b.Claimed), cmp.Compare(a.ClaimedSeq, b.ClaimedSeq), cmp.Compare(a.Node, b.Node))
+	return cmp.Or(assignedFirst(a.Assigned, b.Assigned), cmp.Compare(a.Claimed, b.Claimed), cmp.Compare(a.ClaimedSeq, b.ClaimedSeq), cmp.Compare(a.Node, b.Node))
+}
+
+func assignedFirst(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return -1
+	}
+	return 1
 }
 
 // Resolve computes who owns which subnet from all leases in the store, the
@@ -71,6 +86,10 @@ func claimOrder(a, b Lease) int {
 // a node that comes back after its subnet was given away picks a new one
 // instead of taking it back from a node that uses it. Nodes must therefore
 // renew their lease more often than grace (see Claim).
+//
+// Assigned leases (Lease.Assigned) come before every picked one: they win
+// every overlap with a picked lease and never lapse. Among themselves
+// (the cluster assigns no overlapping ones) the rules above apply.
 func Resolve(leases []Lease, alive map[string]bool, now time.Time, grace time.Duration) Table {
 	// The newest lease of each node: sort by node, newest first.
 	all := make([]Lease, 0, len(leases))
@@ -115,7 +134,7 @@ func Resolve(leases []Lease, alive map[string]bool, now time.Time, grace time.Du
 	claims := make([]claim, len(active))
 	for i, l := range active {
 		p := l.Subnet.Masked()
-		claims[i] = claim{i: i, a: u128From(p.Addr()), bits: p.Bits(), v6: p.Addr().Is6(), claimed: l.Claimed, renewed: max(l.Renewed, l.Claimed)}
+		claims[i] = claim{i: i, a: u128From(p.Addr()), bits: p.Bits(), v6: p.Addr().Is6(), claimed: l.Claimed, renewed: max(l.Renewed, l.Claimed), assigned: l.Assigned}
 	}
 
 	var won, lost []int
@@ -163,6 +182,8 @@ type claim struct {
 	v6      bool
 	claimed int64
 	renewed int64 // max(Renewed, Claimed)
+	// assigned leases never lapse (see Lease.Assigned).
+	assigned bool
 }
 
 // key returns the map key of the supernet of c's subnet of length n
@@ -224,7 +245,7 @@ func decideOneLength(claims []claim, graceMs int64) (won, lost []int) {
 		winner := false
 		for _, c := range sorted[i:j] {
 			switch {
-			case j-i > 1 && graceMs > 0 && latest-c.renewed >= graceMs:
+			case j-i > 1 && graceMs > 0 && !c.assigned && latest-c.renewed >= graceMs:
 				lost = append(lost, c.i) // lapsed
 			case !winner:
 				won = append(won, c.i)
@@ -317,7 +338,7 @@ func dropLapsed(active []claim, lengths []int, graceMs int64) (stand []claim, la
 				latest = v
 			}
 		}
-		if latest-c.renewed >= graceMs {
+		if !c.assigned && latest-c.renewed >= graceMs {
 			lapsed = append(lapsed, c.i)
 			continue
 		}

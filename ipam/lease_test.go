@@ -24,6 +24,11 @@ func lease(node, subnet string, claimed time.Duration, seq uint32, renewed time.
 	return Lease{Node: node, Subnet: pfx(subnet), Claimed: ms(claimed), ClaimedSeq: seq, Renewed: ms(renewed)}
 }
 
+func assigned(l Lease) Lease {
+	l.Assigned = true
+	return l
+}
+
 func alive(nodes ...string) map[string]bool {
 	m := map[string]bool{}
 	for _, n := range nodes {
@@ -84,6 +89,49 @@ func TestResolve(t *testing.T) {
 				Owner:    owners(map[string]string{"10.244.1.0/24": "b"}),
 				Losers:   []Lease{lease("a", "10.244.1.0/24", 2*time.Second, 0, 2*time.Second)},
 				Reserved: owners(nil),
+			},
+		},
+		{
+			name: "assigned wins over an earlier picked claim",
+			leases: []Lease{
+				lease("a", "10.244.1.0/24", time.Second, 0, 5*time.Second),
+				assigned(lease("b", "10.244.1.0/24", 4*time.Second, 0, 4*time.Second)),
+			},
+			alive: alive("a", "b"),
+			want: Table{
+				ByNode:   nodes(map[string]string{"b": "10.244.1.0/24"}),
+				Owner:    owners(map[string]string{"10.244.1.0/24": "b"}),
+				Losers:   []Lease{lease("a", "10.244.1.0/24", time.Second, 0, 5*time.Second)},
+				Reserved: owners(nil),
+			},
+		},
+		{
+			name: "assigned wins over an overlapping picked supernet",
+			leases: []Lease{
+				lease("a", "10.244.0.0/16", time.Second, 0, time.Second),
+				assigned(lease("b", "10.244.1.0/24", 2*time.Second, 0, 2*time.Second)),
+			},
+			alive: alive("a", "b"),
+			want: Table{
+				ByNode:   nodes(map[string]string{"b": "10.244.1.0/24"}),
+				Owner:    owners(map[string]string{"10.244.1.0/24": "b"}),
+				Losers:   []Lease{lease("a", "10.244.0.0/16", time.Second, 0, time.Second)},
+				Reserved: owners(nil),
+			},
+		},
+		{
+			name: "an assigned lease of a dead node does not lapse for a later picked claim",
+			leases: []Lease{
+				assigned(lease("a", "10.244.1.0/24", 0, 0, 0)),
+				lease("b", "10.244.1.0/24", grace+time.Second, 0, grace+time.Second),
+			},
+			alive: alive("b"),
+			now:   grace / 2,
+			want: Table{
+				ByNode:   nodes(map[string]string{"a": "10.244.1.0/24"}),
+				Owner:    owners(map[string]string{"10.244.1.0/24": "a"}),
+				Losers:   []Lease{lease("b", "10.244.1.0/24", grace+time.Second, 0, grace+time.Second)},
+				Reserved: owners(map[string]string{"10.244.1.0/24": "a"}),
 			},
 		},
 		{
@@ -402,12 +450,13 @@ func TestDecideOneLengthMatchesGeneral(t *testing.T) {
 				Claimed:    claimed,
 				ClaimedSeq: uint32(r.IntN(2)),
 				Renewed:    claimed + r.Int64N(int64(2*grace/time.Millisecond)),
+				Assigned:   r.IntN(8) == 0,
 			})
 		}
 		slices.SortFunc(leases, claimOrder)
 		claims := make([]claim, len(leases))
 		for i, l := range leases {
-			claims[i] = claim{i: i, a: u128From(l.Subnet.Addr()), bits: l.Subnet.Bits(), v6: l.Subnet.Addr().Is6(), claimed: l.Claimed, renewed: max(l.Renewed, l.Claimed)}
+			claims[i] = claim{i: i, a: u128From(l.Subnet.Addr()), bits: l.Subnet.Bits(), v6: l.Subnet.Addr().Is6(), claimed: l.Claimed, renewed: max(l.Renewed, l.Claimed), assigned: l.Assigned}
 		}
 		graceMs := grace.Milliseconds()
 		// lengths 24 and 64 are two lengths in different families: the

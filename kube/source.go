@@ -58,10 +58,11 @@ const (
 	kServices
 	kSlices
 	kPools
+	kNodes
 	nKinds
 )
 
-var kindNames = [nKinds]string{"pods", "namespaces", "networkpolicies", "services", "endpointslices", "addresspools"}
+var kindNames = [nKinds]string{"pods", "namespaces", "networkpolicies", "services", "endpointslices", "addresspools", "nodes"}
 
 // Source is the Kubernetes API server as a cluster.Source: pods,
 // namespaces, NetworkPolicies, Services, EndpointSlices and AddressPools
@@ -98,6 +99,7 @@ type View struct {
 	Services     []*corev1.Service             `json:"services"`
 	Slices       []*discoveryv1.EndpointSlice  `json:"endpointSlices"`
 	AddressPools []*unstructured.Unstructured  `json:"addressPools"`
+	Nodes        []*corev1.Node                `json:"nodes,omitempty"`
 }
 
 // Status is how the Source's link to the API server is.
@@ -119,21 +121,23 @@ type Status struct {
 
 // derived keeps what Objects built, by the generations it read.
 type derived struct {
-	epoch    uint64
-	polKey   [5]uint64
-	pol      *policy.Snapshot
-	polGen   uint64
-	poolKey  [2]uint64
-	pools    []lb.Pool
-	poolGen  uint64
-	svcKey   [3]uint64
-	svcs     []lb.Service
-	svcGen   uint64
-	epKey    [2]uint64
-	eps      map[lb.ServiceKey][]lb.Endpoint
-	podsKey  [4]uint64
-	podsGen  uint64
-	problems map[string]string
+	epoch      uint64
+	polKey     [5]uint64
+	pol        *policy.Snapshot
+	polGen     uint64
+	poolKey    [2]uint64
+	pools      []lb.Pool
+	poolGen    uint64
+	svcKey     [3]uint64
+	svcs       []lb.Service
+	svcGen     uint64
+	epKey      [2]uint64
+	eps        map[lb.ServiceKey][]lb.Endpoint
+	podsKey    [4]uint64
+	podsGen    uint64
+	nodesKey   [2]uint64
+	nodeSubnet cluster.NodeSubnet
+	problems   map[string]string
 }
 
 // New makes a Source from clients (real ones from Connect, or fakes);
@@ -163,6 +167,7 @@ func New(cfg Config, client kubernetes.Interface, dyn dynamic.Interface) (*Sourc
 	s.inf[kServices] = s.factory.Core().V1().Services().Informer()
 	s.inf[kSlices] = s.factory.Discovery().V1().EndpointSlices().Informer()
 	s.inf[kPools] = s.dynFactory.ForResource(manifests.AddressPoolGVR).Informer()
+	s.inf[kNodes] = s.factory.Core().V1().Nodes().Informer()
 	if err := s.inf[kPools].SetTransform(strip); err != nil {
 		return nil, err
 	}
@@ -171,8 +176,14 @@ func New(cfg Config, client kubernetes.Interface, dyn dynamic.Interface) (*Sourc
 			return nil, err
 		}
 		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { s.changed(k) },
-			UpdateFunc: func(any, any) { s.changed(k) },
+			AddFunc: func(any) { s.changed(k) },
+			UpdateFunc: func(old, cur any) {
+				// Of a Node only its pod subnet counts; its status
+				// changes often.
+				if k != kNodes || nodeSubnetChanged(old, cur) {
+					s.changed(k)
+				}
+			},
 			DeleteFunc: func(any) { s.changed(k) },
 		})
 		if err != nil {
@@ -356,6 +367,7 @@ func (s *Source) live() *View {
 		Services:     list[*corev1.Service](s.inf[kServices]),
 		Slices:       list[*discoveryv1.EndpointSlice](s.inf[kSlices]),
 		AddressPools: list[*unstructured.Unstructured](s.inf[kPools]),
+		Nodes:        list[*corev1.Node](s.inf[kNodes]),
 	}
 }
 
@@ -378,7 +390,9 @@ func (s *Source) Objects() cluster.Objects {
 	g := s.generations()
 	v, epoch, ok := s.view()
 	if !ok {
-		return cluster.Objects{Leases: leases, Gen: cluster.Gens{Leases: gLease}}
+		// Whether the cluster assigns pod subnets is not known yet.
+		wait := cluster.NodeSubnet{Wait: "the Kubernetes API caches have not synced yet (the Node's spec.podCIDR may assign this node's pod subnet)"}
+		return cluster.Objects{Leases: leases, NodeSubnet: wait, Gen: cluster.Gens{Leases: gLease}}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -409,7 +423,11 @@ func (s *Source) Objects() cluster.Objects {
 		c.podsKey = k
 		c.podsGen++
 	}
-	return cluster.Objects{Leases: leases, Policy: c.pol, Services: c.svcs, Pools: c.pools, Endpoints: c.eps,
+	if k := [2]uint64{epoch, g[kNodes]}; k != c.nodesKey {
+		c.nodeSubnet = NodeSubnet(v.Nodes, s.cfg.Node)
+		c.nodesKey = k
+	}
+	return cluster.Objects{Leases: leases, NodeSubnet: c.nodeSubnet, Policy: c.pol, Services: c.svcs, Pools: c.pools, Endpoints: c.eps,
 		Gen: cluster.Gens{Leases: gLease, Policy: c.polGen, Services: c.svcGen, Pools: c.poolGen, Pods: c.podsGen}}
 }
 

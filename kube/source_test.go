@@ -283,3 +283,53 @@ func TestCheckAccess(t *testing.T) {
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestSourceNodeSubnet: the pod subnet follows this node's Node: gossip
+// while no Node has a spec.podCIDR, a wait once the cluster assigns them
+// and this node has none yet, then the assigned one; before the caches
+// sync the node waits.
+func TestSourceNodeSubnet(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset(node("n1", ""), node("n2", ""))
+	down := fake.NewClientset()
+	down.PrependReactor("list", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("connection refused")
+	})
+	if ns := startSource(t, Config{Node: "n1", Store: openStore(t)}, down).Objects().NodeSubnet; ns.Wait == "" {
+		t.Errorf("before the caches synced: %+v, want a wait", ns)
+	}
+
+	src := startSource(t, Config{Node: "n1", Store: openStore(t)}, client)
+	waitFor(t, "sync", src.Synced)
+	if ns := src.Objects().NodeSubnet; ns != (cluster.NodeSubnet{}) {
+		t.Fatalf("no Node with a podCIDR: %+v, want gossip agreement", ns)
+	}
+	ch, stop := src.Subscribe()
+	defer stop()
+	if _, err := client.CoreV1().Nodes().Update(ctx, node("n2", "10.244.2.0/24"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a wait", func() bool { return strings.Contains(src.Objects().NodeSubnet.Wait, "spec.podCIDR of Node n1") })
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification after a Node's podCIDR was set")
+	}
+	if _, err := client.CoreV1().Nodes().Update(ctx, node("n1", "10.244.1.0/24"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the assigned subnet", func() bool {
+		return src.Objects().NodeSubnet.Assigned == netip.MustParsePrefix("10.244.1.0/24")
+	})
+	if l := src.live().Nodes; len(l) != 2 || len(l[0].Status.Conditions)+len(l[1].Status.Conditions) != 0 {
+		t.Errorf("cached Nodes %+v, want them stripped to their pod subnets", l)
+	}
+}
+
+func node(name, podCIDR string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDR: podCIDR}}
+	if podCIDR != "" {
+		n.Spec.PodCIDRs = []string{podCIDR}
+	}
+	return n
+}

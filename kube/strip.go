@@ -36,6 +36,14 @@ func strip(obj any) (any, error) {
 		}
 	case *unstructured.Unstructured:
 		o.SetManagedFields(nil)
+	case *corev1.Node:
+		// Of a Node netloom reads its pod subnet; its status (images,
+		// conditions) is most of its size.
+		return &corev1.Node{
+			TypeMeta:   o.TypeMeta,
+			ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion},
+			Spec:       corev1.NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs},
+		}, nil
 	}
 	return obj, nil
 }

@@ -300,3 +300,62 @@ func Pool(u *unstructured.Unstructured) (lb.Pool, error) {
 	}
 	return ap.LBPool()
 }
+
+// NodeSubnet is how node self gets its pod subnet from the Nodes: the
+// spec.podCIDR of its Node (the first IPv4 one of spec.podCIDRs) when the
+// cluster set one. When some Node has one (kube-controller-manager
+// allocates node CIDRs) but self's has none yet, self waits for it rather
+// than picking one that would then move. When no Node has one, the nodes
+// agree by gossip.
+func NodeSubnet(nodes []*corev1.Node, self string) cluster.NodeSubnet {
+	allocating := false
+	var mine *corev1.Node
+	for _, n := range nodes {
+		if n.Name == self {
+			mine = n
+		}
+		if podCIDR(n).IsValid() {
+			allocating = true
+		}
+	}
+	switch {
+	case mine != nil && podCIDR(mine).IsValid():
+		return cluster.NodeSubnet{Assigned: podCIDR(mine)}
+	case !allocating:
+		return cluster.NodeSubnet{}
+	case mine == nil:
+		return cluster.NodeSubnet{Wait: fmt.Sprintf("the cluster assigns pod subnets (spec.podCIDR) and has no Node %s yet", self)}
+	}
+	return cluster.NodeSubnet{Wait: fmt.Sprintf("kube-controller-manager has not set spec.podCIDR of Node %s yet", self)}
+}
+
+// podCIDR is n's pod subnet: the first IPv4 prefix of spec.podCIDRs (or
+// spec.podCIDR), else the first one; invalid when it has none.
+func podCIDR(n *corev1.Node) netip.Prefix {
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	var first netip.Prefix
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			continue
+		}
+		if p.Addr().Is4() {
+			return p
+		}
+		if !first.IsValid() {
+			first = p
+		}
+	}
+	return first
+}
+
+// nodeSubnetChanged reports whether an update of a Node changed its pod
+// subnet (the only part of a Node the Source reads).
+func nodeSubnetChanged(old, cur any) bool {
+	o, ok1 := old.(*corev1.Node)
+	c, ok2 := cur.(*corev1.Node)
+	return !ok1 || !ok2 || podCIDR(o) != podCIDR(c)
+}

@@ -291,3 +291,41 @@ func TestPoolsOldestWins(t *testing.T) {
 		t.Errorf("problems = %v", s.cache.problems)
 	}
 }
+
+func TestNodeSubnet(t *testing.T) {
+	dual := node("n1", "fd00:1::/64")
+	dual.Spec.PodCIDRs = []string{"fd00:1::/64", "10.244.1.0/24"}
+	tests := []struct {
+		name  string
+		nodes []*corev1.Node
+		want  netip.Prefix
+		wait  string
+	}{
+		{"no Node has one: gossip", []*corev1.Node{node("n1", ""), node("n2", "")}, netip.Prefix{}, ""},
+		{"no Nodes at all: gossip", nil, netip.Prefix{}, ""},
+		{"this Node's", []*corev1.Node{node("n1", "10.244.1.0/24"), node("n2", "10.244.2.0/24")}, netip.MustParsePrefix("10.244.1.0/24"), ""},
+		{"dual-stack: the IPv4 one", []*corev1.Node{dual}, netip.MustParsePrefix("10.244.1.0/24"), ""},
+		{"IPv6 only: given, and refused later", []*corev1.Node{node("n1", "fd00:1::/64")}, netip.MustParsePrefix("fd00:1::/64"), ""},
+		{"others have one: wait", []*corev1.Node{node("n1", ""), node("n2", "10.244.2.0/24")}, netip.Prefix{}, "kube-controller-manager has not set spec.podCIDR of Node n1"},
+		{"no Node of this node: wait", []*corev1.Node{node("n2", "10.244.2.0/24")}, netip.Prefix{}, "has no Node n1"},
+	}
+	for _, tc := range tests {
+		got := NodeSubnet(tc.nodes, "n1")
+		if got.Assigned != tc.want || (tc.wait == "") != (got.Wait == "") || !strings.Contains(got.Wait, tc.wait) {
+			t.Errorf("%s: %+v, want %s, wait %q", tc.name, got, tc.want, tc.wait)
+		}
+	}
+}
+
+// TestNodeSubnetChanged: of a Node's updates only a new pod subnet counts
+// (its status changes every few seconds).
+func TestNodeSubnetChanged(t *testing.T) {
+	ready := node("n1", "10.244.1.0/24")
+	ready.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+	if nodeSubnetChanged(node("n1", "10.244.1.0/24"), ready) {
+		t.Error("a status update counted as a change")
+	}
+	if !nodeSubnetChanged(node("n1", ""), node("n1", "10.244.1.0/24")) {
+		t.Error("a podCIDR set did not count")
+	}
+}

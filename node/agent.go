@@ -309,13 +309,17 @@ func (a *Agent) lbConfig() lb.Config {
 }
 
 // setSubnet takes the ipam room's answer: the subnet this node may use.
-func (a *Agent) setSubnet(p netip.Prefix, why string) {
+func (a *Agent) setSubnet(p netip.Prefix, why string, waiting bool) {
 	before := a.hub.Local()
 	if p.IsValid() && p != before.Subnet {
 		a.log.Info("pod subnet", "subnet", p)
 		a.events.Add(events.SubnetClaimed, p.String(), "this node's pod subnet is "+p.String())
 	}
-	if why != "" && why != before.SubnetErr {
+	switch {
+	case why == "" || why == before.SubnetErr:
+	case waiting:
+		a.log.Info("no pod subnet for this node yet", "waiting", why)
+	default:
 		a.log.Error("no pod subnet for this node", "err", why)
 		a.events.Add(events.SubnetFull, "", why)
 	}

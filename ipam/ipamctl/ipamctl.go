@@ -43,8 +43,9 @@ type Controller struct {
 	leases Leases
 	events events.Sink
 	// Subnet receives the subnet the node may use (invalid, with a reason,
-	// while it has none), after every pass.
-	Subnet func(p netip.Prefix, why string)
+	// while it has none; waiting when that reason is the cluster not having
+	// assigned one yet rather than a fault), after every pass.
+	Subnet func(p netip.Prefix, why string, waiting bool)
 	// Conflict is called when this node lost a subnet to an earlier claim.
 	Conflict func()
 	// After asks for another pass after d (a settling claim).
@@ -63,7 +64,7 @@ func New(cfg Config, leases Leases, ev events.Sink) *Controller {
 		cfg.Log = slog.Default()
 	}
 	return &Controller{cfg: cfg, leases: leases, events: ev,
-		Subnet: func(netip.Prefix, string) {}, Conflict: func() {}, After: func(time.Duration) {}}
+		Subnet: func(netip.Prefix, string, bool) {}, Conflict: func() {}, After: func(time.Duration) {}}
 }
 
 // Decision is what one pass does.
@@ -78,6 +79,8 @@ type Decision struct {
 	Subnet netip.Prefix
 	Why    string
 	Keep   bool
+	// Waiting: Why is the cluster not having assigned a subnet yet.
+	Waiting bool
 	// Lost is the subnet lost to Winner's earlier claim (invalid: none).
 	Lost   netip.Prefix
 	Winner string
@@ -112,6 +115,19 @@ func Decide(cfg Config, s *cluster.Snapshot, now time.Time) Decision {
 	if cur.Claimed == now.UnixMilli() {
 		seq = cur.ClaimedSeq + 1
 	}
+	if p := s.NodeSubnet.Assigned; p.IsValid() {
+		return decideAssigned(cfg, s, cur, p, now, seq, renew)
+	}
+	if cur.Assigned && won && own == cur.Subnet {
+		// Assigned once, and the source does not say otherwise now (a
+		// saved view from before): kept.
+		return Decision{Put: renewed(cur, now, renew), Subnet: own}
+	}
+	if w := s.NodeSubnet.Wait; w != "" && !(won && own == cur.Subnet) {
+		// The cluster assigns subnets: none is picked meanwhile (a
+		// picked one already in use is kept until the assigned one comes).
+		return Decision{Why: w, Waiting: true}
+	}
 	next, err := ipam.Claim(cfg.CIDR, cfg.Mask, t, cur, now, seq, renew)
 	if err != nil {
 		// A lost lease is withdrawn so that it does not hold the winner back.
@@ -140,6 +156,59 @@ func Decide(cfg Config, s *cluster.Snapshot, now time.Time) Decision {
 	return d
 }
 
+// decideAssigned is Decide for a node the cluster assigned subnet p: it
+// holds p in an assigned lease (which wins over every picked one) and uses
+// it at once: no claim of another node can take it.
+func decideAssigned(cfg Config, s *cluster.Snapshot, cur ipam.Lease, p netip.Prefix, now time.Time, seq uint32, renew time.Duration) Decision {
+	if err := checkAssigned(cfg, p); err != nil {
+		return Decision{Why: err.Error()}
+	}
+	p = p.Masked()
+	if !cur.Assigned || cur.Subnet != p {
+		nowMs := now.UnixMilli()
+		next := ipam.Lease{Node: cfg.Name, Subnet: p, Claimed: nowMs, ClaimedSeq: seq, Renewed: nowMs, Assigned: true}
+		// Used once the snapshot holds it and it won (the next pass).
+		return Decision{Put: &next, Keep: true, Again: cfg.Settle / 4}
+	}
+	d := Decision{Put: renewed(cur, now, renew)}
+	if own, ok := s.Subnets.ByNode[cfg.Name]; ok && own == p {
+		d.Subnet = p
+		return d
+	}
+	holder := ""
+	for q, n := range s.Subnets.Owner {
+		if q.Overlaps(p) {
+			holder = n
+		}
+	}
+	d.Why = fmt.Sprintf("the pod subnet %s the cluster assigned to node %s (spec.podCIDR) is also assigned to node %s; it frees when that node leaves (netloom leave) or its lease lapses", p, cfg.Name, holder)
+	return d
+}
+
+// checkAssigned says why node cfg.Name cannot use the subnet p the cluster
+// assigned it.
+func checkAssigned(cfg Config, p netip.Prefix) error {
+	switch {
+	case !p.Addr().Is4():
+		return fmt.Errorf("node %s: spec.podCIDR %s is not IPv4; netloom serves IPv4 pod networks: give kube-controller-manager an IPv4 --cluster-cidr", cfg.Name, p)
+	case p.Bits() < cfg.CIDR.Bits() || !cfg.CIDR.Contains(p.Addr()):
+		return fmt.Errorf("node %s: spec.podCIDR %s is outside netloom's cluster CIDR %s: start the agents with --cluster-cidr set to kube-controller-manager's --cluster-cidr", cfg.Name, p, cfg.CIDR)
+	case p.Bits() > 30:
+		return fmt.Errorf("node %s: spec.podCIDR %s has no room for pods: give kube-controller-manager a --node-cidr-mask-size of at most 30", cfg.Name, p)
+	}
+	return nil
+}
+
+// renewed is cur renewed at now when renew has passed since it last was
+// (nil: nothing to write).
+func renewed(cur ipam.Lease, now time.Time, renew time.Duration) *ipam.Lease {
+	if now.UnixMilli()-cur.Renewed < renew.Milliseconds() {
+		return nil
+	}
+	cur.Renewed = now.UnixMilli()
+	return &cur
+}
+
 // Pass implements cluster.Controller.
 func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool) (bool, error) {
 	d := Decide(c.cfg, s, c.cfg.Now())
@@ -155,7 +224,11 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 		c.events.Add(events.SubnetConflict, d.Lost.String(), fmt.Sprintf("subnet %s also claimed by %s, who claimed it first; this node claims %s", d.Lost, d.Winner, d.Put.Subnet))
 	}
 	if d.Put != nil {
-		if d.Put.Subnet != currentSubnet(s, c.cfg.Name) && !d.Lost.IsValid() {
+		switch {
+		case d.Put.Subnet == currentSubnet(s, c.cfg.Name) || d.Lost.IsValid():
+		case d.Put.Assigned:
+			c.cfg.Log.Info("taking the pod subnet the cluster assigned (spec.podCIDR)", "subnet", d.Put.Subnet)
+		default:
 			c.cfg.Log.Info("claiming pod subnet", "subnet", d.Put.Subnet)
 		}
 		if err = c.leases.PutLease(*d.Put); err != nil {
@@ -163,7 +236,7 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 		}
 	}
 	if !d.Keep {
-		c.Subnet(d.Subnet, d.Why)
+		c.Subnet(d.Subnet, d.Why, d.Waiting)
 	}
 	if d.Again > 0 {
 		c.After(d.Again)

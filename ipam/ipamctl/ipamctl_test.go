@@ -115,7 +115,7 @@ func TestPass(t *testing.T) {
 	c := New(Config{Name: "n1", CIDR: cidr, Mask: 24, Grace: time.Hour, Now: func() time.Time { return t0 }}, leases, ev)
 	var got netip.Prefix
 	calls, conflicts := 0, 0
-	c.Subnet = func(p netip.Prefix, why string) { got, calls = p, calls+1 }
+	c.Subnet = func(p netip.Prefix, why string, _ bool) { got, calls = p, calls+1 }
 	c.Conflict = func() { conflicts++ }
 	var again time.Duration
 	c.After = func(d time.Duration) { again = d }
@@ -144,5 +144,69 @@ func TestPass(t *testing.T) {
 	}
 	if conflicts != 1 || len(ev.List()) != 1 || ev.List()[0].Kind != events.SubnetConflict {
 		t.Errorf("conflicts %d, events %+v; want one subnet-conflict", conflicts, ev.List())
+	}
+}
+
+// TestDecideAssigned: a subnet the cluster assigned (spec.podCIDR) is
+// taken in an assigned lease and used as soon as the snapshot holds it,
+// even over an earlier picked claim of another node; a bad one is refused
+// with a line naming it and the fix; while the cluster has not assigned
+// one, nothing is picked, but a subnet in use is kept.
+func TestDecideAssigned(t *testing.T) {
+	p := pfx("10.244.9.0/24")
+	withSubnet := func(s *cluster.Snapshot, ns cluster.NodeSubnet) *cluster.Snapshot {
+		s.NodeSubnet = ns
+		return s
+	}
+	assigned := cluster.NodeSubnet{Assigned: p}
+
+	d := Decide(cfg, withSubnet(snap(true, t0), assigned), t0)
+	if d.Put == nil || !d.Put.Assigned || d.Put.Subnet != p || !d.Keep || d.Again == 0 {
+		t.Fatalf("first pass = %+v, want an assigned lease on %s and another pass", d, p)
+	}
+	mine := *d.Put
+	picked := ipam.Lease{Node: "n2", Subnet: p, Claimed: t0.Add(-time.Hour).UnixMilli(), Renewed: t0.UnixMilli()}
+	d = Decide(cfg, withSubnet(snap(true, t0, mine, picked), assigned), t0)
+	if d.Put != nil || d.Keep || d.Subnet != p || d.Why != "" {
+		t.Errorf("with the lease in the snapshot = %+v, want %s used at once, over n2's earlier picked claim", d, p)
+	}
+	// A picked lease of this node gives way to the assigned subnet.
+	old := ipam.Lease{Node: "n1", Subnet: pfx("10.244.3.0/24"), Claimed: t0.Add(-time.Hour).UnixMilli(), Renewed: t0.UnixMilli()}
+	d = Decide(cfg, withSubnet(snap(true, t0, old), assigned), t0)
+	if d.Put == nil || d.Put.Subnet != p || !d.Put.Assigned {
+		t.Errorf("with a picked lease = %+v, want an assigned lease on %s", d, p)
+	}
+	// Another node holds an assigned lease on it: said, not used.
+	theirs := ipam.Lease{Node: "n2", Subnet: p, Claimed: mine.Claimed - 5, Renewed: t0.UnixMilli(), Assigned: true}
+	d = Decide(cfg, withSubnet(snap(true, t0, mine, theirs), assigned), t0)
+	if d.Subnet.IsValid() || !strings.Contains(d.Why, "also assigned to node n2") {
+		t.Errorf("with n2 holding it = %+v, want no subnet and a line naming n2", d)
+	}
+	for _, bad := range []struct{ subnet, says string }{
+		{"10.99.0.0/24", "outside netloom's cluster CIDR 10.244.0.0/16"},
+		{"10.0.0.0/8", "outside netloom's cluster CIDR"},
+		{"10.244.9.0/31", "no room for pods"},
+		{"fd00::/64", "not IPv4"},
+	} {
+		d := Decide(cfg, withSubnet(snap(true, t0), cluster.NodeSubnet{Assigned: pfx(bad.subnet)}), t0)
+		if d.Put != nil || d.Subnet.IsValid() || d.Waiting || !strings.Contains(d.Why, bad.says) || strings.Contains(d.Why, "\n") {
+			t.Errorf("assigned %s: %+v, want nothing written and one line saying %q", bad.subnet, d, bad.says)
+		}
+	}
+
+	wait := cluster.NodeSubnet{Wait: "kube-controller-manager has not set spec.podCIDR of node n1 yet"}
+	d = Decide(cfg, withSubnet(snap(true, t0), wait), t0)
+	if d.Put != nil || d.Subnet.IsValid() || !d.Waiting || d.Why != wait.Wait {
+		t.Errorf("waiting without a lease = %+v, want nothing picked and the reason", d)
+	}
+	d = Decide(cfg, withSubnet(snap(true, t0, old), wait), t0)
+	if d.Subnet != old.Subnet || d.Waiting {
+		t.Errorf("waiting with a picked subnet in use = %+v, want %s kept", d, old.Subnet)
+	}
+	// An assigned lease is kept when the source has no word on it (a view
+	// saved before the node had its Node object, say).
+	d = Decide(cfg, snap(true, t0, mine), t0)
+	if d.Subnet != p || (d.Put != nil && d.Put.Subnet != p) {
+		t.Errorf("assigned lease, source silent = %+v, want %s kept", d, p)
 	}
 }

@@ -31,7 +31,8 @@ var manifestResources = map[string]schema.GroupVersionResource{
 // Bootstrap prepares the control plane for netloom as a cluster admin
 // does: it creates every object of `netloom k8s manifests` from its YAML
 // (and waits until the AddressPool CRD is served), a Node object for each
-// name (the kubelets would), and writes to kubeconfig a kubeconfig with a
+// name (the kubelets would; with Config.AllocateNodeCIDRs it waits until
+// each has its spec.podCIDR), and writes to kubeconfig a kubeconfig with a
 // token of netloom's ServiceAccount, valid for ttl.
 func (s *Server) Bootstrap(ctx context.Context, nodes []string, kubeconfig string, ttl time.Duration) error {
 	cfg := s.RESTConfig()
@@ -50,6 +51,21 @@ func (s *Server) Bootstrap(ctx context.Context, nodes []string, kubeconfig strin
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}
 		if _, err := admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create Node %s: %w", n, err)
+		}
+	}
+	if s.cfg.AllocateNodeCIDRs {
+		// As after a kubelet registered: the node IPAM controller gives
+		// each Node its pod subnet.
+		for _, n := range nodes {
+			if err := s.waitFor(ctx, s.cm, "assigning Node "+n+" its spec.podCIDR", func(ctx context.Context) error {
+				node, err := admin.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+				if err == nil && node.Spec.PodCIDR == "" {
+					err = errors.New("no spec.podCIDR yet")
+				}
+				return err
+			}); err != nil {
+				return err
+			}
 		}
 	}
 	token, err := s.ServiceAccountToken(ctx, manifests.ServiceAccountNamespace, manifests.ServiceAccountName, ttl)
