@@ -59,10 +59,11 @@ const (
 	kSlices
 	kPools
 	kNodes
+	kServiceCIDRs
 	nKinds
 )
 
-var kindNames = [nKinds]string{"pods", "namespaces", "networkpolicies", "services", "endpointslices", "addresspools", "nodes"}
+var kindNames = [nKinds]string{"pods", "namespaces", "networkpolicies", "services", "endpointslices", "addresspools", "nodes", "servicecidrs"}
 
 // Source is the Kubernetes API server as a cluster.Source: pods,
 // namespaces, NetworkPolicies, Services, EndpointSlices and AddressPools
@@ -100,6 +101,7 @@ type View struct {
 	Slices       []*discoveryv1.EndpointSlice  `json:"endpointSlices"`
 	AddressPools []*unstructured.Unstructured  `json:"addressPools"`
 	Nodes        []*corev1.Node                `json:"nodes,omitempty"`
+	ServiceCIDRs []*networkingv1.ServiceCIDR   `json:"serviceCIDRs,omitempty"`
 }
 
 // Status is how the Source's link to the API server is.
@@ -125,7 +127,7 @@ type derived struct {
 	polKey     [5]uint64
 	pol        *policy.Snapshot
 	polGen     uint64
-	poolKey    [2]uint64
+	poolKey    [3]uint64
 	pools      []lb.Pool
 	poolGen    uint64
 	svcKey     [3]uint64
@@ -168,6 +170,7 @@ func New(cfg Config, client kubernetes.Interface, dyn dynamic.Interface) (*Sourc
 	s.inf[kSlices] = s.factory.Discovery().V1().EndpointSlices().Informer()
 	s.inf[kPools] = s.dynFactory.ForResource(manifests.AddressPoolGVR).Informer()
 	s.inf[kNodes] = s.factory.Core().V1().Nodes().Informer()
+	s.inf[kServiceCIDRs] = s.factory.Networking().V1().ServiceCIDRs().Informer()
 	if err := s.inf[kPools].SetTransform(strip); err != nil {
 		return nil, err
 	}
@@ -368,6 +371,7 @@ func (s *Source) live() *View {
 		Slices:       list[*discoveryv1.EndpointSlice](s.inf[kSlices]),
 		AddressPools: list[*unstructured.Unstructured](s.inf[kPools]),
 		Nodes:        list[*corev1.Node](s.inf[kNodes]),
+		ServiceCIDRs: list[*networkingv1.ServiceCIDR](s.inf[kServiceCIDRs]),
 	}
 }
 
@@ -405,12 +409,12 @@ func (s *Source) Objects() cluster.Objects {
 		c.polKey = k
 		c.polGen++
 	}
-	if k := [2]uint64{epoch, g[kPools]}; c.pools == nil || k != c.poolKey {
-		c.pools = s.pools(v.AddressPools)
+	if k := [3]uint64{epoch, g[kPools], g[kServiceCIDRs]}; c.pools == nil || k != c.poolKey {
+		c.pools = s.pools(v.AddressPools, ServiceCIDRs(v.ServiceCIDRs))
 		c.poolKey = k
 		c.poolGen++
 	}
-	if k := [3]uint64{epoch, g[kServices], g[kPools]}; c.svcs == nil || k != c.svcKey {
+	if k := [3]uint64{epoch, g[kServices], c.poolGen}; c.svcs == nil || k != c.svcKey {
 		c.svcs = s.services(v.Services, c.pools)
 		c.svcKey = k
 		c.svcGen++
@@ -432,9 +436,9 @@ func (s *Source) Objects() cluster.Objects {
 }
 
 // pools translates the AddressPools, oldest first; one that does not
-// parse or overlaps an older pool or the cluster CIDR is logged once and
-// left out (the CRD's schema cannot see overlaps).
-func (s *Source) pools(us []*unstructured.Unstructured) []lb.Pool {
+// parse or overlaps an older pool, the cluster CIDR or a service CIDR is
+// logged once and left out (the CRD's schema cannot see overlaps).
+func (s *Source) pools(us []*unstructured.Unstructured, serviceCIDRs []netip.Prefix) []lb.Pool {
 	sorted := slices.Clone(us)
 	slices.SortFunc(sorted, func(a, b *unstructured.Unstructured) int {
 		return cmp.Or(a.GetCreationTimestamp().Compare(b.GetCreationTimestamp().Time), cmp.Compare(a.GetName(), b.GetName()))
@@ -444,6 +448,11 @@ func (s *Source) pools(us []*unstructured.Unstructured) []lb.Pool {
 		p, err := Pool(u)
 		if err == nil {
 			err = lb.CheckPool(p, out, s.cfg.ClusterCIDR, netip.Prefix{})
+		}
+		for _, sc := range serviceCIDRs {
+			if err == nil {
+				err = lb.CheckPool(p, nil, netip.Prefix{}, sc)
+			}
 		}
 		if err != nil {
 			s.problem("AddressPool/"+u.GetName(), err)

@@ -34,6 +34,8 @@ func strip(obj any) (any, error) {
 			o.Endpoints[i].Hints, o.Endpoints[i].Hostname, o.Endpoints[i].Zone = nil, nil, nil
 			o.Endpoints[i].DeprecatedTopology = nil
 		}
+	case *networkingv1.ServiceCIDR:
+		o.ManagedFields = nil
 	case *unstructured.Unstructured:
 		o.SetManagedFields(nil)
 	case *corev1.Node:

@@ -359,3 +359,18 @@ func nodeSubnetChanged(old, cur any) bool {
 	c, ok2 := cur.(*corev1.Node)
 	return !ok1 || !ok2 || podCIDR(o) != podCIDR(c)
 }
+
+// ServiceCIDRs are the IPv4 ranges of the ServiceCIDR objects, where the
+// API server takes ClusterIPs from: no AddressPool may overlap them.
+func ServiceCIDRs(objs []*networkingv1.ServiceCIDR) []netip.Prefix {
+	var out []netip.Prefix
+	for _, o := range objs {
+		for _, c := range o.Spec.CIDRs {
+			if p, err := netip.ParsePrefix(c); err == nil && p.Addr().Is4() {
+				out = append(out, p.Masked())
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return slices.Compact(out)
+}

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/netloom/netloom/mesh/store"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -274,12 +276,20 @@ func TestPoolsOldestWins(t *testing.T) {
 	s := &Source{cfg: Config{ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")}}
 	s.cfg.Log = slogDiscard()
 	s.cache.problems = map[string]string{}
+	svcCIDRs := ServiceCIDRs([]*networkingv1.ServiceCIDR{
+		{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16", "fd00:96::/112"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "more"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.97.0.0/24"}}},
+	})
+	if fmt.Sprint(svcCIDRs) != "[10.96.0.0/16 10.97.0.0/24]" {
+		t.Errorf("ServiceCIDRs = %v, want the IPv4 ones", svcCIDRs)
+	}
 	got := s.pools([]*unstructured.Unstructured{
 		mk("b-new", 20, "192.168.1.245-192.168.1.250"), // overlaps a-old: left out
 		mk("a-old", 10, "192.168.1.240-192.168.1.246"),
 		mk("pods", 5, "10.244.9.0/24"), // the pod network: left out
 		mk("c", 30, "192.168.2.0/28"),
-	})
+		mk("svc", 40, "10.97.0.128/25"), // a service CIDR: left out
+	}, svcCIDRs)
 	var names []string
 	for _, p := range got {
 		names = append(names, p.Name)
@@ -287,7 +297,8 @@ func TestPoolsOldestWins(t *testing.T) {
 	if strings.Join(names, ",") != "a-old,c" {
 		t.Errorf("pools = %v, want a-old,c", names)
 	}
-	if len(s.cache.problems) != 2 || !strings.Contains(s.cache.problems["AddressPool/b-new"], "a-old") {
+	if len(s.cache.problems) != 3 || !strings.Contains(s.cache.problems["AddressPool/b-new"], "a-old") ||
+		!strings.Contains(s.cache.problems["AddressPool/svc"], "service CIDR 10.97.0.0/24") {
 		t.Errorf("problems = %v", s.cache.problems)
 	}
 }
