@@ -111,20 +111,66 @@ func CheckAccess(ctx context.Context, c kubernetes.Interface, server string, nee
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("the API server %s does not let netloom %s: apply the ClusterRole of 'netloom k8s manifests' and bind it to netloom's ServiceAccount", server, strings.Join(missing, ", "))
+		return &Error{msg: fmt.Sprintf("the API server %s does not let netloom %s: apply the ClusterRole of 'netloom k8s manifests' and bind it to netloom's ServiceAccount", server, strings.Join(missing, ", ")), denied: true}
 	}
 	return nil
 }
 
-// APIError is one line for an error of the API server at server.
+// APIError is one line for an error of the API server at server; it wraps
+// err (errors.Is and As see the API status).
 func APIError(server string, err error) error {
 	switch {
 	case apierrors.IsUnauthorized(err):
-		return fmt.Errorf("the API server %s refuses netloom's credentials (401): make a new token for the netloom ServiceAccount and put it in the kubeconfig", server)
+		return &Error{msg: fmt.Sprintf("the API server %s refuses netloom's credentials (401): make a new token for the netloom ServiceAccount and put it in the kubeconfig", server), err: err}
 	case apierrors.IsForbidden(err):
-		return fmt.Errorf("the API server %s forbids it (403): %s: apply the ClusterRole of 'netloom k8s manifests'", server, oneLine(err.Error()))
+		return &Error{msg: fmt.Sprintf("the API server %s forbids it (403): %s: apply the ClusterRole of 'netloom k8s manifests'", server, oneLine(err.Error())), err: err, denied: true}
 	}
-	return fmt.Errorf("the API server %s: %s", server, oneLine(err.Error()))
+	return &Error{msg: fmt.Sprintf("the API server %s: %s", server, oneLine(err.Error())), err: err}
+}
+
+// Error is an error of the API server as one line.
+type Error struct {
+	msg string
+	err error
+	// denied: the server refused netloom (403, or a permission a
+	// SelfSubjectAccessReview says it lacks).
+	denied bool
+}
+
+func (e *Error) Error() string { return e.msg }
+func (e *Error) Unwrap() error { return e.err }
+
+// Denied reports whether err is the API server refusing netloom something.
+func Denied(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.denied
+}
+
+// Unreachable reports whether err is no answer of the API server at all
+// (refused connection, timeout), rather than an answer.
+func Unreachable(err error) bool {
+	var status apierrors.APIStatus
+	return err != nil && !Denied(err) && !errors.As(err, &status) && !errors.Is(err, context.Canceled)
+}
+
+// WarmupGrace is how long after the API server was unreachable a refusal
+// may be its own start: kube-apiserver answers, even /readyz ok, before its
+// RBAC caches have loaded, and until then refuses every request (403) and
+// every SelfSubjectAccessReview.
+const WarmupGrace = 30 * time.Second
+
+// Warmup tells refusals of an API server that is starting from those its
+// RBAC means. The zero value is ready to use.
+type Warmup struct{ unreachable time.Time }
+
+// Starting records err (seen at now) and reports whether it is a refusal
+// within WarmupGrace of the server having been unreachable.
+func (w *Warmup) Starting(err error, now time.Time) bool {
+	if Unreachable(err) {
+		w.unreachable = now
+		return false
+	}
+	return Denied(err) && !w.unreachable.IsZero() && now.Sub(w.unreachable) < WarmupGrace
 }
 
 func oneLine(s string) string {

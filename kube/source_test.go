@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -332,4 +333,34 @@ func node(name, podCIDR string) *corev1.Node {
 		n.Spec.PodCIDRs = []string{podCIDR}
 	}
 	return n
+}
+
+// TestWarmup: a refusal (403, or permissions a SelfSubjectAccessReview
+// denies) within WarmupGrace of the API server having been unreachable is
+// its start, not the ClusterRole; before any outage, or later, it is.
+func TestWarmup(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	down := APIError("https://api:6443", errors.New(`Get "https://api:6443/api": dial tcp 10.0.0.1:6443: connect: connection refused`))
+	forbidden := fmt.Errorf("patch Node n1: %w", APIError("https://api:6443", apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "n1", errors.New("RBAC: clusterrole \"netloom\" not found"))))
+	missing := &Error{msg: "the API server https://api:6443 does not let netloom list pods", denied: true}
+	if !Unreachable(down) || Unreachable(forbidden) || Unreachable(missing) || !Denied(forbidden) || Denied(down) || !Denied(missing) {
+		t.Fatalf("Unreachable/Denied: down %v/%v, forbidden %v/%v", Unreachable(down), Denied(down), Unreachable(forbidden), Denied(forbidden))
+	}
+	if !apierrors.IsForbidden(forbidden) {
+		t.Error("APIError hides the API status")
+	}
+	var w Warmup
+	if w.Starting(forbidden, t0) {
+		t.Error("a 403 with no outage before counted as the server starting")
+	}
+	w.Starting(down, t0)
+	for _, c := range []struct {
+		err   error
+		after time.Duration
+		want  bool
+	}{{forbidden, 2 * time.Second, true}, {missing, 20 * time.Second, true}, {forbidden, WarmupGrace + time.Second, false}} {
+		if got := w.Starting(c.err, t0.Add(c.after)); got != c.want {
+			t.Errorf("%v %v after the outage: starting %v, want %v", c.err, c.after, got, c.want)
+		}
+	}
 }

@@ -60,9 +60,18 @@ func (a *Agent) runKube(ctx context.Context) error {
 		patchErr   string
 		announcing = map[netip.Addr]bool{}
 	)
+	var warm kube.Warmup
 	report := func(err error, prev *string, msg string) {
 		if err == nil {
 			*prev = ""
+			return
+		}
+		if warm.Starting(err, time.Now()) {
+			// Not the ClusterRole's fault: the server is still loading it.
+			if *prev != "starting" {
+				a.log.Warn(msg+": the API server refused it right after it came back, as it does until its authorization caches have loaded; retrying", "err", err)
+			}
+			*prev = "starting"
 			return
 		}
 		if err.Error() != *prev {
