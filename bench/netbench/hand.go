@@ -24,6 +24,9 @@ import (
 //	        peer set with wg, a route to the other pod subnet on it
 //	wggo-mod: the same with wireguard-go built from the module version
 //	        netloom embeds (go build golang.zx2c4.com/wireguard)
+//	companion: the same with netloom's own engine process (netloom
+//	        wg-companion), without an agent or nftables: what netloom's
+//	        packaging of wireguard-go costs, apart from its node setup
 const (
 	podMTU = 1420
 	wgPort = 51820
@@ -54,7 +57,8 @@ func addrIn(p netip.Prefix, n int) netip.Addr {
 }
 
 // buildHand builds the baseline kind: "plain", or "wggo" / "wggo-mod"
-// with the wireguard-go binary wgExe.
+// with the wireguard-go binary wgExe, or "companion" with wgExe the netloom
+// binary.
 func buildHand(ctx context.Context, e *env, kind, wgExe string) (*pair, error) {
 	pre := e.id + "-" + kind
 	sw := pre + "-sw"
@@ -117,7 +121,7 @@ func buildHand(ctx context.Context, e *env, kind, wgExe string) (*pair, error) {
 				return nil, err
 			}
 		}
-	case "wggo", "wggo-mod":
+	case "wggo", "wggo-mod", "companion":
 		if err := wireWGGo(ctx, e, p, nodes, wgExe); err != nil {
 			return nil, err
 		}
@@ -139,10 +143,7 @@ func wireWGGo(ctx context.Context, e *env, p *pair, nodes [2]string, exe string)
 		}
 		keys[i] = k
 		// unique on the machine: the UAPI socket path is global
-		letter := "w"
-		if p.name == "wggo-mod" {
-			letter = "m"
-		}
+		letter := map[string]string{"wggo": "w", "wggo-mod": "m", "companion": "c"}[p.name]
 		ifaces[i] = fmt.Sprintf("%s%s%d", e.id, letter, i+1)
 	}
 	for i := range 2 {
@@ -150,7 +151,11 @@ func wireWGGo(ctx context.Context, e *env, p *pair, nodes [2]string, exe string)
 		e.mu.Lock()
 		e.sockets = append(e.sockets, sock)
 		e.mu.Unlock()
-		wp, err := e.start(nodes[i], "wireguard-go "+ifaces[i], []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"}, exe, "-f", ifaces[i])
+		args := []string{exe, "-f", ifaces[i]}
+		if p.name == "companion" {
+			args = []string{exe, "wg-companion", "--iface", ifaces[i], "--mtu", fmt.Sprint(podMTU), "--run-dir", e.dir}
+		}
+		wp, err := e.start(nodes[i], "wireguard-go "+ifaces[i], []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"}, args...)
 		if err != nil {
 			return err
 		}

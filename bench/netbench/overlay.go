@@ -171,6 +171,10 @@ func overlay(ctx context.Context, e *env, o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	comp, err := buildHand(ctx, e, "companion", o.exe)
+	if err != nil {
+		return err
+	}
 	cl, err := buildNetloom(ctx, e, o, 2, 1)
 	if err != nil {
 		return err
@@ -179,7 +183,7 @@ func overlay(ctx context.Context, e *env, o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pairs := []*pair{nl, wggo, wggoMod, plain}
+	pairs := []*pair{nl, wggo, wggoMod, comp, plain}
 	for _, p := range pairs {
 		// a first packet also makes the WireGuard handshake
 		if _, err := e.exec(ctx, p.pods[0], "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-w", "10", p.podIP[1].String()); err != nil {
@@ -252,7 +256,7 @@ func overlay(ctx context.Context, e *env, o options, w io.Writer) error {
 		return fmt.Sprintf("**%.2f** (%s)", median(rs), strings.Join(per, ", "))
 	}
 	fmt.Fprintf(w, "\n| ratio | -P 1: median of per-round ratios (rounds) | -P 4: median of per-round ratios (rounds) | -P 1: ratio of medians | -P 4: ratio of medians |\n| --- | --- | --- | --- | --- |\n")
-	for _, rr := range [][2]string{{"netloom", "wggo"}, {"netloom", "plain"}, {"netloom", "wggo-mod"}, {"wggo", "plain"}, {"wggo-mod", "plain"}} {
+	for _, rr := range [][2]string{{"netloom", "wggo"}, {"netloom", "plain"}, {"netloom", "wggo-mod"}, {"companion", "wggo-mod"}, {"netloom", "companion"}, {"wggo", "plain"}, {"wggo-mod", "plain"}} {
 		fmt.Fprintf(w, "| %s / %s | %s | %s | %.2f | %.2f |\n", label(rr[0]), label(rr[1]),
 			roundRatio(rr[0], rr[1], 1), roundRatio(rr[0], rr[1], 4),
 			med[key{rr[0], 1}]/med[key{rr[1], 1}], med[key{rr[0], 4}]/med[key{rr[1], 4}])
@@ -268,6 +272,8 @@ func label(cfg string) string {
 		return "stand-alone wireguard-go (Debian)"
 	case "wggo-mod":
 		return "stand-alone wireguard-go (netloom's module version)"
+	case "companion":
+		return "netloom's wg-companion alone, hand-built (no agent, no nftables)"
 	case "plain":
 		return "plain veth (ceiling)"
 	}
