@@ -243,8 +243,8 @@ func TestPatchNode(t *testing.T) {
 		}
 	}
 	w.Node = "missing"
-	if err := w.PatchNode(context.Background(), st); err == nil || !strings.Contains(err.Error(), "--name") {
-		t.Errorf("missing Node: %v, want a line pointing at --name", err)
+	if err := w.PatchNode(context.Background(), st); err == nil || !strings.Contains(err.Error(), "--name") || Unreachable(err) {
+		t.Errorf("missing Node: %v, want a line pointing at --name (an answer of the server, not a lost one)", err)
 	}
 	// Before the routes are up, no condition.
 	b, _ := NodePatch(NodeState{Subnet: st.Subnet}, time.Now())

@@ -159,7 +159,7 @@ func (w *Writer) PatchNode(ctx context.Context, st NodeState) error {
 	defer cancel()
 	_, err = w.Client.CoreV1().Nodes().Patch(ctx, w.Node, types.StrategicMergePatchType, b, metav1.PatchOptions{}, "status")
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("the API server %s has no Node %q: start the agent with --name set to this node's Kubernetes name", w.Server, w.Node)
+		return &Error{msg: fmt.Sprintf("the API server %s has no Node %q: start the agent with --name set to this node's Kubernetes name", w.Server, w.Node), err: err}
 	}
 	if err != nil {
 		return fmt.Errorf("patch Node %s: %w", w.Node, APIError(w.Server, err))
