@@ -19,11 +19,17 @@ import (
 func printStatus(w io.Writer, st api.Status) {
 	n := st.Node
 	subnet := n.Subnet
-	if subnet == "" {
+	switch {
+	case subnet == "":
 		subnet = "none"
+	case n.SubnetAssigned:
+		subnet += " (spec.podCIDR)"
 	}
 	fmt.Fprintf(w, "node %s  address %s  subnet %s  wireguard %s %s port %d\n", n.Name, n.Address, subnet, n.WireGuard.Mode, n.WireGuard.Interface, n.WireGuard.Port)
-	if n.SubnetErr != "" {
+	switch {
+	case n.SubnetErr != "" && n.SubnetWaiting:
+		fmt.Fprintf(w, "waiting: %s\n", n.SubnetErr)
+	case n.SubnetErr != "":
 		fmt.Fprintf(w, "problem: %s\n", n.SubnetErr)
 	}
 	if k := n.Kubernetes; k != nil {

@@ -236,3 +236,23 @@ func TestGetHelpNamesEveryKind(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusSubnet: a subnet the cluster assigned says so, and a node
+// waiting for one says it waits rather than reporting a problem.
+func TestPrintStatusSubnet(t *testing.T) {
+	var b strings.Builder
+	printStatus(&b, api.Status{Node: api.NodeStatus{Name: "n1", Subnet: "10.244.1.0/24", SubnetAssigned: true}})
+	if !strings.Contains(b.String(), "subnet 10.244.1.0/24 (spec.podCIDR)") {
+		t.Errorf("assigned subnet:\n%s", b.String())
+	}
+	b.Reset()
+	printStatus(&b, api.Status{Node: api.NodeStatus{Name: "n1", SubnetErr: "kube-controller-manager has not set spec.podCIDR of Node n1 yet", SubnetWaiting: true}})
+	if !strings.Contains(b.String(), "subnet none") || !strings.Contains(b.String(), "waiting: kube-controller-manager") || strings.Contains(b.String(), "problem:") {
+		t.Errorf("waiting for a subnet:\n%s", b.String())
+	}
+	b.Reset()
+	printStatus(&b, api.Status{Node: api.NodeStatus{Name: "n1", SubnetErr: "cluster CIDR 10.244.0.0/16 has no free /24 subnet left; retrying"}})
+	if !strings.Contains(b.String(), "problem: cluster CIDR") {
+		t.Errorf("no subnet, a fault:\n%s", b.String())
+	}
+}

@@ -64,6 +64,9 @@ type Local struct {
 	// says why there is none.
 	Subnet    netip.Prefix
 	SubnetErr string
+	// SubnetWaiting: SubnetErr is the node waiting for the cluster to
+	// assign it a subnet, not a fault.
+	SubnetWaiting bool
 	// Bridge is the subnet whose gateway address the pod bridge holds (set
 	// by the host side once it made the bridge): routes to remote pods
 	// leave from that address, so they wait for it.

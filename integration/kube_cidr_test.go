@@ -57,8 +57,8 @@ func TestKubernetesNodeCIDRs(t *testing.T) {
 
 	var pods []*demo.Pod
 	for _, n := range x.c.Nodes {
-		if st := x.status(n); st.Node.Subnet != podCIDR[n.Name].String() {
-			t.Errorf("%s: pod subnet %s, want its spec.podCIDR %s", n.Name, st.Node.Subnet, podCIDR[n.Name])
+		if st := x.status(n); st.Node.Subnet != podCIDR[n.Name].String() || !st.Node.SubnetAssigned {
+			t.Errorf("%s: pod subnet %s (assigned %v), want its spec.podCIDR %s, assigned", n.Name, st.Node.Subnet, st.Node.SubnetAssigned, podCIDR[n.Name])
 		}
 		if b, _ := os.ReadFile(n.LogPath); !strings.Contains(string(b), "the cluster assigned (spec.podCIDR)") {
 			t.Errorf("%s: the agent's log does not say the subnet came from spec.podCIDR", n.Name)

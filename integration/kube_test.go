@@ -88,6 +88,9 @@ func (k *kubeEnv) testNodeObjects(x *tc) {
 		if b, err := os.ReadFile(conflistOf(n)); err != nil || !strings.Contains(string(b), n.Socket) {
 			t.Errorf("%s: conflist %s: %v %s, want one naming the agent's socket", n.Name, conflistOf(n), err, b)
 		}
+		if st.Node.SubnetAssigned {
+			t.Errorf("%s: subnet %s shown as assigned by the cluster, which allocates no node CIDRs here", n.Name, st.Node.Subnet)
+		}
 		ks := st.Node.Kubernetes
 		if ks == nil || !ks.Synced || ks.Server != k.srv.URL() {
 			t.Errorf("%s: status.node.kubernetes = %+v, want synced with %s", n.Name, ks, k.srv.URL())

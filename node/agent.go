@@ -328,7 +328,7 @@ func (a *Agent) setSubnet(p netip.Prefix, why string, waiting bool) {
 			a.log.Warn("pod address allocator", "err", err)
 		}
 	}
-	a.hub.SetLocal(func(l *cluster.Local) { l.Subnet, l.SubnetErr = p, why })
+	a.hub.SetLocal(func(l *cluster.Local) { l.Subnet, l.SubnetErr, l.SubnetWaiting = p, why, waiting })
 }
 
 // useSubnet hands out pod addresses from subnet: the allocator Run read

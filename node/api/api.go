@@ -72,12 +72,18 @@ type VIPStatus struct {
 
 // NodeStatus describes the local node.
 type NodeStatus struct {
-	Name      string         `json:"name"`
-	Address   string         `json:"address"`
-	Subnet    string         `json:"subnet"`
-	SubnetErr string         `json:"subnetError,omitempty"`
-	Version   string         `json:"version"`
-	WireGuard LocalWireGuard `json:"wireguard"`
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	Subnet    string `json:"subnet"`
+	SubnetErr string `json:"subnetError,omitempty"`
+	// SubnetAssigned: the cluster assigned the subnet (Kubernetes
+	// spec.podCIDR); otherwise the nodes agreed on it by gossip.
+	SubnetAssigned bool `json:"subnetAssigned,omitempty"`
+	// SubnetWaiting: SubnetErr says what the node waits for (the
+	// cluster assigning it a subnet), not a fault.
+	SubnetWaiting bool           `json:"subnetWaiting,omitempty"`
+	Version       string         `json:"version"`
+	WireGuard     LocalWireGuard `json:"wireguard"`
 	// PolicyRules is the number of nftables rules NetworkPolicy compiled to
 	// on this node.
 	PolicyRules int `json:"policyRules"`
