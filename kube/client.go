@@ -163,6 +163,14 @@ const WarmupGrace = 30 * time.Second
 // RBAC means. The zero value is ready to use.
 type Warmup struct{ unreachable time.Time }
 
+// Unreachable records that the server was unreachable at t (seen
+// elsewhere, e.g. by a watch).
+func (w *Warmup) Unreachable(t time.Time) {
+	if t.After(w.unreachable) {
+		w.unreachable = t
+	}
+}
+
 // Starting records err (seen at now) and reports whether it is a refusal
 // within WarmupGrace of the server having been unreachable.
 func (w *Warmup) Starting(err error, now time.Time) bool {

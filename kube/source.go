@@ -119,6 +119,10 @@ type Status struct {
 	// clears when the server answers again.
 	LastError   string
 	LastErrorAt time.Time
+	// LastUnreachable is when a watch last got no answer at all (refused
+	// connection, timeout, a dropped watch): the server was down or
+	// restarting.
+	LastUnreachable time.Time
 }
 
 // derived keeps what Objects built, by the generations it read.
@@ -275,6 +279,9 @@ func (s *Source) watchError(kind string, err error) {
 	s.mu.Lock()
 	repeat := s.status.LastError == msg
 	s.status.LastError, s.status.LastErrorAt = msg, time.Now()
+	if Unreachable(err) {
+		s.status.LastUnreachable = s.status.LastErrorAt
+	}
 	s.mu.Unlock()
 	if !repeat {
 		s.cfg.Log.Warn("Kubernetes API watch failed; the data plane stays as it is while client-go retries", "kind", kind, "server", s.cfg.Server, "err", err)

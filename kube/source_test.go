@@ -144,6 +144,7 @@ func TestSourceBeforeSync(t *testing.T) {
 	if o := src.Objects(); o.Policy != nil || o.Services != nil {
 		t.Fatalf("before any sync: %+v, want no objects", o)
 	}
+	waitFor(t, "the lost server noted", func() bool { return !src.Status().LastUnreachable.IsZero() })
 	err := src.WaitPod(context.Background(), "default", "web", "u1", 200*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "default/web") || !strings.Contains(err.Error(), "retry") {
 		t.Errorf("WaitPod = %v, want one line naming the pod and the retry", err)
@@ -352,6 +353,12 @@ func TestWarmup(t *testing.T) {
 	var w Warmup
 	if w.Starting(forbidden, t0) {
 		t.Error("a 403 with no outage before counted as the server starting")
+	}
+	// An outage a watch saw counts as one the probes saw.
+	var seen Warmup
+	seen.Unreachable(t0)
+	if !seen.Starting(forbidden, t0.Add(time.Second)) {
+		t.Error("a 403 a second after a watch lost the server did not count as it starting")
 	}
 	w.Starting(down, t0)
 	for _, c := range []struct {

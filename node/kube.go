@@ -66,6 +66,8 @@ func (a *Agent) runKube(ctx context.Context) error {
 			*prev = ""
 			return
 		}
+		// A watch may have seen the server go away between two probes.
+		warm.Unreachable(a.kube.Status().LastUnreachable)
 		if warm.Starting(err, time.Now()) {
 			// Not the ClusterRole's fault: the server is still loading it.
 			if *prev != "starting" {
