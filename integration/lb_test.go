@@ -520,7 +520,22 @@ func (e *lbEnv) testPartition(t *testing.T, c2 *client) {
 	if views["split-a"].vip != views["split-b"].vip {
 		t.Logf("the two sides gave different VIPs: no conflict to resolve (want the same free VIP on both sides)")
 	}
-	time.Sleep(time.Second) // assignments recorded on both sides
+	// Each side has recorded its service's address before the heal.
+	for _, c := range []struct {
+		n    *demo.Node
+		name string
+	}{{n1, "split-a"}, {n3, "split-b"}} {
+		eventually(t, 20*time.Second, c.n.Name+" records the VIP of "+c.name, func() error {
+			st, err := x.c.Status(t.Context(), c.n)
+			if err != nil {
+				return err
+			}
+			if v, ok := vipOf(st, "default/"+c.name); !ok || !v.Recorded {
+				return fmt.Errorf("status vips has %+v", v)
+			}
+			return nil
+		})
+	}
 	heal()
 	x.waitReady()
 	a := x.settled("split-a", true)

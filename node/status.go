@@ -76,7 +76,7 @@ func vipStatus(lbs *lbctl.Status) []api.VIPStatus {
 		if !r.VIP.IsValid() {
 			continue
 		}
-		out = append(out, api.VIPStatus{IP: r.VIP.String(), Service: svc.Key().String(), Owner: s.LB.Owners[r.VIP]})
+		out = append(out, api.VIPStatus{IP: r.VIP.String(), Service: svc.Key().String(), Owner: s.LB.Owners[r.VIP], Recorded: svc.Assigned.VIP == r.VIP})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
 	return out

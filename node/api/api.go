@@ -68,6 +68,11 @@ type VIPStatus struct {
 	IP      string `json:"ip"`
 	Service string `json:"service"` // namespace/name
 	Owner   string `json:"owner"`
+	// Recorded: the address is recorded for the service where every node
+	// reads it (the gossip store, or the Service's
+	// status.loadBalancer.ingress in Kubernetes mode), so it survives
+	// restarts; until then it is only this node's plan.
+	Recorded bool `json:"recorded"`
 }
 
 // NodeStatus describes the local node.
