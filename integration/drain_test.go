@@ -116,7 +116,7 @@ func (e *drainEnv) testRestart(t *testing.T) {
 	more := e.openLoad(t, drainConns/4)
 	defer more.stop()
 	more.run()
-	time.Sleep(3 * time.Second)
+	load.exchange(t, exchangeRounds)
 	e.checkForwarded(t, v.owner, "old connections through the stopped agent's node", load)
 
 	if err := x.c.StartAgent(owner); err != nil {
@@ -129,7 +129,7 @@ func (e *drainEnv) testRestart(t *testing.T) {
 	}
 	e.waitNeigh(t, back.owner)
 	load.logf("agent of %s restarted; VIP announced by %s", owner.Name, back.owner)
-	time.Sleep(3 * time.Second)
+	more.exchange(t, exchangeRounds)
 	if back.owner == owner.Name {
 		e.checkForwarded(t, owner.Name, "connections opened while it was away", more)
 	}
@@ -181,7 +181,7 @@ func (e *drainEnv) testLocalMove(t *testing.T, pods []*demo.Pod) {
 	moved := x.settledWhere("loc", true, movedFrom(owner, v.vip))
 	le.waitNeigh(t, moved.owner)
 	load.logf("VIP moved to %s; the client sends to it", moved.owner)
-	time.Sleep(3 * time.Second)
+	load.exchange(t, exchangeRounds)
 	le.checkForwarded(t, moved.owner, "connections to the old owner's endpoints", load)
 	load.finish(t)
 	x.mustApply(x.node(1), podsManifest(mine, nil))
@@ -205,7 +205,7 @@ func (e *drainEnv) testLeave(t *testing.T) {
 	v := x.settledWhere("long", true, movedFrom(owner.Name, e.svc.vip), e.others(owner.Name)...)
 	e.waitNeigh(t, v.owner)
 	load.logf("VIP moved to %s; the client sends to it", v.owner)
-	time.Sleep(3 * time.Second)
+	load.exchange(t, exchangeRounds)
 	e.checkForwarded(t, v.owner, "connections through the leaving node", load)
 	select {
 	case err := <-left:
@@ -439,6 +439,28 @@ func (l *load) logf(format string, args ...any) {
 }
 
 // run starts asking on every connection.
+// exchangeRounds is how many round trips each connection makes through a
+// new path before the test judges it (about 3 s at one per 200 ms).
+const exchangeRounds = 15
+
+// exchange waits until the connections have made rounds more round trips
+// each since the call, or one of them failed: a traffic window that
+// stretches on a slow machine instead of a fixed sleep.
+func (l *load) exchange(t *testing.T, rounds int) {
+	t.Helper()
+	want := int64(rounds * len(l.conns))
+	from := l.asked.Load()
+	eventually(t, time.Duration(rounds)*time.Second+30*time.Second, fmt.Sprintf("%d round trips on each of %d connections", rounds, len(l.conns)), func() error {
+		l.mu.Lock()
+		failed := len(l.failed)
+		l.mu.Unlock()
+		if done := l.asked.Load() - from; failed == 0 && done < want {
+			return fmt.Errorf("%d of %d round trips", done, want)
+		}
+		return nil
+	})
+}
+
 func (l *load) run() {
 	for i, c := range l.conns {
 		l.wg.Add(1)
