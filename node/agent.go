@@ -319,6 +319,9 @@ func (a *Agent) setSubnet(p netip.Prefix, why string, waiting bool) {
 	case why == "" || why == before.SubnetErr:
 	case waiting:
 		a.log.Info("no pod subnet for this node yet", "waiting", why)
+	case p.IsValid():
+		a.log.Error("pod subnet", "subnet", p, "err", why)
+		a.events.Add(events.SubnetFull, p.String(), why)
 	default:
 		a.log.Error("no pod subnet for this node", "err", why)
 		a.events.Add(events.SubnetFull, "", why)

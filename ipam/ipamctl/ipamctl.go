@@ -161,6 +161,10 @@ func Decide(cfg Config, s *cluster.Snapshot, now time.Time) Decision {
 // it at once: no claim of another node can take it.
 func decideAssigned(cfg Config, s *cluster.Snapshot, cur ipam.Lease, p netip.Prefix, now time.Time, seq uint32, renew time.Duration) Decision {
 	if err := checkAssigned(cfg, p); err != nil {
+		// Bad input changes nothing: a subnet in use stays.
+		if own, ok := s.Subnets.ByNode[cfg.Name]; ok && own == cur.Subnet {
+			return Decision{Put: renewed(cur, now, renew), Subnet: own, Why: err.Error() + "; keeping " + own.String()}
+		}
 		return Decision{Why: err.Error()}
 	}
 	p = p.Masked()

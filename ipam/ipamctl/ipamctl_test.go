@@ -194,6 +194,13 @@ func TestDecideAssigned(t *testing.T) {
 		}
 	}
 
+	// A bad one changes nothing: the subnet in use stays, and the line says
+	// why the assigned one is not taken.
+	d = Decide(cfg, withSubnet(snap(true, t0, old), cluster.NodeSubnet{Assigned: pfx("10.99.0.0/24")}), t0)
+	if d.Subnet != old.Subnet || (d.Put != nil && d.Put.Subnet != old.Subnet) || !strings.Contains(d.Why, "outside") || !strings.Contains(d.Why, "keeping "+old.Subnet.String()) {
+		t.Errorf("bad assigned subnet with %s in use = %+v, want it kept and the reason", old.Subnet, d)
+	}
+
 	wait := cluster.NodeSubnet{Wait: "kube-controller-manager has not set spec.podCIDR of node n1 yet"}
 	d = Decide(cfg, withSubnet(snap(true, t0), wait), t0)
 	if d.Put != nil || d.Subnet.IsValid() || !d.Waiting || d.Why != wait.Wait {
