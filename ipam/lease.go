@@ -347,6 +347,15 @@ func dropLapsed(active []claim, lengths []int, graceMs int64) (stand []claim, la
 	return stand, lapsed
 }
 
+// Renew is l with Renewed set to now when renew has passed since it was
+// last renewed (renew <= 0 renews every time), else l unchanged.
+func Renew(l Lease, now time.Time, renew time.Duration) Lease {
+	if nowMs := now.UnixMilli(); nowMs-l.Renewed >= renew.Milliseconds() {
+		l.Renewed = nowMs
+	}
+	return l
+}
+
 // Claim decides the lease node cur.Node should hold after t was resolved
 // (cur is the node's current lease as given to Resolve, or a Lease with
 // only Node set when it has none):
@@ -364,10 +373,7 @@ func dropLapsed(active []claim, lengths []int, graceMs int64) (stand []claim, la
 func Claim(cidr netip.Prefix, mask int, t Table, cur Lease, now time.Time, seq uint32, renew time.Duration) (Lease, error) {
 	nowMs := now.UnixMilli()
 	if own, ok := t.ByNode[cur.Node]; ok && own == cur.Subnet && fits(cidr.Masked(), mask, own) {
-		if nowMs-cur.Renewed >= renew.Milliseconds() {
-			cur.Renewed = nowMs
-		}
-		return cur, nil
+		return Renew(cur, now, renew), nil
 	}
 	p, err := PickFree(cidr, mask, t, cur.Node)
 	if err != nil {

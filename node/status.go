@@ -25,7 +25,7 @@ func (a *Agent) Status() api.Status {
 		st.Node.Subnet = s.Node.Subnet.String()
 		st.Node.SubnetAssigned = s.NodeSubnet.Assigned.Masked() == s.Node.Subnet
 	}
-	st.Node.SubnetWaiting = s.Node.SubnetWaiting && s.Node.SubnetErr != ""
+	st.Node.SubnetWaiting = s.Node.SubnetWaiting
 	if pol := a.fwc.Status().Policy; pol != nil {
 		for _, ch := range pol.Model.Chains {
 			st.Node.PolicyRules += len(ch.Rules)

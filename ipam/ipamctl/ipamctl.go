@@ -203,14 +203,13 @@ func checkAssigned(cfg Config, p netip.Prefix) error {
 	return nil
 }
 
-// renewed is cur renewed at now when renew has passed since it last was
-// (nil: nothing to write).
+// renewed is cur renewed at now (ipam.Renew), nil when that changes
+// nothing to write.
 func renewed(cur ipam.Lease, now time.Time, renew time.Duration) *ipam.Lease {
-	if now.UnixMilli()-cur.Renewed < renew.Milliseconds() {
-		return nil
+	if next := ipam.Renew(cur, now, renew); next != cur {
+		return &next
 	}
-	cur.Renewed = now.UnixMilli()
-	return &cur
+	return nil
 }
 
 // Pass implements cluster.Controller.
