@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strings"
 	"time"
@@ -40,6 +41,10 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("POST "+api.PathCNIAdd, a.handleCNIAdd)
 	mux.HandleFunc("POST "+api.PathCNIDel, a.handleCNIDel)
 	mux.HandleFunc("POST "+api.PathCNICheck, a.handleCNICheck)
+	// Go's profiles of the agent (heap, goroutines, CPU), for finding where
+	// memory or time goes on a live node; the socket is root's alone.
+	mux.HandleFunc("GET "+api.PathDebug, pprof.Index)
+	mux.HandleFunc("GET "+api.PathDebug+"profile", pprof.Profile)
 	return mux
 }
 

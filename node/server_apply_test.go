@@ -78,3 +78,21 @@ func TestApplyTooLarge(t *testing.T) {
 		t.Errorf("the store holds %d entries after a refused apply", s.Len())
 	}
 }
+
+// TestDebugProfiles: the socket serves Go's profiles (the heap profile an
+// operator sends with a memory report).
+func TestDebugProfiles(t *testing.T) {
+	a := &Agent{cfg: settings{Config: Config{Name: "n1"}}, events: events.NewLog("n1", 10)}
+	h := a.handler()
+	for path, want := range map[string]string{
+		api.PathDebug + "heap?debug=1":      "# HeapInuse = ",
+		api.PathDebug + "goroutine?debug=1": "goroutine profile:",
+		api.PathDebug:                       "heap",
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("GET %s: %d, body without %q", path, rec.Code, want)
+		}
+	}
+}

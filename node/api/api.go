@@ -34,6 +34,9 @@ const (
 	PathCNIAdd   = "/v1/cni/add"
 	PathCNIDel   = "/v1/cni/del"
 	PathCNICheck = "/v1/cni/check"
+	// PathDebug serves Go's pprof profiles: heap, goroutine, allocs, profile
+	// (CPU, ?seconds=N), e.g. GET /debug/pprof/heap.
+	PathDebug = "/debug/pprof/"
 )
 
 // Error is the body of every non-2xx answer.
