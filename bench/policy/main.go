@@ -4,6 +4,8 @@
 //	go run ./bench/policy gobench   # compile and apply: the Go benchmarks of firewall/policy
 //	go run ./bench/policy e2e       # 2-node demo: iperf3, connection rate, agent memory,
 //	                                # apply-to-enforcement time, with 0 and 10,000 policies
+//	go run ./bench/policy scale-mem # agent memory with 5,000 pods and 10,000 services,
+//	                                # then 10,000 policies (Kubernetes mode)
 //	go run ./bench/policy all       # both
 //
 // It needs root, iproute2, iperf3 and nftables. It builds netloom itself
@@ -45,6 +47,10 @@ type options struct {
 	memPods     int   // kube-mem: pods
 	memServices int   // kube-mem: services
 	podRuns     int   // kube-pod: new pods per mode
+	// scale-mem: pods, services (10 endpoints each), policies, and where
+	// the agents' heap profiles go.
+	scalePods, scaleServices, scalePolicies int
+	heapDir                                 string
 }
 
 func main() {
@@ -60,10 +66,14 @@ func main() {
 	fs.BoolVar(&o.verbose, "v", false, "log progress")
 	fs.IntVar(&o.memPods, "mem-pods", 5000, "kube-mem: pod objects")
 	fs.IntVar(&o.memServices, "mem-services", 1000, "kube-mem: services")
+	fs.IntVar(&o.scalePods, "scale-pods", 5000, "scale-mem: pod objects with addresses")
+	fs.IntVar(&o.scaleServices, "scale-services", 10000, "scale-mem: ClusterIP services (10 endpoints each at 5000 pods)")
+	fs.IntVar(&o.scalePolicies, "scale-policies", 10000, "scale-mem: NetworkPolicies over the pods")
+	fs.StringVar(&o.heapDir, "heap-dir", "", "scale-mem: save each agent's heap profile of every step here")
 	fs.IntVar(&o.podRuns, "pod-runs", 5, "kube-pod: new pods per mode")
 	sizes := fs.String("kube-sizes", "10,1000", "kube: sizes of the unrelated policy sets, comma separated")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: policy [flags] gobench|e2e|kube|kube-mem|kube-pod|all")
+		fmt.Fprintln(os.Stderr, "usage: policy [flags] gobench|e2e|kube|kube-mem|kube-pod|scale-mem|all")
 		fs.PrintDefaults()
 	}
 	if len(os.Args) < 2 {
@@ -77,7 +87,7 @@ func main() {
 	} else {
 		_ = fs.Parse(os.Args[2:])
 	}
-	if cmd != "gobench" && cmd != "e2e" && cmd != "kube" && cmd != "kube-mem" && cmd != "kube-pod" && cmd != "all" {
+	if cmd != "gobench" && cmd != "e2e" && cmd != "kube" && cmd != "kube-mem" && cmd != "kube-pod" && cmd != "scale-mem" && cmd != "all" {
 		fs.Usage()
 		os.Exit(2)
 	}
@@ -132,7 +142,7 @@ func run(cmd string, o options) (err error) {
 			return err
 		}
 	}
-	if cmd == "e2e" || strings.HasPrefix(cmd, "kube") || cmd == "all" {
+	if cmd == "e2e" || strings.HasPrefix(cmd, "kube") || cmd == "scale-mem" || cmd == "all" {
 		if o.exe == "" {
 			o.exe = filepath.Join(dir, "netloom")
 			b := exec.CommandContext(ctx, "go", "build", "-o", o.exe, ".")
@@ -149,6 +159,8 @@ func run(cmd string, o options) (err error) {
 			return kubeMem(ctx, dir, o, log, out)
 		case "kube-pod":
 			return kubePod(ctx, dir, o, log, out)
+		case "scale-mem":
+			return scaleMem(ctx, dir, o, log, out)
 		}
 		if err := e2e(ctx, dir, o, log, out); err != nil {
 			return err

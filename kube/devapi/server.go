@@ -376,6 +376,9 @@ func (s *Server) startControllerManager(ctx context.Context) error {
 		"--secure-port=0",
 		"--root-ca-file=" + s.path("ca.crt"),
 		"--service-cluster-ip-range=" + s.cfg.ServiceCIDR.Masked().String(),
+		// Benchmarks create thousands of services; the default 20 requests
+		// a second would take minutes to write their EndpointSlices.
+		"--kube-api-qps=500", "--kube-api-burst=1000",
 	}
 	if s.cfg.AllocateNodeCIDRs {
 		args = append(args, "--allocate-node-cidrs=true", "--cluster-cidr="+s.cfg.ClusterCIDR.Masked().String())
