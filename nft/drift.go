@@ -139,7 +139,7 @@ func elementDiff(s Set, got []nftables.SetElement) string {
 	want := map[string]int{}
 	n := 0
 	for e := range s.All() {
-		for _, k := range e.Kernel {
+		for _, k := range e.Kernel() {
 			want[key(k)]++
 			n++
 		}

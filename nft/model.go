@@ -115,14 +115,6 @@ func (s *Set) pieces() [][]Element {
 	return s.Parts
 }
 
-// Element is one set element as nft prints it (Text, e.g. "10.0.0.0/8" or
-// "10.96.0.10 . 53 : goto svc-x") and as the kernel takes it (one or two
-// SetElements: an interval is a start and an IntervalEnd element).
-type Element struct {
-	Text   string
-	Kernel []nftables.SetElement
-}
-
 // BaseChain reports whether c is attached to a hook.
 func (c Chain) BaseChain() bool { return c.Hook != "" }
 

@@ -107,8 +107,8 @@ func testSetModel() Model {
 		Name: "blocked",
 		Type: "ipv4_addr",
 		Elements: []Element{
-			{Text: "192.0.2.7", Kernel: []nftables.SetElement{{Key: blocked.AsSlice()}}},
-			{Text: "192.0.2.9", Kernel: []nftables.SetElement{{Key: netip.MustParseAddr("192.0.2.9").AsSlice()}}},
+			NewElement("192.0.2.7", nftables.SetElement{Key: blocked.AsSlice()}),
+			NewElement("192.0.2.9", nftables.SetElement{Key: netip.MustParseAddr("192.0.2.9").AsSlice()}),
 		},
 		Spec: nftables.Set{KeyType: nftables.TypeIPAddr},
 	})

@@ -222,7 +222,7 @@ func addrSet(name string, addrs ...string) Set {
 	s := Set{Name: name, Type: "ipv4_addr", Spec: nftables.Set{KeyType: nftables.TypeIPAddr}}
 	for _, a := range addrs {
 		ip := netip.MustParseAddr(a)
-		s.Elements = append(s.Elements, Element{Text: a, Kernel: []nftables.SetElement{{Key: ip.AsSlice()}}})
+		s.Elements = append(s.Elements, NewElement(a, nftables.SetElement{Key: ip.AsSlice()}))
 	}
 	return s
 }

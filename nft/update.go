@@ -455,12 +455,12 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, s *nftables
 		return nil
 	}
 	for _, e := range es {
-		if len(batch)+len(e.Kernel) > elemsPerMessage {
+		if len(batch)+e.KernelLen() > elemsPerMessage {
 			if err := flush(); err != nil {
 				return n, err
 			}
 		}
-		batch = append(batch, e.Kernel...)
+		batch = e.AppendKernel(batch)
 	}
 	return n, flush()
 }

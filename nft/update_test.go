@@ -11,7 +11,7 @@ import (
 )
 
 func elem(text string, key ...byte) Element {
-	return Element{Text: text, Kernel: []nftables.SetElement{{Key: key}}}
+	return NewElement(text, nftables.SetElement{Key: key})
 }
 
 func TestPlanUpdate(t *testing.T) {

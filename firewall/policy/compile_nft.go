@@ -57,13 +57,10 @@ func verdictMap(name string, elems []nft.Element) nft.Set {
 
 func vmapElement(a interface{ As4() [4]byte }, chain string) nft.Element {
 	b := a.As4()
-	return nft.Element{
-		Text: rangeText(ipRange{be32v(b), be32v(b)}) + " : jump " + chain,
-		Kernel: []nftables.SetElement{{
-			Key:         b[:],
-			VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain},
-		}},
-	}
+	return nft.NewElement(rangeText(ipRange{be32v(b), be32v(b)})+" : jump "+chain, nftables.SetElement{
+		Key:         b[:],
+		VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain},
+	})
 }
 
 func addrIntervalSet(name string, elems []nft.Element) *nft.Set {
@@ -128,7 +125,7 @@ func addrIntervalElement(r ipRange) nft.Element {
 	if r.hi != ^uint32(0) {
 		k = append(k, nftables.SetElement{Key: be32(r.hi + 1), IntervalEnd: true})
 	}
-	return nft.Element{Text: rangeText(r), Kernel: k}
+	return nft.NewElement(rangeText(r), k...)
 }
 
 // Concatenated interval sets (pipapo) take each element as one key and one
@@ -148,14 +145,11 @@ func portText(pr portRange) string {
 func protoPortElement(pr portRange) nft.Element {
 	key := append(protoField(pr.proto), portField(pr.from)...)
 	end := append(protoField(pr.proto), portField(pr.to)...)
-	return nft.Element{Text: portText(pr), Kernel: []nftables.SetElement{{Key: key, KeyEnd: end}}}
+	return nft.NewElement(portText(pr), nftables.SetElement{Key: key, KeyEnd: end})
 }
 
 func addrProtoPortElement(r ipRange, pr portRange) nft.Element {
 	key := append(append(be32(r.lo), protoField(pr.proto)...), portField(pr.from)...)
 	end := append(append(be32(r.hi), protoField(pr.proto)...), portField(pr.to)...)
-	return nft.Element{
-		Text:   rangeText(r) + " . " + portText(pr),
-		Kernel: []nftables.SetElement{{Key: key, KeyEnd: end}},
-	}
+	return nft.NewElement(rangeText(r)+" . "+portText(pr), nftables.SetElement{Key: key, KeyEnd: end})
 }

@@ -539,7 +539,7 @@ func load(regs *[80]byte, r uint32, n uint32) ([]byte, error) {
 func setLookup(s *nft.Set, key []byte) (nftables.SetElement, bool) {
 	var elems []nftables.SetElement
 	for e := range s.All() {
-		elems = append(elems, e.Kernel...)
+		elems = e.AppendKernel(elems)
 	}
 	switch {
 	case s.Spec.Interval && s.Spec.Concatenation:

@@ -60,10 +60,8 @@ func Fragment(s State) nft.Model {
 			slots = append(slots, slot)
 		}
 		b := v.As4()
-		m.Elements = append(m.Elements, nft.Element{
-			Text:   fmt.Sprintf("%s : goto %s", v, slotChain(slot)),
-			Kernel: []nftables.SetElement{{Key: b[:], VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: slotChain(slot)}}},
-		})
+		m.Elements = append(m.Elements, nft.NewElement(fmt.Sprintf("%s : goto %s", v, slotChain(slot)),
+			nftables.SetElement{Key: b[:], VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: slotChain(slot)}}))
 	}
 	slices.Sort(slots)
 	out := nft.Model{

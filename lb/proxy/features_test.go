@@ -259,11 +259,11 @@ func TestNodePortAddrs(t *testing.T) {
 	// The kernel elements: start, and an end one past the range.
 	rs, _ := nodePortRanges([]netip.Prefix{p("0.0.0.0/0")})
 	e := rangeElement(rs[0])
-	if len(e.Kernel) != 2 || string(e.Kernel[1].Key) != "\x7f\x00\x00\x00" || !e.Kernel[1].IntervalEnd {
-		t.Errorf("0.0.0.0-126.255.255.255: %+v", e.Kernel)
+	if k := e.Kernel(); len(k) != 2 || string(k[1].Key) != "\x7f\x00\x00\x00" || !k[1].IntervalEnd {
+		t.Errorf("0.0.0.0-126.255.255.255: %+v", k)
 	}
-	if e := rangeElement(rs[1]); len(e.Kernel) != 1 {
-		t.Errorf("128.0.0.0/1 runs to the last address, no end element: %+v", e.Kernel)
+	if e := rangeElement(rs[1]); e.KernelLen() != 1 {
+		t.Errorf("128.0.0.0/1 runs to the last address, no end element: %+v", e.Kernel())
 	}
 }
 

@@ -18,11 +18,10 @@ type fragBuilder struct {
 	cidrOK  bool
 	cidr    netip.Prefix
 	textEnd int
+	packEnd int
 
 	counting bool
 	n        [numMaps]int
-	nbytes   int
-	nverdict int
 	made     map[string]bool // this fragment's own chains, made once
 	entries  []entry
 }
@@ -221,8 +220,7 @@ func (b *fragBuilder) reserve() {
 		b.f.elems[k] = elems[off : off : off+c]
 		off += c
 	}
-	b.s.reserve(total, b.nbytes, b.nverdict)
-	b.s.text, b.s.refs, b.textEnd = b.s.text[:0], b.s.refs[:0], 0
+	b.s.text, b.s.packed, b.s.refs, b.textEnd, b.packEnd = b.s.text[:0], b.s.packed[:0], b.s.refs[:0], 0, 0
 }
 
 // The elements, counted or made.
@@ -230,10 +228,10 @@ func (b *fragBuilder) reserve() {
 func (b *fragBuilder) allow(vip netip.Addr, p proto, port uint16, src netip.Prefix) {
 	if b.counting {
 		b.n[mapAllowed]++
-		b.nbytes += 32
 		return
 	}
-	b.add(mapAllowed, b.s.allowElement(vip, p, port, src))
+	b.s.allowElement(vip, p, port, src)
+	b.add(mapAllowed)
 }
 
 // dispatch adds "key : goto target" to map k, "key : drop" when target is
@@ -241,55 +239,52 @@ func (b *fragBuilder) allow(vip netip.Addr, p proto, port uint16, src netip.Pref
 func (b *fragBuilder) dispatch(k int, key svcKey, target string) {
 	if b.counting {
 		b.n[k]++
-		b.nbytes += key.size()
-		b.nverdict++
 		return
 	}
-	b.add(k, b.s.dispatchElement(key, target))
+	b.s.dispatchElement(key, target)
+	b.add(k)
 }
 
 func (b *fragBuilder) endpoint(k int, key svcKey, i uint32, ep netip.AddrPort) {
 	if b.counting {
 		b.n[k]++
-		b.nbytes += key.size() + 12
 		return
 	}
-	b.add(k, b.s.endpointElement(key, i, ep))
+	b.s.endpointElement(key, i, ep)
+	b.add(k)
 }
 
 func (b *fragBuilder) endpointChainElem(k int, key svcKey, i uint32, chain string) {
 	if b.counting {
 		b.n[k]++
-		b.nbytes += key.size() + 4
-		b.nverdict++
 		return
 	}
-	b.add(k, b.s.endpointChainElement(key, i, chain))
+	b.s.endpointChainElement(key, i, chain)
+	b.add(k)
 }
 
-// add appends e, whose text is the store's text since the last add, to the
-// fragment's list k.
-func (b *fragBuilder) add(k int, e nft.Element) {
+// add appends to the fragment's list k the element whose text and kernel
+// form are what the store collected since the last add.
+func (b *fragBuilder) add(k int) {
 	s := b.s
-	s.refs = append(s.refs, textRef{k: k, i: len(b.f.elems[k]), start: b.textEnd, end: len(s.text)})
-	b.textEnd = len(s.text)
-	b.f.elems[k] = append(b.f.elems[k], e)
+	s.refs = append(s.refs, elemRef{k: k, i: len(b.f.elems[k]), start: b.textEnd, end: len(s.text), pstart: b.packEnd, pend: len(s.packed)})
+	b.textEnd, b.packEnd = len(s.text), len(s.packed)
+	b.f.elems[k] = append(b.f.elems[k], nft.Element{})
 }
 
-// finish gives the elements their texts, all in one string, and releases
-// the store's blocks.
+// finish gives the elements their texts and kernel forms, from one string
+// each.
 func (b *fragBuilder) finish() {
 	s := b.s
-	text := string(s.text)
+	text, packed := string(s.text), string(s.packed)
 	for _, r := range s.refs {
-		b.f.elems[r.k][r.i].Text = text[r.start:r.end]
+		b.f.elems[r.k][r.i] = nft.PackedElement(text[r.start:r.end], packed[r.pstart:r.pend])
 	}
 	for k, es := range b.f.elems {
 		if len(es) == 0 {
 			b.f.elems[k] = nil
 		}
 	}
-	s.reserve(0, 0, 0)
 }
 
 func (b *fragBuilder) chain(c nft.Chain) {

@@ -283,67 +283,25 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// elemStore hands out the kernel elements, their bytes and verdicts of one
-// fragment from a few blocks sized for it (reserve), so that a fragment
-// costs a few allocations and holds no other fragment's memory. The
-// elements' texts are written to text; the fragBuilder makes them one
-// string.
+// elemStore collects the elements of one fragment: their texts in text,
+// their packed kernel forms (nft.AppendPacked) in packed, each element's
+// ranges of both in refs. The fragBuilder makes each buffer one string, so
+// a fragment's elements cost two allocations and hold no other fragment's
+// memory; the buffers are reused for the next fragment.
 type elemStore struct {
-	kernel   []nftables.SetElement
-	bytes    []byte
-	verdicts []expr.Verdict
-	text     []byte
-	refs     []textRef
+	text   []byte
+	packed []byte
+	refs   []elemRef
 }
 
-// textRef is the text of element i of list k of a fragment: text[start:end].
-type textRef struct {
-	k, i, start, end int
+// elemRef is element i of list k of a fragment: its text is
+// text[start:end], its kernel form packed[pstart:pend].
+type elemRef struct {
+	k, i, start, end, pstart, pend int
 }
 
-// reserve allocates room for n kernel elements with nbytes bytes and
-// nverdicts verdicts; next and verdict allocate more when it is not enough.
-func (s *elemStore) reserve(n, nbytes, nverdicts int) {
-	s.kernel, s.bytes, s.verdicts = nil, nil, nil
-	if n > 0 {
-		s.kernel = make([]nftables.SetElement, n)
-	}
-	if nbytes > 0 {
-		s.bytes = make([]byte, nbytes)
-	}
-	if nverdicts > 0 {
-		s.verdicts = make([]expr.Verdict, nverdicts)
-	}
-}
-
-func (s *elemStore) next(nbytes int) (*nftables.SetElement, []nftables.SetElement, []byte) {
-	if len(s.kernel) == 0 {
-		s.kernel = make([]nftables.SetElement, 16)
-	}
-	if len(s.bytes) < nbytes {
-		s.bytes = make([]byte, max(nbytes, 256))
-	}
-	k := s.kernel[:1:1]
-	s.kernel = s.kernel[1:]
-	b := s.bytes[:nbytes:nbytes]
-	s.bytes = s.bytes[nbytes:]
-	return &k[0], k, b
-}
-
-// verdict is "goto chain".
-func (s *elemStore) verdict(chain string) *expr.Verdict {
-	return s.verdictKind(expr.VerdictGoto, chain)
-}
-
-func (s *elemStore) verdictKind(kind expr.VerdictKind, chain string) *expr.Verdict {
-	if len(s.verdicts) == 0 {
-		s.verdicts = make([]expr.Verdict, 16)
-	}
-	v := &s.verdicts[0]
-	s.verdicts = s.verdicts[1:]
-	*v = expr.Verdict{Kind: kind, Chain: chain}
-	return v
-}
+// pack appends the packed form of k.
+func (s *elemStore) pack(k nftables.SetElement) { s.packed = nft.AppendPacked(s.packed, k) }
 
 func putAddrProtoPort(b []byte, a netip.Addr, p proto, port uint16) {
 	a4 := a.As4()
@@ -392,35 +350,33 @@ func (k svcKey) appendText(buf []byte) []byte {
 
 // dispatchElement is "10.96.0.10 . tcp . 80 : goto chain" ("tcp . 30080
 // : goto chain" for a node port), or "... : drop" when chain is empty.
-func (s *elemStore) dispatchElement(k svcKey, chain string) nft.Element {
-	n := k.size()
-	e, kernel, b := s.next(n)
-	k.put(b)
-	e.Key = b
+func (s *elemStore) dispatchElement(k svcKey, chain string) {
+	var b [12]byte
+	v := expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}
 	s.text = k.appendText(s.text)
 	if chain == "" {
-		e.VerdictData = s.verdictKind(expr.VerdictDrop, "")
+		v.Kind = expr.VerdictDrop
 		s.text = append(s.text, " : drop"...)
 	} else {
-		e.VerdictData = s.verdict(chain)
 		s.text = append(s.text, " : goto "...)
 		s.text = append(s.text, chain...)
 	}
-	return nft.Element{Kernel: kernel}
+	k.put(b[:])
+	s.pack(nftables.SetElement{Key: b[:k.size()], VerdictData: &v})
 }
 
 // allowElement is "VIP . tcp . 80 . 192.0.2.0/24": a pipapo element with an
 // inclusive key end.
-func (s *elemStore) allowElement(vip netip.Addr, p proto, port uint16, src netip.Prefix) nft.Element {
+func (s *elemStore) allowElement(vip netip.Addr, p proto, port uint16, src netip.Prefix) {
 	src = src.Masked()
 	lo := src.Addr().As4()
 	hi := lastAddr(src).As4()
-	e, kernel, b := s.next(32)
+	var b [32]byte
 	putAddrProtoPort(b[:16], vip, p, port)
 	copy(b[12:16], lo[:])
 	putAddrProtoPort(b[16:], vip, p, port)
 	copy(b[28:32], hi[:])
-	e.Key, e.KeyEnd = b[:16:16], b[16:32]
+	s.pack(nftables.SetElement{Key: b[:16], KeyEnd: b[16:32]})
 	s.text = appendAddrProtoPort(s.text, vip, p, port)
 	s.text = append(s.text, " . "...)
 	if src.IsSingleIP() {
@@ -428,7 +384,6 @@ func (s *elemStore) allowElement(vip netip.Addr, p proto, port uint16, src netip
 	} else {
 		s.text = src.AppendTo(s.text)
 	}
-	return nft.Element{Kernel: kernel}
 }
 
 func hairpinElement(a netip.Addr) nft.Element {
@@ -437,10 +392,7 @@ func hairpinElement(a netip.Addr) nft.Element {
 	buf = a.AppendTo(buf)
 	buf = append(buf, " . "...)
 	buf = a.AppendTo(buf)
-	return nft.Element{
-		Text:   string(buf),
-		Kernel: []nftables.SetElement{{Key: []byte{b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]}}},
-	}
+	return nft.NewElement(string(buf), nftables.SetElement{Key: []byte{b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]}})
 }
 
 // endpointKey writes the key of the endpoint maps: address . proto . port
@@ -466,32 +418,28 @@ func appendEndpointKey(buf []byte, k svcKey, index uint32) []byte {
 }
 
 // endpointElement is "10.96.0.10 . tcp . 80 . 0x00000001 : 10.244.1.5 . 8080".
-func (s *elemStore) endpointElement(k svcKey, index uint32, ep netip.AddrPort) nft.Element {
-	n := k.size() + 4
-	e, kernel, b := s.next(n + 8)
-	endpointKey(b, k, index)
+func (s *elemStore) endpointElement(k svcKey, index uint32, ep netip.AddrPort) {
+	var b [24]byte
+	n := endpointKey(b[:], k, index)
 	e4 := ep.Addr().As4()
 	copy(b[n:n+4], e4[:])
 	b[n+4], b[n+5] = byte(ep.Port()>>8), byte(ep.Port())
-	e.Key, e.Val = b[:n:n], b[n:n+8]
+	s.pack(nftables.SetElement{Key: b[:n], Val: b[n : n+8]})
 	s.text = appendEndpointKey(s.text, k, index)
 	s.text = append(s.text, " : "...)
 	s.text = ep.Addr().AppendTo(s.text)
 	s.text = append(s.text, " . "...)
 	s.text = strconv.AppendUint(s.text, uint64(ep.Port()), 10)
-	return nft.Element{Kernel: kernel}
 }
 
 // endpointChainElement is "10.96.0.10 . tcp . 80 . 0x00000001 : goto chain".
-func (s *elemStore) endpointChainElement(k svcKey, index uint32, chain string) nft.Element {
-	e, kernel, b := s.next(k.size() + 4)
-	endpointKey(b, k, index)
-	e.Key = b
-	e.VerdictData = s.verdict(chain)
+func (s *elemStore) endpointChainElement(k svcKey, index uint32, chain string) {
+	var b [16]byte
+	n := endpointKey(b[:], k, index)
+	s.pack(nftables.SetElement{Key: b[:n], VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}})
 	s.text = appendEndpointKey(s.text, k, index)
 	s.text = append(s.text, " : goto "...)
 	s.text = append(s.text, chain...)
-	return nft.Element{Kernel: kernel}
 }
 
 // addrRange is an inclusive range of IPv4 addresses, as numbers.
@@ -521,5 +469,5 @@ func rangeElement(r addrRange) nft.Element {
 	if r.hi != ^uint32(0) {
 		k = append(k, nftables.SetElement{Key: u32Bytes(r.hi + 1), IntervalEnd: true})
 	}
-	return nft.Element{Text: string(b), Kernel: k}
+	return nft.NewElement(string(b), k...)
 }

@@ -1,0 +1,82 @@
+package nft
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+func TestElementPacking(t *testing.T) {
+	cases := map[string][]nftables.SetElement{
+		"key":       {{Key: []byte{10, 0, 0, 1}}},
+		"interval":  {{Key: []byte{10, 0, 0, 0}}, {Key: []byte{10, 0, 1, 0}, IntervalEnd: true}},
+		"key end":   {{Key: []byte{6, 0, 0, 0, 0, 80, 0, 0}, KeyEnd: []byte{6, 0, 0, 0, 0, 90, 0, 0}}},
+		"map":       {{Key: []byte{10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0, 1, 0, 0, 0}, Val: []byte{10, 244, 1, 5, 31, 144, 0, 0}}},
+		"goto":      {{Key: []byte{10, 96, 0, 10}, VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: "svc-ep-abc"}}},
+		"drop":      {{Key: []byte{10, 96, 0, 10}, VerdictData: &expr.Verdict{Kind: expr.VerdictDrop}}},
+		"empty key": {{Key: []byte{}, VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: "x"}}},
+	}
+	for name, kernel := range cases {
+		e := NewElement("text of "+name, kernel...)
+		if e.Text != "text of "+name {
+			t.Errorf("%s: Text %q", name, e.Text)
+		}
+		if e.KernelLen() != len(kernel) {
+			t.Errorf("%s: KernelLen %d, want %d", name, e.KernelLen(), len(kernel))
+		}
+		got := e.Kernel()
+		if !reflect.DeepEqual(got, kernel) {
+			t.Errorf("%s: Kernel %+v, want %+v", name, got, kernel)
+		}
+		// The kernel elements are the caller's: changing them leaves e as
+		// it was.
+		if len(got[0].Key) > 0 {
+			got[0].Key[0] ^= 0xff
+		}
+		if again := e.Kernel(); !reflect.DeepEqual(again, kernel) {
+			t.Errorf("%s: Kernel after a change of a returned key: %+v", name, again)
+		}
+		// AppendKernel keeps what dst held.
+		both := NewElement("x", kernel...).AppendKernel(e.Kernel())
+		if len(both) != 2*len(kernel) || !reflect.DeepEqual(both[len(kernel):], kernel) {
+			t.Errorf("%s: AppendKernel %+v", name, both)
+		}
+	}
+	if e := NewElement("no kernel form"); e.KernelLen() != 0 || e.Kernel() != nil {
+		t.Errorf("element without kernel elements: %d, %+v", e.KernelLen(), e.Kernel())
+	}
+	// Two elements packed into one buffer and sliced, as compilers do.
+	var buf []byte
+	buf = AppendPacked(buf, cases["key"][0])
+	n := len(buf)
+	buf = AppendPacked(buf, cases["goto"][0])
+	packed := string(buf)
+	a, b := PackedElement("a", packed[:n]), PackedElement("b", packed[n:])
+	if !reflect.DeepEqual(a.Kernel(), cases["key"]) || !reflect.DeepEqual(b.Kernel(), cases["goto"]) {
+		t.Errorf("sliced: %+v, %+v", a.Kernel(), b.Kernel())
+	}
+	// Equal elements compare equal, as the models' comparisons need.
+	if NewElement("t", cases["map"]...) != NewElement("t", cases["map"]...) {
+		t.Error("equal elements compare unequal")
+	}
+}
+
+func TestElementPackingRefusesWhatItCannotHold(t *testing.T) {
+	for name, k := range map[string]nftables.SetElement{
+		"timeout":  {Key: []byte{1}, Timeout: time.Second},
+		"comment":  {Key: []byte{1}, Comment: "x"},
+		"long key": {Key: make([]byte, 256)},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: packed without a panic", name)
+				}
+			}()
+			AppendPacked(nil, k)
+		}()
+	}
+}
