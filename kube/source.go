@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -513,13 +514,55 @@ func LoadView(path string) (*View, error) {
 	return &v, nil
 }
 
-// SaveView writes v to path atomically.
+// SaveView writes v to path atomically. It encodes one object at a time
+// into the file: with thousands of objects the whole encoding at once
+// would be a buffer of many megabytes every few seconds, which the agent's
+// resident memory would keep.
 func SaveView(path string, v *View) error {
-	b, err := json.Marshal(v)
+	f, err := renameio.NewPendingFile(path, renameio.WithPermissions(0o600))
 	if err != nil {
 		return err
 	}
-	return renameio.WriteFile(path, b, 0o600)
+	defer f.Cleanup()
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	w.WriteByte('{')
+	err = errors.Join(
+		writeList(w, enc, "pods", v.Pods, true),
+		writeList(w, enc, "namespaces", v.Namespaces, false),
+		writeList(w, enc, "networkPolicies", v.Policies, false),
+		writeList(w, enc, "services", v.Services, false),
+		writeList(w, enc, "endpointSlices", v.Slices, false),
+		writeList(w, enc, "addressPools", v.AddressPools, false),
+		writeList(w, enc, "nodes", v.Nodes, false),
+		writeList(w, enc, "serviceCIDRs", v.ServiceCIDRs, false))
+	if err != nil {
+		return err
+	}
+	w.WriteByte('}')
+	if err := w.Flush(); err != nil { // the writer keeps its first error
+		return err
+	}
+	return f.CloseAtomicallyReplace()
+}
+
+// writeList writes `"name":[item,...]` (after a comma unless first) as
+// View's JSON has it.
+func writeList[T any](w *bufio.Writer, enc *json.Encoder, name string, items []T, first bool) error {
+	if !first {
+		w.WriteByte(',')
+	}
+	w.WriteString(`"` + name + `":[`)
+	for i, it := range items {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		if err := enc.Encode(it); err != nil {
+			return fmt.Errorf("encode %s: %w", name, err)
+		}
+	}
+	w.WriteByte(']')
+	return nil
 }
 
 // Service is the cached Service of k, nil when unknown.

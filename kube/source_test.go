@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,11 @@ import (
 	"github.com/netloom/netloom/mesh/store"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
@@ -163,6 +166,46 @@ func TestSourceBeforeSync(t *testing.T) {
 	}
 	if err := src2.WaitPod(context.Background(), "default", "web", "u1", time.Second); err != nil {
 		t.Errorf("WaitPod of a saved pod: %v", err)
+	}
+}
+
+// SaveView streams the objects one by one; what it writes is the View's
+// JSON, and LoadView reads back every object.
+func TestSaveViewRoundTrip(t *testing.T) {
+	pool := &unstructured.Unstructured{}
+	pool.SetAPIVersion("netloom.io/v1alpha1")
+	pool.SetKind("AddressPool")
+	pool.SetName("lan")
+	v := &View{
+		Pods:         []*corev1.Pod{pod("default", "web", "u1", "n1", "10.244.1.5", map[string]string{"app": "web"}), pod("default", "db", "u2", "n2", "10.244.2.5", nil)},
+		Namespaces:   []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "default", Labels: map[string]string{"team": "a"}}}},
+		Policies:     []*networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny"}}},
+		Services:     []*corev1.Service{lbService("web")},
+		Slices:       []*discoveryv1.EndpointSlice{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-1"}, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}}}}},
+		AddressPools: []*unstructured.Unstructured{pool},
+		Nodes:        []*corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"}}},
+		ServiceCIDRs: []*networkingv1.ServiceCIDR{{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16"}}}},
+	}
+	path := filepath.Join(t.TempDir(), "kubernetes.json")
+	if err := SaveView(path, v); err != nil {
+		t.Fatal(err)
+	}
+	var written, want any
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &written); err != nil {
+		t.Fatalf("SaveView wrote no JSON: %v\n%s", err, b)
+	}
+	m, _ := json.Marshal(v)
+	_ = json.Unmarshal(m, &want)
+	if !reflect.DeepEqual(written, want) {
+		t.Errorf("SaveView wrote\n%s\nwant\n%s", b, m)
+	}
+	got, err := LoadView(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := json.Marshal(got); string(g) != string(m) {
+		t.Errorf("LoadView read\n%s\nwant\n%s", g, m)
 	}
 }
 
