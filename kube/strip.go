@@ -28,12 +28,7 @@ func strip(obj any) (any, error) {
 		o.ManagedFields = nil
 		delete(o.Annotations, corev1.LastAppliedConfigAnnotation)
 	case *discoveryv1.EndpointSlice:
-		o.ManagedFields = nil
-		o.Annotations = nil
-		for i := range o.Endpoints {
-			o.Endpoints[i].Hints, o.Endpoints[i].Hostname, o.Endpoints[i].Zone = nil, nil, nil
-			o.Endpoints[i].DeprecatedTopology = nil
-		}
+		return stripSlice(o), nil
 	case *networkingv1.ServiceCIDR:
 		o.ManagedFields = nil
 	case *unstructured.Unstructured:
@@ -78,6 +73,37 @@ func stripPod(p *corev1.Pod) *corev1.Pod {
 		if c.Type == corev1.PodReady {
 			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
 		}
+	}
+	return out
+}
+
+// stripSlice keeps of an EndpointSlice what Endpoints reads: its identity,
+// service-name label, address type and ports, and of each endpoint its
+// first address, conditions, node and pod (kind, namespace, name). A
+// cluster's slices hold an entry per pod of every service, so their
+// owner references, hints and the pods' UIDs would be most of the cache.
+func stripSlice(sl *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+	out := &discoveryv1.EndpointSlice{
+		TypeMeta: sl.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: sl.Name, Namespace: sl.Namespace, UID: sl.UID, ResourceVersion: sl.ResourceVersion,
+		},
+		AddressType: sl.AddressType,
+		Ports:       sl.Ports,
+		Endpoints:   make([]discoveryv1.Endpoint, len(sl.Endpoints)),
+	}
+	if svc, ok := sl.Labels[discoveryv1.LabelServiceName]; ok {
+		out.Labels = map[string]string{discoveryv1.LabelServiceName: svc}
+	}
+	for i, e := range sl.Endpoints {
+		o := discoveryv1.Endpoint{Conditions: e.Conditions, NodeName: e.NodeName}
+		if len(e.Addresses) > 0 {
+			o.Addresses = e.Addresses[:1:1]
+		}
+		if r := e.TargetRef; r != nil {
+			o.TargetRef = &corev1.ObjectReference{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+		}
+		out.Endpoints[i] = o
 	}
 	return out
 }
