@@ -140,6 +140,7 @@ type derived struct {
 	svcGen     uint64
 	epKey      [2]uint64
 	eps        map[lb.ServiceKey][]lb.Endpoint
+	epCache    EndpointsCache
 	podsKey    [4]uint64
 	podsGen    uint64
 	nodesKey   [2]uint64
@@ -428,7 +429,7 @@ func (s *Source) Objects() cluster.Objects {
 		c.svcGen++
 	}
 	if k := [2]uint64{epoch, g[kSlices]}; c.eps == nil || k != c.epKey {
-		c.eps = Endpoints(v.Slices)
+		c.eps = c.epCache.Update(v.Slices)
 		c.epKey = k
 	}
 	if k := [4]uint64{epoch, g[kPods], gAddr, g[kSlices]}; k != c.podsKey {

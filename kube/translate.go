@@ -229,18 +229,65 @@ func poolOf(a netip.Addr, pools []lb.Pool) string {
 // controller moves it) counts once. Each service's endpoints are sorted by
 // pod, then address.
 func Endpoints(slicesIn []*discoveryv1.EndpointSlice) map[lb.ServiceKey][]lb.Endpoint {
-	out := map[lb.ServiceKey][]lb.Endpoint{}
-	seen := map[lb.ServiceKey]map[netip.Addr]bool{}
-	sorted := slices.Clone(slicesIn)
-	slices.SortFunc(sorted, func(a, b *discoveryv1.EndpointSlice) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	for _, sl := range sorted {
-		svc := sl.Labels[discoveryv1.LabelServiceName]
-		if svc == "" || sl.AddressType != discoveryv1.AddressTypeIPv4 {
-			continue
+	var c EndpointsCache
+	return c.Update(slicesIn)
+}
+
+// EndpointsCache computes Endpoints again only for the services whose
+// slices changed: an informer replaces a changed object and keeps the
+// pointer of an unchanged one, so a service whose slices are the same
+// pointers keeps its endpoints. With 10,000 services a change of one slice
+// then costs one service, not 100,000 endpoints of garbage.
+type EndpointsCache struct {
+	svcs map[lb.ServiceKey]cachedEndpoints
+}
+
+type cachedEndpoints struct {
+	slices []*discoveryv1.EndpointSlice // the service's slices, by name
+	eps    []lb.Endpoint
+}
+
+// Update returns Endpoints(slicesIn), reusing what it computed before.
+func (c *EndpointsCache) Update(slicesIn []*discoveryv1.EndpointSlice) map[lb.ServiceKey][]lb.Endpoint {
+	sorted := make([]*discoveryv1.EndpointSlice, 0, len(slicesIn))
+	for _, sl := range slicesIn {
+		if sl.Labels[discoveryv1.LabelServiceName] != "" && sl.AddressType == discoveryv1.AddressTypeIPv4 {
+			sorted = append(sorted, sl)
 		}
-		key := lb.ServiceKey{Namespace: sl.Namespace, Name: svc}
+	}
+	slices.SortFunc(sorted, func(a, b *discoveryv1.EndpointSlice) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace),
+			cmp.Compare(a.Labels[discoveryv1.LabelServiceName], b.Labels[discoveryv1.LabelServiceName]), cmp.Compare(a.Name, b.Name))
+	})
+	out := map[lb.ServiceKey][]lb.Endpoint{}
+	next := make(map[lb.ServiceKey]cachedEndpoints, len(c.svcs))
+	for len(sorted) > 0 {
+		key := lb.ServiceKey{Namespace: sorted[0].Namespace, Name: sorted[0].Labels[discoveryv1.LabelServiceName]}
+		n := 1
+		for n < len(sorted) && sorted[n].Namespace == key.Namespace && sorted[n].Labels[discoveryv1.LabelServiceName] == key.Name {
+			n++
+		}
+		run := sorted[:n:n]
+		sorted = sorted[n:]
+		ce, ok := c.svcs[key]
+		if !ok || !slices.Equal(ce.slices, run) {
+			ce = cachedEndpoints{slices: run, eps: serviceEndpoints(run)}
+		}
+		next[key] = ce
+		if len(ce.eps) > 0 {
+			out[key] = ce.eps
+		}
+	}
+	c.svcs = next
+	return out
+}
+
+// serviceEndpoints are the endpoints of one service's slices (sorted by
+// name), as Endpoints describes them.
+func serviceEndpoints(run []*discoveryv1.EndpointSlice) []lb.Endpoint {
+	var out []lb.Endpoint
+	seen := map[netip.Addr]bool{}
+	for _, sl := range run {
 		ports := make(map[string]uint16, len(sl.Ports))
 		for _, p := range sl.Ports {
 			if p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
@@ -251,18 +298,15 @@ func Endpoints(slicesIn []*discoveryv1.EndpointSlice) map[lb.ServiceKey][]lb.End
 				ports[name] = uint16(*p.Port)
 			}
 		}
-		if seen[key] == nil {
-			seen[key] = map[netip.Addr]bool{}
-		}
 		for _, e := range sl.Endpoints {
 			if len(e.Addresses) == 0 {
 				continue
 			}
 			ip, err := netip.ParseAddr(e.Addresses[0])
-			if err != nil || !ip.Is4() || seen[key][ip] {
+			if err != nil || !ip.Is4() || seen[ip] {
 				continue
 			}
-			seen[key][ip] = true
+			seen[ip] = true
 			ep := lb.Endpoint{IP: ip, ServicePorts: ports}
 			ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
 			ep.Serving = ep.Ready
@@ -276,15 +320,13 @@ func Endpoints(slicesIn []*discoveryv1.EndpointSlice) map[lb.ServiceKey][]lb.End
 			if r := e.TargetRef; r != nil && r.Kind == "Pod" {
 				ep.PodNamespace, ep.PodName = cmp.Or(r.Namespace, sl.Namespace), r.Name
 			}
-			out[key] = append(out[key], ep)
+			out = append(out, ep)
 		}
 	}
-	for _, eps := range out {
-		slices.SortFunc(eps, func(a, b lb.Endpoint) int {
-			return cmp.Or(cmp.Compare(a.PodNamespace, b.PodNamespace), cmp.Compare(a.PodName, b.PodName), a.IP.Compare(b.IP))
-		})
-	}
-	return out
+	slices.SortFunc(out, func(a, b lb.Endpoint) int {
+		return cmp.Or(cmp.Compare(a.PodNamespace, b.PodNamespace), cmp.Compare(a.PodName, b.PodName), a.IP.Compare(b.IP))
+	})
+	return slices.Clip(out)
 }
 
 // Pool is an AddressPool custom resource as load balancing sees it, with

@@ -3,6 +3,7 @@ package kube
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -226,6 +227,37 @@ func TestEndpoints(t *testing.T) {
 	}
 	if e := got[ext][0]; e.Node != "" || e.PodName != "" || e.IP != netip.MustParseAddr("192.168.1.50") {
 		t.Errorf("selector-less endpoint = %+v", e)
+	}
+}
+
+// EndpointsCache recomputes only the services whose slices are other
+// objects than before, and answers as Endpoints does.
+func TestEndpointsCache(t *testing.T) {
+	webA := slice("web", "web-a", map[string]int32{"http": 8080}, ep("10.244.1.5", "n1", "a", nil, nil, nil))
+	webB := slice("web", "web-b", map[string]int32{"http": 8080}, ep("10.244.2.5", "n2", "b", nil, nil, nil))
+	db := slice("db", "db-a", map[string]int32{"": 5432}, ep("10.244.1.7", "n1", "d", nil, nil, nil))
+	web := lb.ServiceKey{Namespace: "default", Name: "web"}
+	dbKey := lb.ServiceKey{Namespace: "default", Name: "db"}
+	var c EndpointsCache
+	first := c.Update([]*discoveryv1.EndpointSlice{webB, db, webA})
+	if !reflect.DeepEqual(first, Endpoints([]*discoveryv1.EndpointSlice{webA, webB, db})) {
+		t.Fatalf("Update = %+v, want what Endpoints gives", first)
+	}
+	// The db slice replaced (as an informer does on an update), web's
+	// slices the same objects.
+	db2 := slice("db", "db-a", map[string]int32{"": 5432}, ep("10.244.2.7", "n2", "d", nil, nil, nil))
+	second := c.Update([]*discoveryv1.EndpointSlice{webA, db2, webB})
+	if &second[web][0] != &first[web][0] {
+		t.Error("web's endpoints were computed again though its slices did not change")
+	}
+	if second[dbKey][0].IP != netip.MustParseAddr("10.244.2.7") {
+		t.Errorf("db after its slice changed: %+v", second[dbKey])
+	}
+	// A slice gone: its service is computed again; a service without
+	// slices is gone.
+	third := c.Update([]*discoveryv1.EndpointSlice{webA})
+	if len(third) != 1 || len(third[web]) != 1 || third[web][0].PodName != "a" {
+		t.Errorf("after web-b and db-a are deleted: %+v", third)
 	}
 }
 
