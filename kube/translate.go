@@ -271,7 +271,8 @@ func (c *EndpointsCache) Update(slicesIn []*discoveryv1.EndpointSlice) map[lb.Se
 		sorted = sorted[n:]
 		ce, ok := c.svcs[key]
 		if !ok || !slices.Equal(ce.slices, run) {
-			ce = cachedEndpoints{slices: run, eps: serviceEndpoints(run)}
+			// A copy: a run of sorted would keep this pass's whole list.
+			ce = cachedEndpoints{slices: slices.Clone(run), eps: serviceEndpoints(run)}
 		}
 		next[key] = ce
 		if len(ce.eps) > 0 {
