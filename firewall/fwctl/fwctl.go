@@ -122,6 +122,7 @@ func ProxyInput(cfg Config, s *cluster.Snapshot) proxy.Input {
 		// Connections a drain forwards to their old owner pass the proxy.
 		in.PassMark = drain.MarkMask
 	}
+	in.Services = make([]proxy.ServiceAddrs, 0, len(s.Services))
 	for _, svc := range s.Services {
 		r := s.LB.Plan.Results[svc.Key()]
 		in.Services = append(in.Services, proxy.ServiceAddrs{Service: svc, ClusterIP: r.ClusterIP, VIP: r.VIP, NodePorts: r.NodePorts})
