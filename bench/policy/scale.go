@@ -107,9 +107,9 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 		return err
 	}
 	fmt.Fprintf(w, "## Agent memory at scale (Kubernetes mode, 2 nodes)\n\n")
-	fmt.Fprintf(w, "pods: %d Pod objects with addresses (not attached) in %d namespaces; services: + %d ClusterIP services x 10 endpoints; policies: services deleted, + %d NetworkPolicies over those pods. Read 20 s after every node's kernel holds the step; heap = inuse_space of the agent's heap profile (%s)\n\n",
+	fmt.Fprintf(w, "pods: %d Pod objects with addresses (not attached) in %d namespaces; services: + %d ClusterIP services x 10 endpoints; policies: services deleted, + %d NetworkPolicies over those pods. Read 20 s after every node's kernel holds the step; live heap = HeapAlloc right after a collection, read after VmRSS (heap profiles in %s)\n\n",
 		o.scalePods, bulkNamespaces, o.scaleServices, o.scalePolicies, o.heapDir)
-	fmt.Fprintf(w, "| step | node1 VmRSS | node2 VmRSS | node1 VmHWM | node2 VmHWM | node1 heap | node2 heap |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(w, "| step | node1 VmRSS | node2 VmRSS | node1 VmHWM | node2 VmHWM | node1 live heap | node2 live heap |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, rw := range rows {
 		fmt.Fprintf(w, "| %s | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB |\n", rw.step,
 			float64(rw.rss["node1"])/1024, float64(rw.rss["node2"])/1024, float64(rw.hwm["node1"])/1024, float64(rw.hwm["node2"])/1024,
@@ -185,16 +185,17 @@ func (r *e2eRun) waitElements(m string, want int) error {
 }
 
 // heapProfile saves node n's agent heap profile to path (unless it is
-// empty) and returns the heap in use (HeapInuse) it reports.
+// empty) and returns the live heap: HeapAlloc right after a collection
+// (gc=1), so that garbage not yet collected does not count.
 func (r *e2eRun) heapProfile(n *demo.Node, path string) (int64, error) {
-	text, err := r.debugGet(n, "heap?debug=1")
+	text, err := r.debugGet(n, "heap?gc=1&debug=1")
 	if err != nil {
 		return 0, err
 	}
-	// "# HeapInuse = N" in the runtime.MemStats footer of debug=1.
+	// "# HeapAlloc = N" in the runtime.MemStats footer of debug=1.
 	var inuse int64
 	for _, l := range strings.Split(string(text), "\n") {
-		if v, ok := strings.CutPrefix(l, "# HeapInuse = "); ok {
+		if v, ok := strings.CutPrefix(l, "# HeapAlloc = "); ok {
 			fmt.Sscan(v, &inuse)
 		}
 	}
