@@ -123,14 +123,26 @@ func Older(a, b Service) int {
 // says why. A service that cannot get an address is pending, with the
 // reason in Result.Pending.
 func Allocate(cfg Config, services []Service, pools []Pool, alive map[string]bool) Plan {
-	svcs := slices.Clone(services)
-	slices.SortFunc(svcs, Older)
+	// Sorted by pointer: a copy of 10,000 services would be megabytes of
+	// garbage on every pass.
+	sorted := make([]*Service, len(services))
+	for i := range services {
+		sorted[i] = &services[i]
+	}
+	slices.SortFunc(sorted, func(a, b *Service) int { return Older(*a, *b) })
+	svcs := func(yield func(int, Service) bool) {
+		for i, s := range sorted {
+			if !yield(i, *s) {
+				return
+			}
+		}
+	}
 
 	al := newAllocator(cfg, pools)
-	res := make([]Result, len(svcs))
-	needCIP := make([]bool, len(svcs))
-	needVIP := make([]bool, len(svcs))
-	vipPools := make([][]*Pool, len(svcs))
+	res := make([]Result, len(sorted))
+	needCIP := make([]bool, len(sorted))
+	needVIP := make([]bool, len(sorted))
+	vipPools := make([][]*Pool, len(sorted))
 
 	// Claims, oldest first.
 	for i, s := range svcs {
@@ -164,7 +176,7 @@ func Allocate(cfg Config, services []Service, pools []Pool, alive map[string]boo
 		}
 	}
 
-	plan := Plan{Results: make(map[ServiceKey]Result, len(svcs))}
+	plan := Plan{Results: make(map[ServiceKey]Result, len(sorted))}
 	for i, s := range svcs {
 		r := res[i]
 		plan.Results[s.Key()] = r
