@@ -80,7 +80,7 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 		if err := r.kube.create(r.ctx, svcs); err != nil {
 			return err
 		}
-		if err := r.waitElements(proxy.MapEndpoints, 10*o.scaleServices); err != nil {
+		if err := r.waitElements(proxy.MapEndpoints, 10*o.scaleServices, -1); err != nil {
 			return err
 		}
 		if err := read("services"); err != nil {
@@ -92,7 +92,8 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 				return fmt.Errorf("delete service %s/%s: %w", s.Namespace, s.Name, err)
 			}
 		}
-		if err := r.waitElements(proxy.MapEndpoints, 0); err != nil {
+		// The API server's own service (kubernetes) stays.
+		if err := r.waitElements(proxy.MapEndpoints, 0, 10); err != nil {
 			return err
 		}
 		if _, err := r.enter("policies", unrelatedPolicies(o.scalePolicies, bulkNamespaces)); err != nil {
@@ -160,8 +161,9 @@ func scaleServices(n, pods int) []any {
 }
 
 // waitElements waits until every node's nftables map m (table inet
-// netloom) holds at least want elements, or none when want is 0.
-func (r *e2eRun) waitElements(m string, want int) error {
+// netloom) holds at least least elements and, unless most is negative, at
+// most most.
+func (r *e2eRun) waitElements(m string, least, most int) error {
 	deadline := time.Now().Add(10 * time.Minute)
 	for _, n := range r.cl.Nodes {
 		for {
@@ -169,12 +171,12 @@ func (r *e2eRun) waitElements(m string, want int) error {
 			// Every element is "key : value"; the map's type line has one
 			// " : " too.
 			got := strings.Count(string(out), " : ") - 1
-			if err == nil && (got >= want && want > 0 || got == 0 && want == 0) {
+			if err == nil && got >= least && (most < 0 || got <= most) {
 				fmt.Fprintf(os.Stderr, "  %s: %d elements in %s\n", n.Name, got, m)
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: map %s holds %d elements, not %d, after 10 minutes (%v)", n.Name, m, got, want, err)
+				return fmt.Errorf("%s: map %s holds %d elements, not %d to %d, after 10 minutes (%v)", n.Name, m, got, least, most, err)
 			}
 			if err := sleep(r.ctx, 2*time.Second); err != nil {
 				return err
