@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -209,6 +210,7 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			agentGC()
 			var join []string
 			for _, j := range c.StringSlice("join") {
 				join = append(join, strings.Split(j, ",")...)
@@ -234,6 +236,20 @@ func agentCommand() *cli.Command {
 			defer stop()
 			return a.Run(ctx)
 		},
+	}
+}
+
+// agentGCPercent is the agent's GOGC unless the environment sets one. The
+// agent is a long-lived daemon on small boxes whose passes over thousands
+// of objects make garbage in bursts; Go's default (100) lets the heap grow
+// to twice what is live before it collects, and the resident memory keeps
+// that peak. At 50 the heap grows by half: less memory for a little more
+// collector CPU while objects change (BENCHMARKS.md section 5).
+const agentGCPercent = 50
+
+func agentGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(agentGCPercent)
 	}
 }
 
