@@ -59,6 +59,13 @@ type Replicator interface {
 	MergeRemoteState(buf []byte, join bool)
 }
 
+// Greeter is an optional part of a Replicator: Greeting returns the
+// messages to send, best effort, to a member this node has just learned of
+// (see store.Replicator.Greeting).
+type Greeter interface {
+	Greeting() [][]byte
+}
+
 // Timers are memberlist's failure-detection and gossip timers.
 type Timers struct {
 	ProbeInterval    time.Duration
@@ -311,22 +318,64 @@ func (m *Membership) NumMembers() int {
 // SendToAll sends msg reliably (over TCP) to every other alive member
 // (store.Transport).
 func (m *Membership) SendToAll(msg []byte) {
+	ml, others := m.others()
+	for _, n := range others {
+		go func() {
+			if err := ml.SendReliable(n, msg); err != nil {
+				m.log.Debug("send to member failed", "member", n.Name, "err", err)
+			}
+		}()
+	}
+}
+
+// SendBestEffortToAll sends msg to every other alive member in one UDP
+// packet each, without retries (store.Mailer).
+func (m *Membership) SendBestEffortToAll(msg []byte) {
+	ml, others := m.others()
+	for _, n := range others {
+		if err := ml.SendBestEffort(n, msg); err != nil {
+			m.log.Debug("send to member failed", "member", n.Name, "err", err)
+		}
+	}
+}
+
+// others are the alive members but this node, and the memberlist to send
+// to them with (none before Start).
+func (m *Membership) others() (*memberlist.Memberlist, []*memberlist.Node) {
+	m.mu.Lock()
+	ml := m.ml
+	m.mu.Unlock()
+	if ml == nil {
+		return nil, nil
+	}
+	var out []*memberlist.Node
+	for _, n := range ml.Members() {
+		if n.Name != m.cfg.Name {
+			out = append(out, n)
+		}
+	}
+	return ml, out
+}
+
+// greet sends a member this node has just learned of the replicator's
+// greeting (Greeter). It runs on its own goroutine: memberlist reports
+// joins with its node lock held.
+func (m *Membership) greet(n memberlist.Node) {
+	g, ok := m.repl.(Greeter)
+	if !ok {
+		return
+	}
 	m.mu.Lock()
 	ml := m.ml
 	m.mu.Unlock()
 	if ml == nil {
 		return
 	}
-	for _, n := range ml.Members() {
-		if n.Name == m.cfg.Name {
-			continue
+	for _, msg := range g.Greeting() {
+		if err := ml.SendBestEffort(&n, msg); err != nil {
+			m.log.Debug("greet member failed", "member", n.Name, "err", err)
+			return
 		}
-		n := n
-		go func() {
-			if err := ml.SendReliable(n, msg); err != nil {
-				m.log.Debug("send to member failed", "member", n.Name, "err", err)
-			}
-		}()
 	}
 }
 
@@ -410,6 +459,9 @@ func (m *Membership) record(n *memberlist.Node, kind string) {
 		switch kind {
 		case "join":
 			m.log.Info("member joined", "member", n.Name, "addr", mem.Addr)
+			if _, ok := m.repl.(Greeter); ok {
+				go m.greet(*n)
+			}
 		case "leave":
 			if mem.State == StateLeft {
 				m.log.Info("member left", "member", n.Name)

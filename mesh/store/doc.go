@@ -49,6 +49,14 @@
 //     the queued older one); entries too large for one UDP packet
 //     (MaxBroadcast) are sent over TCP to every member with
 //     Transport.SendToAll.
+//   - A local write of at most MailMax entries is also mailed, one entry
+//     per UDP packet, to every member this node knows (when the Transport
+//     is a Mailer, as mesh.Membership is), and a member learned of later
+//     is sent this node's latest writes (Greeting, called by the mesh
+//     package when memberlist reports a join). A broadcast's transmit
+//     budget is spent within a second or so, on the members its gossipers
+//     know then; without these, a member missed (many joining at once, or
+//     simply not picked) waited for the next push/pull.
 //   - NotifyMsg merges received entries and queues the ones that changed
 //     local state for gossip again, so updates spread epidemically even when
 //     their origin gossiped them only a few times; the queue's transmit

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -33,6 +35,14 @@ const (
 	maxQueued = 4096
 	// maxStateBytes bounds a decompressed push/pull state.
 	maxStateBytes = 256 << 20
+	// MailMax: the entries of a local write of at most MailMax entries
+	// are also mailed, each in its own packet, to every member (when the
+	// Transport is a Mailer).
+	MailMax = 8
+	// GreetMax and GreetWindow bound Greeting: at most the GreetMax
+	// latest local writes, none older than GreetWindow.
+	GreetMax    = 8
+	GreetWindow = 30 * time.Second
 )
 
 // Transport is the part of memberlist the Replicator needs.
@@ -43,11 +53,25 @@ type Transport interface {
 	SendToAll(msg []byte)
 }
 
+// Mailer is an optional part of a Transport.
+type Mailer interface {
+	// SendBestEffortToAll sends msg to every other alive member in one
+	// packet each (UDP), without retries.
+	SendBestEffortToAll(msg []byte)
+}
+
 // Replicator spreads store entries over memberlist: small entries by
 // gossip broadcast (memberlist.TransmitLimitedQueue), large ones by a
 // reliable send to every member, and the whole store by push/pull
-// anti-entropy. Its methods other than Publish and Apply are meant to be
-// called from a memberlist.Delegate.
+// anti-entropy. Its methods other than Publish, Apply and Greeting are
+// meant to be called from a memberlist.Delegate.
+//
+// A broadcast has a transmit budget, spent in the first second or so; a
+// member it misses (one not yet known to the members gossiping it while
+// many join at once, or just not picked) would wait for push/pull, every
+// 15 s or more. So a small local write is also mailed directly to every
+// member this node knows (Mailer), and a member it learns of later is
+// greeted with its latest writes (Greeting).
 type Replicator struct {
 	s   *Store
 	t   Transport
@@ -55,6 +79,9 @@ type Replicator struct {
 	log *slog.Logger
 
 	mu sync.Mutex // orders "check version, queue" against other queuers
+	// recent are the latest local writes that fit a broadcast, for
+	// Greeting (at most GreetMax, oldest first).
+	recent []published
 
 	// OnRemote, when set before memberlist starts, is called with the
 	// entries a broadcast from another node changed here (for the sync lag
@@ -106,9 +133,15 @@ func (r *Replicator) Publish(entries []Entry) {
 		}
 		return
 	}
-	large := r.queue(entries, true)
+	large, small := r.queue(entries, true)
 	for _, msg := range large {
 		r.t.SendToAll(msg)
+	}
+	// Not under r.mu: a Mailer takes memberlist's locks.
+	if m, ok := r.t.(Mailer); ok && len(small) <= MailMax {
+		for _, msg := range small {
+			m.SendBestEffortToAll(msg)
+		}
 	}
 }
 
@@ -119,15 +152,16 @@ const (
 	bulkBatch     = 1000
 )
 
-// queue queues the broadcastable entries and returns the messages of the
-// others when wantLarge is set.
-func (r *Replicator) queue(entries []Entry, wantLarge bool) [][]byte {
+// queue queues the broadcastable entries and, when local is set (a local
+// write), remembers them for Greeting and returns their messages (small)
+// and those of the others (large).
+func (r *Replicator) queue(entries []Entry, local bool) (large, small [][]byte) {
 	if len(entries) == 0 {
-		return nil
+		return nil, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var large [][]byte
+	now := r.s.opt.Now()
 	for _, e := range entries {
 		if cur, ok := r.s.lookup(e.Key); ok && e.Version.Less(cur.Version) {
 			continue
@@ -138,17 +172,74 @@ func (r *Replicator) queue(entries []Entry, wantLarge bool) [][]byte {
 			continue
 		}
 		if len(msg) > MaxBroadcast {
-			if wantLarge {
+			if local {
 				large = append(large, msg)
 			}
 			continue
 		}
 		r.q.QueueBroadcast(&broadcast{key: e.Key, msg: msg})
+		if local {
+			small = append(small, msg)
+			r.recent = remember(r.recent, published{key: e.Key, version: e.Version, msg: msg, at: now}, GreetMax)
+		}
 	}
 	if r.q.NumQueued() > maxQueued {
 		r.q.Prune(maxQueued)
 	}
-	return large
+	return large, small
+}
+
+// published is a local write's broadcast message, kept for Greeting.
+type published struct {
+	key     Key
+	version Version
+	msg     []byte
+	at      time.Time // when it was published
+}
+
+// remember appends p to recent (oldest first), dropping an older write of
+// the same key and then the oldest beyond limit.
+func remember(recent []published, p published, limit int) []published {
+	recent = slices.DeleteFunc(recent, func(o published) bool { return o.key == p.key })
+	recent = append(recent, p)
+	if over := len(recent) - limit; over > 0 {
+		recent = slices.Delete(recent, 0, over)
+	}
+	return recent
+}
+
+// greeting returns the messages of the recent writes to greet a member
+// with, newest first: those published within window before now and still
+// the store's version of their key (current).
+func greeting(recent []published, now time.Time, window time.Duration, current func(Key) (Version, bool)) [][]byte {
+	var out [][]byte
+	for i := len(recent) - 1; i >= 0; i-- {
+		p := recent[i]
+		if now.Sub(p.at) > window {
+			break // older still before it
+		}
+		if v, ok := current(p.key); !ok || v != p.version {
+			continue // superseded: the newer version spreads by itself
+		}
+		out = append(out, p.msg)
+	}
+	return out
+}
+
+// Greeting returns the messages to send, best effort, to a member this
+// node has just learned of: its latest local writes (at most GreetMax, of
+// the last GreetWindow, that fit a broadcast and are still current). Their
+// broadcasts may have been spent before that member was known to anyone
+// gossiping them, and push/pull would bring them only much later. Large
+// and bulk writes are not included; push/pull brings those.
+func (r *Replicator) Greeting() [][]byte {
+	r.mu.Lock()
+	recent := slices.Clone(r.recent)
+	r.mu.Unlock()
+	return greeting(recent, r.s.opt.Now(), GreetWindow, func(k Key) (Version, bool) {
+		e, ok := r.s.lookup(k) // tombstones too: a delete must spread
+		return e.Version, ok
+	})
 }
 
 // NumQueued returns the number of queued broadcasts.
