@@ -3,14 +3,16 @@ package mesh_test
 // Gossip convergence of pod-subnet agreement: N members on 127.0.0.1 in one
 // process, each with the real pieces of an agent (mesh.Membership, a
 // store.Store on disk, store.Replicator) and the agent's claim loop (a copy
-// of node/reconcile.go claimSubnet and the Run loop around it), but no data
-// plane. All members join at once, so their first claims race and some
-// collide.
+// of ipam/ipamctl Decide, formerly node/reconcile.go claimSubnet, and the
+// Run loop around it), but no data plane. All members join at once, so
+// their first claims race and some collide.
 //
 // Run (numbers in BENCHMARKS.md):
 //
 //	go test -run '^$' -bench Convergence -benchtime 1x -timeout 30m ./mesh/
 //	go test -run '^$' -bench Convergence -benchtime 1x ./mesh/ -conv.sizes 200 -conv.timers fast
+//	# the replication with and without direct mail, alternating, traced:
+//	go test -run '^$' -bench Convergence -benchtime 2x -v ./mesh/ -conv.sizes 25,50 -conv.timers fast -conv.direct ab -conv.trace
 //
 // Timers: "fast" (gossip 50 ms, probe 500 ms, push/pull 2 s) up to 50
 // members, "relaxed" (200 ms, 2 s, 5 s) above: 200 memberlists plus 200
@@ -18,16 +20,33 @@ package mesh_test
 // BENCHMARKS.md). -conv.timers fast|relaxed forces one set. Stores live in
 // testing's TempDir, so TMPDIR decides whether their fsyncs hit a disk.
 //
+// -conv.direct off runs the members without the replicator's direct mail
+// of local writes and greeting of new members (store.Mailer, mesh.Greeter):
+// the replication before them. ab runs both in every iteration, in
+// alternating order, and reports the figures without them with "-off".
+// -conv.trace logs, per run, when each member's store first held each
+// lease and by which path (gossip/mail, push/pull, the join's push/pull),
+// when its table first counted it, and what the tables missed meanwhile
+// (no lease, a lease not counted as its node is not alive, a loser, another
+// subnet).
+//
 // Figures (b.ReportMetric; with -benchtime Nx, medians of the N runs):
 //
 //	converged       1 when every run converged within 60 s + 1 s per member
 //	members-s       every member sees N alive members (memberlist alone:
-//	                the baseline of the same run)
+//	                the baseline of the same run), dated by the last
+//	                member's last join event
 //	agree-s         every member's ipam.Resolve table has N distinct subnets,
-//	                no losers, and all tables are equal
+//	                no losers, and all tables are equal, dated by the last
+//	                change of any member's leases before the check that
+//	                found it
+//	agree-check-s   when the checker found it (later than agree-s by up to
+//	                one check, which takes seconds when 2 cores are busy)
 //	ready-s         every member also uses the subnet its table gives it
-//	                (after the agent's 1 s claim settle)
+//	                (after the agent's 1 s claim settle), as checked
 //	agree/members   agree-s divided by members-s of the same run
+//	agree-on/off    with -conv.direct ab: agree-s with direct mail divided
+//	                by agree-s without, in the same iteration
 //	last-join-s     the last member's Join returned (the seed answered it)
 //	last-claim-s    the last member first wrote its lease
 //	claims          leases written with a new subnet (N when no conflict)
@@ -102,6 +121,7 @@ var (
 	convSizes  = flag.String("conv.sizes", "10,50,200", "BenchmarkConvergence: member counts, comma separated")
 	convTimerF = flag.String("conv.timers", "auto", "BenchmarkConvergence: fast (gossip 50ms, probe 500ms, push/pull 2s), relaxed (200ms, 2s, 5s) or auto (fast up to 50 members)")
 	convV      = flag.Bool("conv.v", false, "BenchmarkConvergence: log every check")
+	convDirect = flag.String("conv.direct", "on", "BenchmarkConvergence: the replicator's direct mail of local writes and greeting of new members: on (the product), off (the replication before), or ab (both in every iteration, alternating which goes first; the -off figures are without)")
 )
 
 func timersFor(n int) (mesh.Timers, string) {
@@ -139,6 +159,12 @@ type convMember struct {
 	retries   atomic.Int64 // failed joins
 	joinedAt  atomic.Int64 // unix ns when its Join returned (the seed: its start)
 	claimedAt atomic.Int64 // unix ns of its first lease write
+	// leaseChanged and memberJoined: unix ns of the last change of its
+	// lease set and of the last member it learned of. A check that finds
+	// agreement (or full membership) dates it by these rather than by its
+	// own clock: on 2 busy cores one check can take seconds.
+	leaseChanged atomic.Int64
+	memberJoined atomic.Int64
 }
 
 func (c *convMember) poke() {
@@ -224,6 +250,9 @@ func (c *convMember) apply(puts []store.Put, dels []store.Key) {
 	entries, err := c.st.Apply(puts, dels)
 	if err != nil {
 		return
+	}
+	if len(entries) > 0 {
+		c.leaseChanged.Store(time.Now().UnixNano())
 	}
 	c.repl.Publish(entries)
 }
@@ -315,7 +344,7 @@ func freeConvPort() (int, error) {
 	return 0, errors.New("no free port on 127.0.0.1")
 }
 
-func startConvMember(dir, name string, key []byte, timers mesh.Timers) (*convMember, error) {
+func startConvMember(dir, name string, key []byte, timers mesh.Timers, direct bool, tr *convTracer, who int) (*convMember, error) {
 	st, err := store.Open(filepath.Join(dir, name), name, store.Options{})
 	if err != nil {
 		return nil, err
@@ -330,12 +359,33 @@ func startConvMember(dir, name string, key []byte, timers mesh.Timers) (*convMem
 			st.Close()
 			return nil, err
 		}
-		ms := mesh.New(mesh.Config{
+		cfg := mesh.Config{
 			Name: name, AdvertiseAddr: netip.MustParseAddr("127.0.0.1"), Port: port,
 			Key: key, Timers: timers, Log: slog.New(slog.DiscardHandler),
-		})
-		repl := store.NewReplicator(st, ms)
-		if lastErr = ms.Start(repl, mesh.Meta{Addr: "127.0.0.1", WGKey: c.key, WGPort: 51820, Version: "bench"}); lastErr == nil {
+		}
+		cfg.OnEvent = func(kind, node string) {
+			if kind == "join" {
+				c.memberJoined.Store(time.Now().UnixNano())
+			}
+			if tr != nil {
+				tr.event(who, kind, node)
+			}
+		}
+		if tr != nil {
+			cfg.Log = slog.New(traceLog{&tr.drops, &tr.failed})
+		}
+		ms := mesh.New(cfg)
+		var repl *store.Replicator
+		var mrepl mesh.Replicator
+		if direct {
+			repl = store.NewReplicator(st, ms)
+			mrepl = tracedGreeter{&tracedRepl{r: repl, st: st, c: c, tr: tr, who: who, self: name}}
+		} else {
+			// Without direct mail and greetings: the replication before.
+			repl = store.NewReplicator(st, plainTransport{ms})
+			mrepl = &tracedRepl{r: repl, st: st, c: c, tr: tr, who: who, self: name}
+		}
+		if lastErr = ms.Start(mrepl, mesh.Meta{Addr: "127.0.0.1", WGKey: c.key, WGPort: 51820, Version: "bench"}); lastErr == nil {
 			c.ms, c.repl = ms, repl
 			c.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 			return c, nil
@@ -371,15 +421,23 @@ type convState struct {
 	ready    bool // agree, and every member uses its subnet from the table
 	problems int  // losers + disagreeing tables + members not using their subnet
 	why      string
+	// lastLease and lastJoin: the latest leaseChanged and memberJoined of
+	// the members (unix ns), read before their state was: when the check
+	// finds agreement (full membership), that is when it was reached.
+	lastLease, lastJoin int64
 }
 
-func checkConv(ms []*convMember, lc leaseCache, all map[string]bool) convState {
+func checkConv(ms []*convMember, lc leaseCache, all map[string]bool, tr *convTracer, el time.Duration) convState {
 	n := len(ms)
 	s := convState{members: true}
 	now := time.Now()
 	var ref map[string]netip.Prefix
 	agree, ready := true, true
+	var trLeases [][]ipam.Lease
+	var trTables []ipam.Table
 	for _, c := range ms {
+		s.lastLease = max(s.lastLease, c.leaseChanged.Load())
+		s.lastJoin = max(s.lastJoin, c.memberJoined.Load())
 		// Resolve with the member's own view of who is alive; while it
 		// sees everyone, that is the set of all names (cheaper than
 		// Membership.Alive, which decodes every member's metadata).
@@ -391,7 +449,12 @@ func checkConv(ms []*convMember, lc leaseCache, all map[string]bool) convState {
 			s.members = false
 			alive = c.ms.Alive()
 		}
-		t := ipam.Resolve(lc.leases(c.st), alive, now, convGrace)
+		ls := lc.leases(c.st)
+		t := ipam.Resolve(ls, alive, now, convGrace)
+		if tr != nil {
+			trLeases = append(trLeases, ls)
+			trTables = append(trTables, t)
+		}
 		bad := len(t.ByNode) != n || len(t.Owner) != n || len(t.Losers) > 0
 		s.problems += len(t.Losers)
 		if ref == nil && !bad {
@@ -413,12 +476,18 @@ func checkConv(ms []*convMember, lc leaseCache, all map[string]bool) convState {
 	}
 	s.agree = agree && ref != nil
 	s.ready = s.agree && ready
+	if tr != nil {
+		tr.observe(el, trLeases, trTables, s.agree)
+	}
 	return s
 }
 
 // convResult is one convergence run.
 type convResult struct {
-	members, agree, ready time.Duration
+	// members and agree are dated by the events that completed them;
+	// membersCheck and agreeCheck are when the checker saw them.
+	members, agree, ready    time.Duration
+	membersCheck, agreeCheck time.Duration
 	// lastJoin and lastClaim: when the last member's Join returned and
 	// when the last member first wrote its lease, from the start.
 	lastJoin, lastClaim time.Duration
@@ -429,13 +498,21 @@ type convResult struct {
 	left                int
 }
 
-func runConvergence(tb testing.TB, n int, timers mesh.Timers, timeout time.Duration) convResult {
+func runConvergence(tb testing.TB, n int, timers mesh.Timers, direct bool, timeout time.Duration) convResult {
 	tb.Helper()
 	dir := tb.TempDir()
 	key := make([]byte, 32) // AES-256 gossip, as node.GossipKey gives
 	_, _ = rand.Read(key)
 
 	ms := make([]*convMember, n)
+	var tr *convTracer
+	if *convTrace {
+		names := make([]string, n)
+		for i := range names {
+			names[i] = fmt.Sprintf("node-%03d", i)
+		}
+		tr = newConvTracer(names)
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	sem := make(chan struct{}, 16)
@@ -445,7 +522,7 @@ func runConvergence(tb testing.TB, n int, timers mesh.Timers, timeout time.Durat
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			ms[i], errs[i] = startConvMember(dir, fmt.Sprintf("node-%03d", i), key, timers)
+			ms[i], errs[i] = startConvMember(dir, fmt.Sprintf("node-%03d", i), key, timers, direct, tr, i)
 		}()
 	}
 	wg.Wait()
@@ -475,6 +552,9 @@ func runConvergence(tb testing.TB, n int, timers mesh.Timers, timeout time.Durat
 	// All at once: every loop starts, and every member but the seed joins
 	// the seed.
 	start := time.Now()
+	if tr != nil {
+		tr.begin(start)
+	}
 	for i, c := range ms {
 		seed := ""
 		if i > 0 {
@@ -495,14 +575,18 @@ func runConvergence(tb testing.TB, n int, timers mesh.Timers, timeout time.Durat
 	var last convState
 	for {
 		t := time.Now()
-		last = checkConv(ms, lc, all)
+		last = checkConv(ms, lc, all, tr, t.Sub(start))
 		el := time.Since(start)
 		cost := time.Since(t)
+		// Dated by the events that completed them (see convState), not
+		// bounded below by the start (the seed alone has no events).
 		if last.members && r.members == 0 {
-			r.members = el
+			r.members = max(0, time.Duration(last.lastJoin-start.UnixNano()))
+			r.membersCheck = el
 		}
 		if last.agree && r.agree == 0 {
-			r.agree = el
+			r.agree = max(0, time.Duration(last.lastLease-start.UnixNano()))
+			r.agreeCheck = el
 		}
 		if last.ready && last.members {
 			r.ready = el
@@ -528,6 +612,13 @@ func runConvergence(tb testing.TB, n int, timers mesh.Timers, timeout time.Durat
 		r.withdraws += c.withdraws.Load()
 		r.retries += c.retries.Load()
 	}
+	if tr != nil {
+		claimed := make([]time.Duration, n)
+		for i, c := range ms {
+			claimed[i] = time.Duration(c.claimedAt.Load() - start.UnixNano())
+		}
+		tr.report(tb, claimed)
+	}
 	changes := make([]int64, n)
 	for i, c := range ms {
 		changes[i] = c.changes.Load()
@@ -536,7 +627,7 @@ func runConvergence(tb testing.TB, n int, timers mesh.Timers, timeout time.Durat
 	// Anything left? Gossip goes on; a late conflict would show as losers,
 	// disagreement, or a member changing its subnet.
 	time.Sleep(convAfterReady)
-	after := checkConv(ms, lc, all)
+	after := checkConv(ms, lc, all, nil, 0)
 	r.left = after.problems
 	if !after.ready || !after.members {
 		r.left++
@@ -559,6 +650,48 @@ func median(ds []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// convStats collects the runs of one configuration.
+type convStats struct {
+	members, agree, ready, ratio, conflicts, claims, left, ok, lastJoin, lastClaim []float64
+	agreeCheck                                                                     []float64
+}
+
+func (st *convStats) add(r convResult) {
+	if !r.converged {
+		st.ok = append(st.ok, 0)
+		st.left = append(st.left, float64(r.left))
+		return
+	}
+	st.ok = append(st.ok, 1)
+	st.members = append(st.members, r.members.Seconds())
+	st.agree = append(st.agree, r.agree.Seconds())
+	st.agreeCheck = append(st.agreeCheck, r.agreeCheck.Seconds())
+	st.ready = append(st.ready, r.ready.Seconds())
+	st.lastJoin = append(st.lastJoin, r.lastJoin.Seconds())
+	st.lastClaim = append(st.lastClaim, r.lastClaim.Seconds())
+	st.ratio = append(st.ratio, r.agree.Seconds()/r.members.Seconds())
+	st.conflicts = append(st.conflicts, float64(r.conflicts))
+	st.claims = append(st.claims, float64(r.claims))
+	st.left = append(st.left, float64(r.left))
+}
+
+// report reports the medians, each unit with suffix.
+func (st *convStats) report(b *testing.B, suffix string) {
+	b.ReportMetric(median(st.ok), "converged"+suffix)
+	b.ReportMetric(median(st.members), "members-s"+suffix)
+	b.ReportMetric(median(st.agree), "agree-s"+suffix)
+	b.ReportMetric(median(st.agreeCheck), "agree-check-s"+suffix)
+	b.ReportMetric(median(st.ready), "ready-s"+suffix)
+	if suffix == "" {
+		b.ReportMetric(median(st.lastJoin), "last-join-s")
+		b.ReportMetric(median(st.lastClaim), "last-claim-s")
+		b.ReportMetric(median(st.ratio), "agree/members")
+		b.ReportMetric(median(st.claims), "claims")
+	}
+	b.ReportMetric(median(st.conflicts), "conflicts"+suffix)
+	b.ReportMetric(slices.Max(st.left), "conflicts-left"+suffix)
+}
+
 func BenchmarkConvergence(b *testing.B) {
 	var sizes []int
 	for _, f := range strings.Split(*convSizes, ",") {
@@ -568,43 +701,56 @@ func BenchmarkConvergence(b *testing.B) {
 		}
 		sizes = append(sizes, n)
 	}
+	var modes []bool // direct mail and greetings on (the product) or off
+	switch *convDirect {
+	case "on":
+		modes = []bool{true}
+	case "off":
+		modes = []bool{false}
+	case "ab":
+		modes = []bool{false, true}
+	default:
+		b.Fatalf("-conv.direct %q: give on, off or ab", *convDirect)
+	}
 	for _, n := range sizes {
 		timers, tname := timersFor(n)
 		// Bounded: a run that has not converged by then is reported as such.
 		timeout := 60*time.Second + time.Duration(n)*time.Second
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			var members, agree, ready, ratio, conflicts, claims, left, ok, lastJoin, lastClaim []float64
-			for range b.N {
-				r := runConvergence(b, n, timers, timeout)
-				if !r.converged {
-					b.Logf("N=%d timers=%s: %s", n, tname, r.why)
-					ok = append(ok, 0)
-					left = append(left, float64(r.left))
-					continue
+			stats := map[bool]*convStats{true: {}, false: {}}
+			var ratios []float64 // agree-s on / off of the same iteration
+			for i := range b.N {
+				order := slices.Clone(modes)
+				if i%2 == 1 {
+					slices.Reverse(order) // alternate which goes first
 				}
-				ok = append(ok, 1)
-				members = append(members, r.members.Seconds())
-				agree = append(agree, r.agree.Seconds())
-				ready = append(ready, r.ready.Seconds())
-				lastJoin = append(lastJoin, r.lastJoin.Seconds())
-				lastClaim = append(lastClaim, r.lastClaim.Seconds())
-				ratio = append(ratio, r.agree.Seconds()/r.members.Seconds())
-				conflicts = append(conflicts, float64(r.conflicts))
-				claims = append(claims, float64(r.claims))
-				left = append(left, float64(r.left))
-				b.Logf("N=%d timers=%s members=%.2fs last-join=%.2fs last-claim=%.2fs agree=%.2fs ready=%.2fs claims=%d conflicts=%d withdrawn=%d conflicts-left=%d join-retries=%d",
-					n, tname, r.members.Seconds(), r.lastJoin.Seconds(), r.lastClaim.Seconds(), r.agree.Seconds(), r.ready.Seconds(), r.claims, r.conflicts, r.withdraws, r.left, r.retries)
+				agree := map[bool]float64{}
+				for _, direct := range order {
+					r := runConvergence(b, n, timers, direct, timeout)
+					stats[direct].add(r)
+					mode := map[bool]string{true: "on", false: "off"}[direct]
+					if !r.converged {
+						b.Logf("N=%d timers=%s direct=%s: %s", n, tname, mode, r.why)
+						continue
+					}
+					agree[direct] = r.agree.Seconds()
+					b.Logf("N=%d timers=%s direct=%s members=%.2fs last-join=%.2fs last-claim=%.2fs agree=%.2fs (checker %.2fs) ready=%.2fs claims=%d conflicts=%d withdrawn=%d conflicts-left=%d join-retries=%d",
+						n, tname, mode, r.members.Seconds(), r.lastJoin.Seconds(), r.lastClaim.Seconds(), r.agree.Seconds(), r.agreeCheck.Seconds(), r.ready.Seconds(), r.claims, r.conflicts, r.withdraws, r.left, r.retries)
+				}
+				if on, off := agree[true], agree[false]; on > 0 && off > 0 {
+					ratios = append(ratios, on/off)
+				}
 			}
-			b.ReportMetric(median(ok), "converged")
-			b.ReportMetric(median(members), "members-s")
-			b.ReportMetric(median(agree), "agree-s")
-			b.ReportMetric(median(ready), "ready-s")
-			b.ReportMetric(median(lastJoin), "last-join-s")
-			b.ReportMetric(median(lastClaim), "last-claim-s")
-			b.ReportMetric(median(ratio), "agree/members")
-			b.ReportMetric(median(claims), "claims")
-			b.ReportMetric(median(conflicts), "conflicts")
-			b.ReportMetric(slices.Max(left), "conflicts-left")
+			for _, direct := range modes {
+				suffix := ""
+				if !direct && len(modes) == 2 {
+					suffix = "-off"
+				}
+				stats[direct].report(b, suffix)
+			}
+			if len(ratios) > 0 {
+				b.ReportMetric(median(ratios), "agree-on/off")
+			}
 		})
 	}
 }
@@ -615,7 +761,7 @@ func TestConvergence(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts memberlist instances")
 	}
-	r := runConvergence(t, 5, convTimers, 30*time.Second)
+	r := runConvergence(t, 5, convTimers, true, 30*time.Second)
 	if !r.converged {
 		t.Fatal(r.why)
 	}
