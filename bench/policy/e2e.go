@@ -47,6 +47,9 @@ type e2eRun struct {
 	api      map[string]*api.Client // node name
 
 	client, near, server *demo.Pod
+	// objectPods are pods that exist as objects with an address but are
+	// not attached (scale-mem), for the expected policy rules.
+	objectPods []policy.Pod
 	// kube, when set, is the API server the objects go to.
 	kube *kubeRun
 }
@@ -320,6 +323,7 @@ func (r *e2eRun) snapshot() *policy.Snapshot {
 		p := r.pods[sp.ns+"/"+sp.name]
 		s.Pods = append(s.Pods, policy.Pod{Namespace: sp.ns, Name: sp.name, IP: p.IP, Node: p.Node, Labels: sp.labels, Ports: podPorts})
 	}
+	s.Pods = append(s.Pods, r.objectPods...)
 	for _, k := range sortedKeys(r.pols) {
 		s.Policies = append(s.Policies, r.pols[k])
 	}

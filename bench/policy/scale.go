@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/netloom/netloom/firewall/policy"
 	"github.com/netloom/netloom/kube/devapi"
 	"github.com/netloom/netloom/lb/proxy"
 	"github.com/netloom/netloom/node/api"
@@ -76,6 +78,9 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 		if err := read("pods"); err != nil {
 			return err
 		}
+		if o.scaleServices == 0 {
+			return r.scalePolicies(o.scalePolicies, read)
+		}
 		svcs := scaleServices(o.scaleServices, o.scalePods)
 		if err := r.kube.create(r.ctx, svcs); err != nil {
 			return err
@@ -96,10 +101,7 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 		if err := r.waitElements(proxy.MapEndpoints, 0, 10); err != nil {
 			return err
 		}
-		if _, err := r.enter("policies", unrelatedPolicies(o.scalePolicies, bulkNamespaces)); err != nil {
-			return err
-		}
-		return read("policies")
+		return r.scalePolicies(o.scalePolicies, read)
 	}()
 	if derr := done(); err == nil {
 		err = derr
@@ -108,7 +110,7 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 		return err
 	}
 	fmt.Fprintf(w, "## Agent memory at scale (Kubernetes mode, 2 nodes)\n\n")
-	fmt.Fprintf(w, "pods: %d Pod objects with addresses (not attached) in %d namespaces; services: + %d ClusterIP services x 10 endpoints; policies: services deleted, + %d NetworkPolicies over those pods. Read 20 s after every node's kernel holds the step; live heap = HeapAlloc right after a collection, read after VmRSS (heap profiles in %s)\n\n",
+	fmt.Fprintf(w, "pods: %d Pod objects with addresses (not attached) in %d namespaces; services: + %d ClusterIP services x 10 endpoints (0: step skipped); policies: services deleted, + %d NetworkPolicies over those pods. Read 20 s after every node's kernel holds the step; live heap = HeapAlloc right after a collection, read after VmRSS (heap profiles in %s)\n\n",
 		o.scalePods, bulkNamespaces, o.scaleServices, o.scalePolicies, o.heapDir)
 	fmt.Fprintf(w, "| step | node1 VmRSS | node2 VmRSS | node1 VmHWM | node2 VmHWM | node1 live heap | node2 live heap |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, rw := range rows {
@@ -118,6 +120,18 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 	}
 	fmt.Fprintf(w, "\nwall time: %s\n\n", time.Since(start).Round(time.Second))
 	return nil
+}
+
+// scalePolicies applies n policies over the pods, waits until both nodes
+// compiled them, and reads.
+func (r *e2eRun) scalePolicies(n int, read func(string) error) error {
+	if n == 0 {
+		return nil
+	}
+	if _, err := r.enter("policies", unrelatedPolicies(n, bulkNamespaces)); err != nil {
+		return err
+	}
+	return read("policies")
 }
 
 // scalePods creates n Pod objects in the bulk namespaces (labels app
@@ -139,6 +153,8 @@ func (r *e2eRun) scalePods(n int) error {
 		if err := demo.SetPodStatus(r.ctx, r.kube.admin, ns, p.Name, ip, true); err != nil {
 			return err
 		}
+		r.objectPods = append(r.objectPods, policy.Pod{Namespace: ns, Name: p.Name, IP: netip.MustParseAddr(ip), Node: p.Spec.NodeName,
+			Labels: p.Labels, Ports: podPorts})
 	}
 	return nil
 }
