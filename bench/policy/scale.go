@@ -40,22 +40,34 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 		return err
 	}
 	type row struct {
-		step     string
-		rss, hwm map[string]int64 // node -> kB
-		heap     map[string]int64 // node -> bytes in use
+		step            string
+		rss, later, hwm map[string]int64 // node -> kB
+		heap            map[string]int64 // node -> bytes in use
 	}
 	var rows []row
+	// read reads VmRSS 20 s after the step is in the kernel, and again
+	// a minute later (the controller manager and the agents may still be
+	// busy at the first reading), then VmHWM and the live heap.
 	read := func(step string) error {
-		if err := sleep(r.ctx, 20*time.Second); err != nil {
-			return err
-		}
-		rw := row{step: step, rss: map[string]int64{}, hwm: map[string]int64{}, heap: map[string]int64{}}
-		for _, n := range r.cl.Nodes {
-			st, err := procStatus(n.Agent.Pid)
-			if err != nil {
+		rw := row{step: step, rss: map[string]int64{}, later: map[string]int64{}, hwm: map[string]int64{}, heap: map[string]int64{}}
+		for _, at := range []map[string]int64{rw.rss, rw.later} {
+			wait := 20 * time.Second
+			if len(rw.rss) > 0 {
+				wait = time.Minute
+			}
+			if err := sleep(r.ctx, wait); err != nil {
 				return err
 			}
-			rw.rss[n.Name], rw.hwm[n.Name] = st["VmRSS"], st["VmHWM"]
+			for _, n := range r.cl.Nodes {
+				st, err := procStatus(n.Agent.Pid)
+				if err != nil {
+					return err
+				}
+				at[n.Name], rw.hwm[n.Name] = st["VmRSS"], st["VmHWM"]
+			}
+		}
+		for _, n := range r.cl.Nodes {
+			var err error
 			path := ""
 			if o.heapDir != "" {
 				path = filepath.Join(o.heapDir, fmt.Sprintf("%s-%s.pb.gz", step, n.Name))
@@ -64,7 +76,7 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 				return err
 			}
 		}
-		fmt.Fprintf(os.Stderr, "%s: VmRSS %v kB\n", step, rw.rss)
+		fmt.Fprintf(os.Stderr, "%s: VmRSS %v kB, a minute later %v kB\n", step, rw.rss, rw.later)
 		rows = append(rows, rw)
 		return nil
 	}
@@ -110,12 +122,13 @@ func scaleMem(ctx context.Context, dir string, o options, log *slog.Logger, w io
 		return err
 	}
 	fmt.Fprintf(w, "## Agent memory at scale (Kubernetes mode, 2 nodes)\n\n")
-	fmt.Fprintf(w, "pods: %d Pod objects with addresses (not attached) in %d namespaces; services: + %d ClusterIP services x 10 endpoints (0: step skipped); policies: services deleted, + %d NetworkPolicies over those pods. Read 20 s after every node's kernel holds the step; live heap = HeapAlloc right after a collection, read after VmRSS (heap profiles in %s)\n\n",
+	fmt.Fprintf(w, "pods: %d Pod objects with addresses (not attached) in %d namespaces; services: + %d ClusterIP services x 10 endpoints (0: step skipped); policies: services deleted, + %d NetworkPolicies over those pods. VmRSS read 20 s after every node's kernel holds the step and again a minute later; live heap = HeapAlloc right after a collection, read after VmRSS (heap profiles in %s)\n\n",
 		o.scalePods, bulkNamespaces, o.scaleServices, o.scalePolicies, o.heapDir)
-	fmt.Fprintf(w, "| step | node1 VmRSS | node2 VmRSS | node1 VmHWM | node2 VmHWM | node1 live heap | node2 live heap |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(w, "| step | node1 VmRSS | node2 VmRSS | a minute later, node1 / node2 | node1 VmHWM | node2 VmHWM | node1 live heap | node2 live heap |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, rw := range rows {
-		fmt.Fprintf(w, "| %s | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB |\n", rw.step,
-			float64(rw.rss["node1"])/1024, float64(rw.rss["node2"])/1024, float64(rw.hwm["node1"])/1024, float64(rw.hwm["node2"])/1024,
+		fmt.Fprintf(w, "| %s | %.1f MiB | %.1f MiB | %.1f / %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB |\n", rw.step,
+			float64(rw.rss["node1"])/1024, float64(rw.rss["node2"])/1024, float64(rw.later["node1"])/1024, float64(rw.later["node2"])/1024,
+			float64(rw.hwm["node1"])/1024, float64(rw.hwm["node2"])/1024,
 			float64(rw.heap["node1"])/(1<<20), float64(rw.heap["node2"])/(1<<20))
 	}
 	fmt.Fprintf(w, "\nwall time: %s\n\n", time.Since(start).Round(time.Second))
