@@ -131,24 +131,24 @@ func (a *Applier) Drift() (string, error) {
 }
 
 // elementDiff compares the kernel's elements of a set with the model's, by
-// key (and interval end): "" when they agree.
+// identity (key, key end, interval end): "" when they agree. It runs on
+// every repair pass over every element (233,000 with 10,000 services), so
+// it builds one string per model element and nothing per kernel element.
 func elementDiff(s Set, got []nftables.SetElement) string {
-	key := func(e nftables.SetElement) string {
-		return fmt.Sprintf("%x|%x|%t", e.Key, e.KeyEnd, e.IntervalEnd)
-	}
 	want := map[string]int{}
 	n := 0
+	var buf []byte
 	for e := range s.All() {
-		for _, k := range e.Kernel() {
-			want[key(k)]++
+		buf = e.eachIdentity(buf, func(id []byte) {
+			want[string(id)]++
 			n++
-		}
+		})
 	}
 	missing, extra := 0, 0
 	for _, e := range got {
-		k := key(e)
-		if want[k] > 0 {
-			want[k]--
+		buf = appendIdentity(buf[:0], e.Key, e.KeyEnd, e.IntervalEnd)
+		if want[string(buf)] > 0 {
+			want[string(buf)]--
 			continue
 		}
 		extra++

@@ -153,3 +153,48 @@ func unpack(p string, b []byte) (nftables.SetElement, string) {
 	}
 	return k, p[i:]
 }
+
+// appendIdentity appends what tells a kernel element apart in a set: its
+// key, key end and interval-end flag (not its value or verdict).
+func appendIdentity[T string | []byte](b []byte, key, keyEnd T, intervalEnd bool) []byte {
+	b = append(b, byte(len(key)))
+	b = append(b, key...)
+	b = append(b, byte(len(keyEnd)))
+	b = append(b, keyEnd...)
+	if intervalEnd {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+// eachIdentity calls f with the identity (appendIdentity) of each kernel
+// element of e, built in buf; f must not keep it. It returns buf for the
+// next call, and copies nothing else.
+func (e Element) eachIdentity(buf []byte, f func(id []byte)) []byte {
+	for p := e.packed; p != ""; {
+		flags := p[0]
+		i := 1
+		field := func() string {
+			n := int(p[i])
+			f := p[i+1 : i+1+n]
+			i += 1 + n
+			return f
+		}
+		key := field()
+		var keyEnd string
+		if flags&packKeyEnd != 0 {
+			keyEnd = field()
+		}
+		if flags&packVal != 0 {
+			field()
+		}
+		if flags&packVerdict != 0 {
+			i += 4
+			field()
+		}
+		buf = appendIdentity(buf[:0], key, keyEnd, flags&packIntervalEnd != 0)
+		f(buf)
+		p = p[i:]
+	}
+	return buf
+}

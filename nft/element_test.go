@@ -39,6 +39,15 @@ func TestElementPacking(t *testing.T) {
 		if again := e.Kernel(); !reflect.DeepEqual(again, kernel) {
 			t.Errorf("%s: Kernel after a change of a returned key: %+v", name, again)
 		}
+		// The identities read from the packed form are those of the
+		// kernel elements (Drift compares the kernel's by them).
+		var ids []string
+		e.eachIdentity(nil, func(id []byte) { ids = append(ids, string(id)) })
+		for i, k := range kernel {
+			if want := string(appendIdentity(nil, k.Key, k.KeyEnd, k.IntervalEnd)); i >= len(ids) || ids[i] != want {
+				t.Errorf("%s: identity %d = %q, want %q", name, i, ids, want)
+			}
+		}
 		// AppendKernel keeps what dst held.
 		both := NewElement("x", kernel...).AppendKernel(e.Kernel())
 		if len(both) != 2*len(kernel) || !reflect.DeepEqual(both[len(kernel):], kernel) {

@@ -195,6 +195,21 @@ func BenchmarkApply(b *testing.B) {
 		st := a.LastApply()
 		b.ReportMetric(float64(st.Messages), "msgs")
 	})
+	// The repair pass's check (every --resync-interval): read the whole
+	// table back from the kernel and compare it with the model.
+	b.Run("drift", func(b *testing.B) {
+		ns := nfttest.NewNS(b)
+		a := nsApplier(b, ns)
+		if err := a.Apply(m1); err != nil {
+			b.Fatalf("Apply: %v", err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if d, err := a.Drift(); d != "" || err != nil {
+				b.Fatalf("Drift = %q, %v", d, err)
+			}
+		}
+	})
 	b.Run("one-change", func(b *testing.B) {
 		ns := nfttest.NewNS(b)
 		a := nsApplier(b, ns)
