@@ -35,6 +35,12 @@ type Applier struct {
 	seq uint32        // sequence numbers of batches sent on nl
 
 	last *Model // what the kernel holds after our last Apply; nil = unknown
+	// checked is the model the last Drift found whole in the kernel, at
+	// ruleset generation checkedGen (nil: none); driftListed counts the
+	// Drifts that listed the table (tests).
+	checked     *Model
+	checkedGen  uint32
+	driftListed int
 	// handles[chain][i] is the kernel handle of rule i of last's chain
 	// (0 or a missing chain: unknown), for rule-level edits.
 	handles map[string][]uint64
@@ -126,6 +132,9 @@ func (a *Applier) Apply(m Model) error {
 		case why != "":
 			reason = why
 		case u.empty():
+			if a.checked == a.last {
+				a.checked = &m // the same model: Drift's last finding stands
+			}
 			a.last = &m
 			a.stats = ApplyStats{Incremental: true}
 			return nil

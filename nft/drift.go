@@ -1,11 +1,14 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Drift compares the kernel's table with the model of the last successful
@@ -15,12 +18,66 @@ import (
 // named counters. It returns a short description of what differs, "" when
 // the kernel holds what was applied or when nothing is known to be
 // applied (then the next Apply replaces the table anyway).
+//
+// Listing a table of 10,000 services back costs seconds of CPU and
+// hundreds of megabytes of garbage, so Drift first reads the namespace's
+// ruleset generation, which every committed nftables transaction (anyone's)
+// advances: when it is the generation read before the last listing that
+// found the same model whole, nothing can have changed, and Drift lists
+// nothing.
 func (a *Applier) Drift() (string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.last == nil {
 		return "", nil
 	}
+	gen, genOK := a.genLocked()
+	if genOK && a.checked == a.last && a.checkedGen == gen {
+		return "", nil
+	}
+	a.checked = nil
+	d, err := a.driftLocked()
+	if err == nil && d == "" && genOK {
+		a.checked, a.checkedGen = a.last, gen
+	}
+	return d, err
+}
+
+// genLocked reads the ruleset generation of our connection's namespace
+// (NFT_MSG_GETGEN); false without a socket of our own or on an error.
+func (a *Applier) genLocked() (uint32, bool) {
+	if _, err := a.connLocked(); err != nil || a.nl == nil {
+		return 0, false
+	}
+	req := netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	}
+	msgs, err := a.nl.Execute(req)
+	if err != nil {
+		return 0, false
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			continue
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// driftLocked lists the table and compares it with a.last (Drift).
+func (a *Applier) driftLocked() (string, error) {
+	a.driftListed++
 	m := a.last
 	fam, err := tableFamily(m.Family)
 	if err != nil {

@@ -195,21 +195,38 @@ func BenchmarkApply(b *testing.B) {
 		st := a.LastApply()
 		b.ReportMetric(float64(st.Messages), "msgs")
 	})
-	// The repair pass's check (every --resync-interval): read the whole
-	// table back from the kernel and compare it with the model.
-	b.Run("drift", func(b *testing.B) {
-		ns := nfttest.NewNS(b)
-		a := nsApplier(b, ns)
-		if err := a.Apply(m1); err != nil {
-			b.Fatalf("Apply: %v", err)
+	// The repair pass's check (every --resync-interval): "drift" when no
+	// nftables transaction was committed since the last check (the ruleset
+	// generation says so), "drift-after-commit" after one (anyone's, here
+	// a table of another name), which lists the whole table back from the
+	// kernel and compares it with the model.
+	for _, commit := range []bool{false, true} {
+		name := "drift"
+		if commit {
+			name = "drift-after-commit"
 		}
-		b.ReportAllocs()
-		for b.Loop() {
-			if d, err := a.Drift(); d != "" || err != nil {
+		b.Run(name, func(b *testing.B) {
+			ns := nfttest.NewNS(b)
+			a := nsApplier(b, ns)
+			if err := a.Apply(m1); err != nil {
+				b.Fatalf("Apply: %v", err)
+			}
+			if d, err := a.Drift(); d != "" || err != nil { // the first check lists
 				b.Fatalf("Drift = %q, %v", d, err)
 			}
-		}
-	})
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if commit {
+					b.StopTimer()
+					nfttest.Run(b, "ip", "netns", "exec", ns, "nft", "add", "table", "inet", fmt.Sprintf("other%d", i))
+					b.StartTimer()
+				}
+				if d, err := a.Drift(); d != "" || err != nil {
+					b.Fatalf("Drift = %q, %v", d, err)
+				}
+			}
+		})
+	}
 	b.Run("one-change", func(b *testing.B) {
 		ns := nfttest.NewNS(b)
 		a := nsApplier(b, ns)
