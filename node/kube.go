@@ -60,7 +60,13 @@ func (a *Agent) runKube(ctx context.Context) error {
 		patchErr   string
 		announcing = map[netip.Addr]bool{}
 	)
+	// Until its first answer the agent cannot know whether the server was
+	// down: both may be starting together (a host booting, or the agent
+	// started while the server was away and the server back a moment
+	// later), and a refusal then is the server's start. A missing
+	// ClusterRole still shows as an error, WarmupGrace later.
 	var warm kube.Warmup
+	warm.Unreachable(time.Now())
 	report := func(err error, prev *string, msg string) {
 		if err == nil {
 			*prev = ""
@@ -71,7 +77,7 @@ func (a *Agent) runKube(ctx context.Context) error {
 		if warm.Starting(err, time.Now()) {
 			// Not the ClusterRole's fault: the server is still loading it.
 			if *prev != "starting" {
-				a.log.Warn(msg+": the API server refused it right after it came back, as it does until its authorization caches have loaded; retrying", "err", err)
+				a.log.Warn(msg+": the API server refused it right after it (or this agent) started, as it does until its authorization caches have loaded; retrying", "err", err)
 			}
 			*prev = "starting"
 			return
