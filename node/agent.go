@@ -418,14 +418,19 @@ func (a *Agent) runReady(ctx context.Context) error {
 
 // runExpire drops old tombstones from the store.
 func (a *Agent) runExpire(ctx context.Context) error {
-	t := time.NewTicker(time.Hour)
+	return every(ctx, time.Hour, func() { a.store.Expire() })
+}
+
+// every calls f every period until ctx ends.
+func every(ctx context.Context, period time.Duration, f func()) error {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			a.store.Expire()
+			f()
 		}
 	}
 }

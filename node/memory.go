@@ -35,17 +35,10 @@ func heapFree() uint64 {
 
 // runTrim trims the heap every trimEvery while ctx lives.
 func (a *Agent) runTrim(ctx context.Context) error {
-	t := time.NewTicker(trimEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return every(ctx, trimEvery, func() {
 		if free := heapFree(); free > trimFree {
 			debug.FreeOSMemory()
 			a.log.Debug("returned free heap to the kernel", "freeMiB", free>>20)
 		}
-	}
+	})
 }
