@@ -93,7 +93,7 @@ func appendField(b, f []byte) []byte {
 func (e Element) KernelLen() int {
 	n := 0
 	for p := e.packed; p != ""; n++ {
-		_, p = unpack(p, nil)
+		_, p = readPacked(p)
 	}
 	return n
 }
@@ -109,49 +109,12 @@ func (e Element) AppendKernel(dst []nftables.SetElement) []nftables.SetElement {
 	}
 	buf := []byte(e.packed) // one copy: the byte slices point into it
 	for p := e.packed; p != ""; {
-		var k nftables.SetElement
+		var pk packed
 		off := len(e.packed) - len(p)
-		k, p = unpack(p, buf[off:])
-		dst = append(dst, k)
+		pk, p = readPacked(p)
+		dst = append(dst, pk.element(buf[off:]))
 	}
 	return dst
-}
-
-// unpack reads one packed kernel element from p (its bytes from b, a copy
-// of p, when b is not nil) and returns it and the rest of p.
-func unpack(p string, b []byte) (nftables.SetElement, string) {
-	var k nftables.SetElement
-	flags := p[0]
-	i := 1
-	field := func() []byte {
-		n := int(p[i])
-		i++
-		var f []byte
-		if b != nil {
-			f = b[i : i+n : i+n]
-		}
-		i += n
-		return f
-	}
-	k.IntervalEnd = flags&packIntervalEnd != 0
-	k.Key = field()
-	if flags&packKeyEnd != 0 {
-		k.KeyEnd = field()
-	}
-	if flags&packVal != 0 {
-		k.Val = field()
-	}
-	if flags&packVerdict != 0 {
-		kind := expr.VerdictKind(int32(binary.BigEndian.Uint32([]byte(p[i : i+4]))))
-		i += 4
-		n := int(p[i])
-		i++
-		if b != nil {
-			k.VerdictData = &expr.Verdict{Kind: kind, Chain: p[i : i+n]}
-		}
-		i += n
-	}
-	return k, p[i:]
 }
 
 // appendIdentity appends what tells a kernel element apart in a set: its
@@ -172,29 +135,63 @@ func appendIdentity[T string | []byte](b []byte, key, keyEnd T, intervalEnd bool
 // next call, and copies nothing else.
 func (e Element) eachIdentity(buf []byte, f func(id []byte)) []byte {
 	for p := e.packed; p != ""; {
-		flags := p[0]
-		i := 1
-		field := func() string {
-			n := int(p[i])
-			f := p[i+1 : i+1+n]
-			i += 1 + n
-			return f
-		}
-		key := field()
-		var keyEnd string
-		if flags&packKeyEnd != 0 {
-			keyEnd = field()
-		}
-		if flags&packVal != 0 {
-			field()
-		}
-		if flags&packVerdict != 0 {
-			i += 4
-			field()
-		}
-		buf = appendIdentity(buf[:0], key, keyEnd, flags&packIntervalEnd != 0)
+		var pk packed
+		pk, p = readPacked(p)
+		buf = appendIdentity(buf[:0], pk.key, pk.keyEnd, pk.flags&packIntervalEnd != 0)
 		f(buf)
-		p = p[i:]
 	}
 	return buf
+}
+
+// packed is one packed kernel element as readPacked finds it: its flags
+// and its fields, substrings of the packed string; each field's offset
+// from the element's start is kept for element.
+type packed struct {
+	flags                   byte
+	key, keyEnd, val, chain string
+	kind                    expr.VerdictKind
+	keyAt, keyEndAt, valAt  int
+}
+
+// readPacked reads the packed kernel element at the start of p (as
+// AppendPacked wrote it) and returns it and the rest of p.
+func readPacked(p string) (packed, string) {
+	pk := packed{flags: p[0]}
+	i := 1
+	field := func() (string, int) {
+		n := int(p[i])
+		at := i + 1
+		i = at + n
+		return p[at:i], at
+	}
+	pk.key, pk.keyAt = field()
+	if pk.flags&packKeyEnd != 0 {
+		pk.keyEnd, pk.keyEndAt = field()
+	}
+	if pk.flags&packVal != 0 {
+		pk.val, pk.valAt = field()
+	}
+	if pk.flags&packVerdict != 0 {
+		pk.kind = expr.VerdictKind(int32(binary.BigEndian.Uint32([]byte(p[i : i+4]))))
+		i += 4
+		pk.chain, _ = field()
+	}
+	return pk, p[i:]
+}
+
+// element is pk as a kernel element whose byte slices are b's, b holding
+// a copy of pk's packed bytes from the element's start.
+func (pk packed) element(b []byte) nftables.SetElement {
+	k := nftables.SetElement{IntervalEnd: pk.flags&packIntervalEnd != 0}
+	k.Key = b[pk.keyAt : pk.keyAt+len(pk.key) : pk.keyAt+len(pk.key)]
+	if pk.flags&packKeyEnd != 0 {
+		k.KeyEnd = b[pk.keyEndAt : pk.keyEndAt+len(pk.keyEnd) : pk.keyEndAt+len(pk.keyEnd)]
+	}
+	if pk.flags&packVal != 0 {
+		k.Val = b[pk.valAt : pk.valAt+len(pk.val) : pk.valAt+len(pk.val)]
+	}
+	if pk.flags&packVerdict != 0 {
+		k.VerdictData = &expr.Verdict{Kind: pk.kind, Chain: pk.chain}
+	}
+	return k
 }
