@@ -9,11 +9,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/netloom/netloom/kube"
 	"github.com/netloom/netloom/kube/devapi"
 	"github.com/netloom/netloom/node/demo"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -22,7 +22,7 @@ import (
 // namespace, at the switch's address, which every node reaches.
 type kubeDemo struct {
 	srv   *devapi.Server
-	admin kubernetes.Interface
+	admin kube.API
 	// hostKubeconfig is the admin's kubeconfig for the host, through fwd.
 	hostKubeconfig string
 	fwd            *demo.Forwarder
@@ -42,7 +42,7 @@ func startKubeDemo(ctx context.Context, cl *demo.Cluster, bins devapi.Binaries, 
 	}
 	k := &kubeDemo{srv: srv}
 	fail := func(err error) (*kubeDemo, error) { return nil, errors.Join(err, k.stop()) }
-	if k.admin, err = kubernetes.NewForConfig(srv.RESTConfig()); err != nil {
+	if k.admin, err = kube.NewAPI(srv.RESTConfig()); err != nil {
 		return fail(err)
 	}
 	names := make([]string, len(cl.Nodes))
@@ -94,7 +94,7 @@ func (k *kubeDemo) addPods(ctx context.Context, cl *demo.Cluster) error {
 				ObjectMeta: metav1.ObjectMeta{Namespace: demo.PodNamespace, Name: name, Labels: map[string]string{"app": "demo", "node": n.Name}},
 				Spec:       corev1.PodSpec{NodeName: n.Name, Containers: []corev1.Container{{Name: "app", Image: "demo"}}},
 			}
-			if _, err := k.admin.CoreV1().Pods(demo.PodNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			if err := k.admin.Create(ctx, kube.Ref{Resource: "pods", Namespace: demo.PodNamespace}, pod, nil); err != nil {
 				return fmt.Errorf("create pod %s: %w", name, err)
 			}
 			if _, err := cl.RunAPIPod(ctx, k.admin, n, demo.PodNamespace, name); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netloom/netloom/kube"
 	"github.com/netloom/netloom/kube/devapi"
 	"github.com/netloom/netloom/node/demo"
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +29,9 @@ import (
 type kubeEnv struct {
 	srv   *devapi.Server
 	admin kubernetes.Interface
-	dyn   dynamic.Interface
+	// api is the admin's kube.API, for the demo's kubelet.
+	api kube.API
+	dyn dynamic.Interface
 	// kubeconfig is netloom's: a token of its ServiceAccount, bound to
 	// the ClusterRole of `netloom k8s manifests`.
 	kubeconfig string
@@ -118,6 +121,9 @@ func newKubeEnv(t *testing.T, x *tc, opts ...func(*devapi.Config)) *kubeEnv {
 	if k.admin, err = kubernetes.NewForConfig(rc); err != nil {
 		t.Fatal(err)
 	}
+	if k.api, err = kube.NewAPI(rc); err != nil {
+		t.Fatal(err)
+	}
 	if k.dyn, err = dynamic.NewForConfig(rc); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +158,7 @@ func newKubeEnv(t *testing.T, x *tc, opts ...func(*devapi.Config)) *kubeEnv {
 // to n): the CNI ADD with its UID, then its status.
 func (k *kubeEnv) attach(x *tc, n *demo.Node, ns, name string) *demo.Pod {
 	x.t.Helper()
-	p, err := x.c.RunAPIPod(context.Background(), k.admin, n, ns, name)
+	p, err := x.c.RunAPIPod(context.Background(), k.api, n, ns, name)
 	if err != nil {
 		x.t.Fatalf("add pod %s/%s: %v", ns, name, err)
 	}

@@ -306,11 +306,11 @@ func (k *kubeEnv) testLocalService(e *polEnv) {
 		return nil
 	})
 	b := e.pod("x/b").Pod
-	if err := demo.SetPodStatus(ctx, k.admin, "x", "b", b.IP.String(), false); err != nil {
+	if err := demo.SetPodStatus(ctx, k.api, "x", "b", b.IP.String(), false); err != nil {
 		t.Fatal(err)
 	}
 	owner("")
-	if err := demo.SetPodStatus(ctx, k.admin, "x", "b", b.IP.String(), true); err != nil {
+	if err := demo.SetPodStatus(ctx, k.api, "x", "b", b.IP.String(), true); err != nil {
 		t.Fatal(err)
 	}
 	owner("node1")

@@ -11,18 +11,14 @@ import (
 	"github.com/netloom/netloom/kube/manifests"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Clients are the API clients of one kubeconfig.
 type Clients struct {
-	Server  string
-	Kube    kubernetes.Interface
-	Dynamic dynamic.Interface
+	Server string
+	Kube   API
 }
 
 // Connect reads a kubeconfig and makes the clients. It does not contact
@@ -46,15 +42,11 @@ func ClientsFor(cfg *rest.Config) (*Clients, error) {
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 20, 40
 	}
-	kc, err := kubernetes.NewForConfig(cfg)
+	api, err := NewAPI(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("Kubernetes client for %s: %s", cfg.Host, oneLine(err.Error()))
 	}
-	dc, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("Kubernetes client for %s: %s", cfg.Host, oneLine(err.Error()))
-	}
-	return &Clients{Server: cfg.Host, Kube: kc, Dynamic: dc}, nil
+	return &Clients{Server: cfg.Host, Kube: api}, nil
 }
 
 // Access is one permission netloom needs.
@@ -94,16 +86,16 @@ func Needed() []Access {
 // the credentials hold every permission in need. The error is one line:
 // the server cannot be reached, refuses the credentials, or names the
 // permissions that are missing and how to grant them.
-func CheckAccess(ctx context.Context, c kubernetes.Interface, server string, need []Access) error {
+func CheckAccess(ctx context.Context, c API, server string, need []Access) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	var missing []string
 	for _, a := range need {
-		r, err := c.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+		r := &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Verb: a.Verb, Group: a.Group, Resource: a.Resource, Subresource: a.Subresource}},
-		}, metav1.CreateOptions{})
-		if err != nil {
+		}
+		if err := c.Create(ctx, Ref{Resource: "selfsubjectaccessreviews"}, r, r); err != nil {
 			return APIError(server, err)
 		}
 		if !r.Status.Allowed {

@@ -25,10 +25,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -74,12 +71,9 @@ var kindNames = [nKinds]string{"pods", "namespaces", "networkpolicies", "service
 // objects: then nothing object-driven is programmed).
 type Source struct {
 	cfg    Config
-	client kubernetes.Interface
 	gossip *cluster.StoreSource
 
-	factory    informers.SharedInformerFactory
-	dynFactory dynamicinformer.DynamicSharedInformerFactory
-	inf        [nKinds]cache.SharedIndexInformer
+	inf [nKinds]cache.SharedIndexInformer
 
 	gens   [nKinds]atomic.Uint64
 	synced atomic.Bool
@@ -148,16 +142,20 @@ type derived struct {
 	problems   map[string]string
 }
 
-// New makes a Source from clients (real ones from Connect, or fakes);
+// kindObjects is an object of each kind's type, for its informer.
+var kindObjects = [nKinds]runtime.Object{&corev1.Pod{}, &corev1.Namespace{}, &networkingv1.NetworkPolicy{},
+	&corev1.Service{}, &discoveryv1.EndpointSlice{}, &unstructured.Unstructured{}, &corev1.Node{}, &networkingv1.ServiceCIDR{}}
+
+// New makes a Source from an API (a real one from Connect, or a fake);
 // Run starts its informers.
-func New(cfg Config, client kubernetes.Interface, dyn dynamic.Interface) (*Source, error) {
+func New(cfg Config, api API) (*Source, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
 	if cfg.Proxy == "" {
 		cfg.Proxy = ProxyReplace
 	}
-	s := &Source{cfg: cfg, client: client, gossip: cluster.NewStoreSource(cfg.Store), subs: map[chan struct{}]struct{}{}}
+	s := &Source{cfg: cfg, gossip: cluster.NewStoreSource(cfg.Store), subs: map[chan struct{}]struct{}{}}
 	s.status.Server = cfg.Server
 	if cfg.StateFile != "" {
 		v, err := LoadView(cfg.StateFile)
@@ -167,20 +165,14 @@ func New(cfg Config, client kubernetes.Interface, dyn dynamic.Interface) (*Sourc
 		s.saved = v
 		s.status.FromSaved = v != nil
 	}
-	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(strip))
-	s.dynFactory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	s.inf[kPods] = s.factory.Core().V1().Pods().Informer()
-	s.inf[kNamespaces] = s.factory.Core().V1().Namespaces().Informer()
-	s.inf[kPolicies] = s.factory.Networking().V1().NetworkPolicies().Informer()
-	s.inf[kServices] = s.factory.Core().V1().Services().Informer()
-	s.inf[kSlices] = s.factory.Discovery().V1().EndpointSlices().Informer()
-	s.inf[kPools] = s.dynFactory.ForResource(manifests.AddressPoolGVR).Informer()
-	s.inf[kNodes] = s.factory.Core().V1().Nodes().Informer()
-	s.inf[kServiceCIDRs] = s.factory.Networking().V1().ServiceCIDRs().Informer()
-	if err := s.inf[kPools].SetTransform(strip); err != nil {
-		return nil, err
-	}
-	for k, inf := range s.inf {
+	for k := range s.inf {
+		// No indexers (the Source reads whole stores and looks up by key)
+		// and no resync.
+		inf := cache.NewSharedIndexInformerWithOptions(api.ListWatch(kindNames[k]), kindObjects[k], cache.SharedIndexInformerOptions{})
+		if err := inf.SetTransform(strip); err != nil {
+			return nil, err
+		}
+		s.inf[k] = inf
 		if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) { s.watchError(kindNames[k], err) }); err != nil {
 			return nil, err
 		}
@@ -206,12 +198,11 @@ func New(cfg Config, client kubernetes.Interface, dyn dynamic.Interface) (*Sourc
 // Source serves them, and saves its view after changes (at most every
 // saveEvery).
 func (s *Source) Run(ctx context.Context) error {
-	s.factory.Start(ctx.Done())
-	s.dynFactory.Start(ctx.Done())
-	defer s.factory.Shutdown()
-	defer s.dynFactory.Shutdown()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	var syncs []cache.InformerSynced
 	for _, inf := range s.inf {
+		wg.Go(func() { inf.RunWithContext(ctx) })
 		syncs = append(syncs, inf.HasSynced)
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {

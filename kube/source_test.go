@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/netloom/netloom/cluster"
-	"github.com/netloom/netloom/kube/manifests"
 	"github.com/netloom/netloom/lb"
 	"github.com/netloom/netloom/mesh/store"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -27,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -40,11 +38,6 @@ func openStore(t *testing.T) *store.Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
-}
-
-func fakeDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
-	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{manifests.AddressPoolGVR: "AddressPoolList"}, objs...)
 }
 
 // waitFor polls cond (the informers deliver asynchronously).
@@ -61,7 +54,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func startSource(t *testing.T, cfg Config, client *fake.Clientset) *Source {
 	t.Helper()
-	src, err := New(cfg, client, fakeDynamic())
+	src, err := New(cfg, newFakeAPI(client))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +223,7 @@ func TestWriterIngress(t *testing.T) {
 	svc := lbService("web")
 	client := fake.NewClientset(svc)
 	cached := svc.DeepCopy()
-	w := &Writer{Client: client, Server: "https://api:6443", Node: "n1", Service: func(lb.ServiceKey) *corev1.Service { return cached }}
+	w := &Writer{Client: newFakeAPI(client), Server: "https://api:6443", Node: "n1", Service: func(lb.ServiceKey) *corev1.Service { return cached }}
 	key := lb.ServiceKey{Namespace: "default", Name: "web"}
 	vip := netip.MustParseAddr("192.168.1.241")
 
@@ -269,7 +262,7 @@ func TestWriterIngress(t *testing.T) {
 
 func TestPatchNode(t *testing.T) {
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
-	w := &Writer{Client: client, Server: "https://api:6443", Node: "n1"}
+	w := &Writer{Client: newFakeAPI(client), Server: "https://api:6443", Node: "n1"}
 	st := NodeState{Subnet: netip.MustParsePrefix("10.244.1.0/24"), PublicKey: "key=", Endpoint: netip.MustParseAddrPort("192.168.1.11:51820"), NetworkReady: true}
 	if err := w.PatchNode(context.Background(), st); err != nil {
 		t.Fatal(err)
@@ -307,7 +300,7 @@ func TestCheckAccess(t *testing.T) {
 		r.Status.Allowed = !(ra.Resource == "services" && ra.Subresource == "status")
 		return true, r, nil
 	})
-	err := CheckAccess(context.Background(), client, "https://api:6443", Needed())
+	err := CheckAccess(context.Background(), newFakeAPI(client), "https://api:6443", Needed())
 	if err == nil || !strings.Contains(err.Error(), "update services/status") || !strings.Contains(err.Error(), "netloom k8s manifests") {
 		t.Errorf("CheckAccess = %v, want the missing verb and the fix", err)
 	}
@@ -318,7 +311,7 @@ func TestCheckAccess(t *testing.T) {
 	client.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewUnauthorized("bad token")
 	})
-	if err := CheckAccess(context.Background(), client, "https://api:6443", Needed()); err == nil || !strings.Contains(err.Error(), "refuses netloom's credentials") {
+	if err := CheckAccess(context.Background(), newFakeAPI(client), "https://api:6443", Needed()); err == nil || !strings.Contains(err.Error(), "refuses netloom's credentials") {
 		t.Errorf("401: %v", err)
 	}
 	// Every verb of the ClusterRole is checked.

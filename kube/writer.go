@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -30,7 +29,7 @@ const (
 // Writer writes what netloom decided into the API: service load-balancer
 // status, this node's annotations and condition, and events.
 type Writer struct {
-	Client kubernetes.Interface
+	Client API
 	Server string
 	// Node is this node's name.
 	Node string
@@ -94,8 +93,8 @@ func (w *Writer) writeIngress(k lb.ServiceKey, vip netip.Addr) error {
 	first := true
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if !first {
-			fresh, err := w.Client.CoreV1().Services(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
-			if err != nil {
+			fresh := &corev1.Service{}
+			if err := w.Client.Get(ctx, Ref{Resource: "services", Namespace: k.Namespace, Name: k.Name}, fresh); err != nil {
 				return err
 			}
 			svc = fresh
@@ -106,8 +105,7 @@ func (w *Writer) writeIngress(k lb.ServiceKey, vip netip.Addr) error {
 		first = false
 		upd := svc.DeepCopy()
 		upd.Status.LoadBalancer.Ingress = IngressFor(vip)
-		_, err := w.Client.CoreV1().Services(k.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
-		return err
+		return w.Client.Update(ctx, Ref{Resource: "services", Namespace: k.Namespace, Name: k.Name, Subresource: "status"}, upd, nil)
 	})
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -157,7 +155,7 @@ func (w *Writer) PatchNode(ctx context.Context, st NodeState) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = w.Client.CoreV1().Nodes().Patch(ctx, w.Node, types.StrategicMergePatchType, b, metav1.PatchOptions{}, "status")
+	err = w.Client.Patch(ctx, Ref{Resource: "nodes", Name: w.Node, Subresource: "status"}, types.StrategicMergePatchType, b)
 	if apierrors.IsNotFound(err) {
 		return &Error{msg: fmt.Sprintf("the API server %s has no Node %q: start the agent with --name set to this node's Kubernetes name", w.Server, w.Node), err: err}
 	}
@@ -185,8 +183,7 @@ func (w *Writer) Event(k lb.ServiceKey, reason, msg string) error {
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 		ReportingController: "netloom.io/lb", ReportingInstance: w.Node,
 	}
-	_, err := w.Client.CoreV1().Events(svc.Namespace).Create(ctx, ev, metav1.CreateOptions{})
-	if err != nil {
+	if err := w.Client.Create(ctx, Ref{Resource: "events", Namespace: svc.Namespace}, ev, nil); err != nil {
 		return fmt.Errorf("record event on service %s: %w", k, APIError(w.Server, err))
 	}
 	return nil

@@ -33,7 +33,7 @@ func (a *Agent) openKube(st *store.Store) (*kube.Source, error) {
 		return nil, err
 	}
 	src, err := kube.New(kube.Config{Node: c.Name, Proxy: c.proxyMode, Store: st, StateFile: filepath.Join(c.DataDir, KubeFile),
-		ClusterCIDR: c.cidr, Server: cl.Server, Log: a.log}, cl.Kube, cl.Dynamic)
+		ClusterCIDR: c.cidr, Server: cl.Server, Log: a.log}, cl.Kube)
 	if err != nil {
 		return nil, err
 	}
@@ -96,8 +96,12 @@ func (a *Agent) runKube(ctx context.Context) error {
 			if !access {
 				err = kube.CheckAccess(ctx, cl.Kube, cl.Server, kube.Needed())
 				access = err == nil
-			} else if _, perr := cl.Kube.Discovery().ServerVersion(); perr != nil {
-				err = kube.APIError(cl.Server, perr)
+			} else {
+				vctx, cancel := context.WithTimeout(ctx, probeEvery)
+				if _, perr := cl.Kube.Version(vctx); perr != nil {
+					err = kube.APIError(cl.Server, perr)
+				}
+				cancel()
 			}
 			if ctx.Err() != nil {
 				return nil

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/netloom/netloom/kube"
 	"github.com/netloom/netloom/kube/devapi"
 	"github.com/netloom/netloom/node/api"
 	"github.com/netloom/netloom/node/demo"
@@ -27,6 +28,8 @@ import (
 type kubeRun struct {
 	srv   *devapi.Server
 	admin kubernetes.Interface
+	// api is the admin's kube.API, for the demo's kubelet.
+	api kube.API
 }
 
 // startKube runs etcd, kube-apiserver and kube-controller-manager in the
@@ -41,6 +44,9 @@ func startKube(ctx context.Context, cl *demo.Cluster, bins devapi.Binaries) (*ku
 	cfg := srv.RESTConfig()
 	cfg.QPS, cfg.Burst = 1000, 1000 // thousands of policies, one request each
 	if k.admin, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if k.api, err = kube.NewAPI(cfg); err != nil {
 		return nil, err
 	}
 	names := []string{}
@@ -66,7 +72,7 @@ func (k *kubeRun) addPod(ctx context.Context, cl *demo.Cluster, s podSpec) (*dem
 	if _, err := k.admin.CoreV1().Pods(s.ns).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create pod %s/%s: %w", s.ns, s.name, err)
 	}
-	p, err := cl.RunAPIPod(ctx, k.admin, n, s.ns, s.name)
+	p, err := cl.RunAPIPod(ctx, k.api, n, s.ns, s.name)
 	if err != nil {
 		return nil, err
 	}

@@ -163,7 +163,7 @@ func (r *e2eRun) scalePods(n int) error {
 			return fmt.Errorf("create pod %s/%s: %w", ns, p.Name, err)
 		}
 		ip := fmt.Sprintf("10.244.%d.%d", 100+i/250, 1+i%250)
-		if err := demo.SetPodStatus(r.ctx, r.kube.admin, ns, p.Name, ip, true); err != nil {
+		if err := demo.SetPodStatus(r.ctx, r.kube.api, ns, p.Name, ip, true); err != nil {
 			return err
 		}
 		r.objectPods = append(r.objectPods, policy.Pod{Namespace: ns, Name: p.Name, IP: netip.MustParseAddr(ip), Node: p.Spec.NodeName,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/netloom/netloom/kube"
 	"github.com/netloom/netloom/kube/manifests"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 )
 
 // manifestResources maps the kinds `netloom k8s manifests` prints to their
@@ -36,7 +36,7 @@ var manifestResources = map[string]schema.GroupVersionResource{
 // token of netloom's ServiceAccount, valid for ttl.
 func (s *Server) Bootstrap(ctx context.Context, nodes []string, kubeconfig string, ttl time.Duration) error {
 	cfg := s.RESTConfig()
-	admin, err := kubernetes.NewForConfig(cfg)
+	admin, err := kube.NewAPI(cfg)
 	if err != nil {
 		return err
 	}
@@ -49,7 +49,7 @@ func (s *Server) Bootstrap(ctx context.Context, nodes []string, kubeconfig strin
 	}
 	for _, n := range nodes {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}
-		if _, err := admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err := admin.Create(ctx, kube.Ref{Resource: "nodes"}, node, nil); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create Node %s: %w", n, err)
 		}
 	}
@@ -58,7 +58,8 @@ func (s *Server) Bootstrap(ctx context.Context, nodes []string, kubeconfig strin
 		// each Node its pod subnet.
 		for _, n := range nodes {
 			if err := s.waitFor(ctx, s.cm, "assigning Node "+n+" its spec.podCIDR", func(ctx context.Context) error {
-				node, err := admin.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+				node := &corev1.Node{}
+				err := admin.Get(ctx, kube.Ref{Resource: "nodes", Name: n}, node)
 				if err == nil && node.Spec.PodCIDR == "" {
 					err = errors.New("no spec.podCIDR yet")
 				}

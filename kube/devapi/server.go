@@ -21,11 +21,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/netloom/netloom/kube"
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
 
@@ -274,18 +274,17 @@ current-context: netloom-dev
 // from the TokenRequest API, creating the service account if it is
 // missing. The API server raises a ttl below 10 minutes to 10 minutes.
 func (s *Server) ServiceAccountToken(ctx context.Context, namespace, name string, ttl time.Duration) (string, error) {
-	cs, err := kubernetes.NewForConfig(s.RESTConfig())
+	cs, err := kube.NewAPI(s.RESTConfig())
 	if err != nil {
 		return "", fmt.Errorf("service account token %s/%s: %w", namespace, name, err)
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := cs.Create(ctx, kube.Ref{Resource: "serviceaccounts", Namespace: namespace}, sa, nil); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("service account token %s/%s: create service account: %w", namespace, name, err)
 	}
 	secs := int64(max(ttl, 10*time.Minute) / time.Second)
-	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name,
-		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
-	if err != nil {
+	tr := &authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &secs}}
+	if err := cs.Create(ctx, kube.Ref{Resource: "serviceaccounts", Namespace: namespace, Name: name, Subresource: "token"}, tr, tr); err != nil {
 		return "", fmt.Errorf("service account token %s/%s: %w", namespace, name, err)
 	}
 	return tr.Status.Token, nil

@@ -4,18 +4,18 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/netloom/netloom/kube"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 )
 
 // RunAPIPod does for pod ns/name of the Kubernetes API what a kubelet on
 // node n does once the pod is bound to n (its object must exist): the CNI
 // ADD with the pod's UID, then the pod's status (Running, its address,
 // Ready).
-func (c *Cluster) RunAPIPod(ctx context.Context, client kubernetes.Interface, n *Node, ns, name string) (*Pod, error) {
-	obj, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
+func (c *Cluster) RunAPIPod(ctx context.Context, client kube.API, n *Node, ns, name string) (*Pod, error) {
+	obj := &corev1.Pod{}
+	if err := client.Get(ctx, kube.Ref{Resource: "pods", Namespace: ns, Name: name}, obj); err != nil {
 		return nil, fmt.Errorf("pod %s/%s: %w", ns, name, err)
 	}
 	p, err := c.AddKubePod(ctx, n, ns, name, string(obj.UID))
@@ -30,9 +30,9 @@ func (c *Cluster) RunAPIPod(ctx context.Context, client kubernetes.Interface, n 
 
 // SetPodStatus writes a pod's status as the kubelet does: Running, the
 // address ip, and the Ready condition.
-func SetPodStatus(ctx context.Context, client kubernetes.Interface, ns, name, ip string, ready bool) error {
-	obj, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
+func SetPodStatus(ctx context.Context, client kube.API, ns, name, ip string, ready bool) error {
+	obj := &corev1.Pod{}
+	if err := client.Get(ctx, kube.Ref{Resource: "pods", Namespace: ns, Name: name}, obj); err != nil {
 		return fmt.Errorf("pod %s/%s: %w", ns, name, err)
 	}
 	cond := corev1.ConditionFalse
@@ -42,7 +42,7 @@ func SetPodStatus(ctx context.Context, client kubernetes.Interface, ns, name, ip
 	obj.Status.Phase = corev1.PodRunning
 	obj.Status.PodIP, obj.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
 	obj.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: cond, LastTransitionTime: metav1.Now()}}
-	if _, err := client.CoreV1().Pods(ns).UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
+	if err := client.Update(ctx, kube.Ref{Resource: "pods", Namespace: ns, Name: name, Subresource: "status"}, obj, nil); err != nil {
 		return fmt.Errorf("status of pod %s/%s: %w", ns, name, err)
 	}
 	return nil
