@@ -286,8 +286,14 @@ func (c *EndpointsCache) Update(slicesIn []*discoveryv1.EndpointSlice) map[lb.Se
 // serviceEndpoints are the endpoints of one service's slices (sorted by
 // name), as Endpoints describes them.
 func serviceEndpoints(run []*discoveryv1.EndpointSlice) []lb.Endpoint {
-	var out []lb.Endpoint
-	seen := map[netip.Addr]bool{}
+	n := 0
+	for _, sl := range run {
+		n += len(sl.Endpoints)
+	}
+	// Sized once: the cache keeps this list, and append's doubling would
+	// leave it up to twice as long as it is.
+	out := make([]lb.Endpoint, 0, n)
+	seen := make(map[netip.Addr]bool, n)
 	for _, sl := range run {
 		ports := make(map[string]uint16, len(sl.Ports))
 		for _, p := range sl.Ports {
@@ -327,6 +333,9 @@ func serviceEndpoints(run []*discoveryv1.EndpointSlice) []lb.Endpoint {
 	slices.SortFunc(out, func(a, b lb.Endpoint) int {
 		return cmp.Or(cmp.Compare(a.PodNamespace, b.PodNamespace), cmp.Compare(a.PodName, b.PodName), a.IP.Compare(b.IP))
 	})
+	if len(out) == 0 {
+		return nil
+	}
 	return slices.Clip(out)
 }
 
