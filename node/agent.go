@@ -309,11 +309,15 @@ func (a *Agent) lbConfig() lb.Config {
 }
 
 // setSubnet takes the ipam room's answer: the subnet this node may use.
-func (a *Agent) setSubnet(p netip.Prefix, why string, waiting bool) {
+func (a *Agent) setSubnet(p netip.Prefix, why string, waiting, refused bool) {
 	before := a.hub.Local()
 	if p.IsValid() && p != before.Subnet {
 		a.log.Info("pod subnet", "subnet", p)
 		a.events.Add(events.SubnetClaimed, p.String(), "this node's pod subnet is "+p.String())
+	}
+	kind := events.SubnetFull
+	if refused {
+		kind = events.SubnetRefused
 	}
 	switch {
 	case why == "" || why == before.SubnetErr:
@@ -321,10 +325,10 @@ func (a *Agent) setSubnet(p netip.Prefix, why string, waiting bool) {
 		a.log.Info("no pod subnet for this node yet", "waiting", why)
 	case p.IsValid():
 		a.log.Error("pod subnet", "subnet", p, "err", why)
-		a.events.Add(events.SubnetFull, p.String(), why)
+		a.events.Add(kind, p.String(), why)
 	default:
 		a.log.Error("no pod subnet for this node", "err", why)
-		a.events.Add(events.SubnetFull, "", why)
+		a.events.Add(kind, "", why)
 	}
 	if p.IsValid() {
 		if err := a.useSubnet(p); err != nil {

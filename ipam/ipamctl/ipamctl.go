@@ -44,8 +44,9 @@ type Controller struct {
 	events events.Sink
 	// Subnet receives the subnet the node may use (invalid, with a reason,
 	// while it has none; waiting when that reason is the cluster not having
-	// assigned one yet rather than a fault), after every pass.
-	Subnet func(p netip.Prefix, why string, waiting bool)
+	// assigned one yet rather than a fault; refused when it is the subnet
+	// the cluster assigned that cannot be used), after every pass.
+	Subnet func(p netip.Prefix, why string, waiting, refused bool)
 	// Conflict is called when this node lost a subnet to an earlier claim.
 	Conflict func()
 	// After asks for another pass after d (a settling claim).
@@ -64,7 +65,7 @@ func New(cfg Config, leases Leases, ev events.Sink) *Controller {
 		cfg.Log = slog.Default()
 	}
 	return &Controller{cfg: cfg, leases: leases, events: ev,
-		Subnet: func(netip.Prefix, string, bool) {}, Conflict: func() {}, After: func(time.Duration) {}}
+		Subnet: func(netip.Prefix, string, bool, bool) {}, Conflict: func() {}, After: func(time.Duration) {}}
 }
 
 // Decision is what one pass does.
@@ -81,6 +82,9 @@ type Decision struct {
 	Keep   bool
 	// Waiting: Why is the cluster not having assigned a subnet yet.
 	Waiting bool
+	// Refused: Why is that the subnet the cluster assigned
+	// (spec.podCIDR) cannot be used.
+	Refused bool
 	// Lost is the subnet lost to Winner's earlier claim (invalid: none).
 	Lost   netip.Prefix
 	Winner string
@@ -163,9 +167,9 @@ func decideAssigned(cfg Config, s *cluster.Snapshot, cur ipam.Lease, p netip.Pre
 	if err := checkAssigned(cfg, p); err != nil {
 		// Bad input changes nothing: a subnet in use stays.
 		if own, ok := s.Subnets.ByNode[cfg.Name]; ok && own == cur.Subnet {
-			return Decision{Put: renewed(cur, now, renew), Subnet: own, Why: err.Error() + "; keeping " + own.String()}
+			return Decision{Put: renewed(cur, now, renew), Subnet: own, Why: err.Error() + "; keeping " + own.String(), Refused: true}
 		}
-		return Decision{Why: err.Error()}
+		return Decision{Why: err.Error(), Refused: true}
 	}
 	p = p.Masked()
 	if !cur.Assigned || cur.Subnet != p {
@@ -185,6 +189,7 @@ func decideAssigned(cfg Config, s *cluster.Snapshot, cur ipam.Lease, p netip.Pre
 			holder = n
 		}
 	}
+	d.Refused = true
 	d.Why = fmt.Sprintf("the pod subnet %s the cluster assigned to node %s (spec.podCIDR) is also assigned to node %s; it frees when that node leaves (netloom leave) or its lease lapses", p, cfg.Name, holder)
 	return d
 }
@@ -239,7 +244,7 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 		}
 	}
 	if !d.Keep {
-		c.Subnet(d.Subnet, d.Why, d.Waiting)
+		c.Subnet(d.Subnet, d.Why, d.Waiting, d.Refused)
 	}
 	if d.Again > 0 {
 		c.After(d.Again)

@@ -85,7 +85,7 @@ func TestDecide(t *testing.T) {
 		small := cfg
 		small.CIDR = pfx("10.244.7.0/24")
 		d := Decide(small, snap(true, t0, mine, earlier), t0)
-		if !d.Withdraw || d.Put != nil || d.Subnet.IsValid() || !strings.Contains(d.Why, "retrying") {
+		if !d.Withdraw || d.Put != nil || d.Subnet.IsValid() || d.Refused || !strings.Contains(d.Why, "retrying") {
 			t.Errorf("Decide = %+v, want withdraw and a reason", d)
 		}
 	})
@@ -115,7 +115,7 @@ func TestPass(t *testing.T) {
 	c := New(Config{Name: "n1", CIDR: cidr, Mask: 24, Grace: time.Hour, Now: func() time.Time { return t0 }}, leases, ev)
 	var got netip.Prefix
 	calls, conflicts := 0, 0
-	c.Subnet = func(p netip.Prefix, why string, _ bool) { got, calls = p, calls+1 }
+	c.Subnet = func(p netip.Prefix, why string, _, _ bool) { got, calls = p, calls+1 }
 	c.Conflict = func() { conflicts++ }
 	var again time.Duration
 	c.After = func(d time.Duration) { again = d }
@@ -179,7 +179,7 @@ func TestDecideAssigned(t *testing.T) {
 	// Another node holds an assigned lease on it: said, not used.
 	theirs := ipam.Lease{Node: "n2", Subnet: p, Claimed: mine.Claimed - 5, Renewed: t0.UnixMilli(), Assigned: true}
 	d = Decide(cfg, withSubnet(snap(true, t0, mine, theirs), assigned), t0)
-	if d.Subnet.IsValid() || !strings.Contains(d.Why, "also assigned to node n2") {
+	if d.Subnet.IsValid() || !d.Refused || !strings.Contains(d.Why, "also assigned to node n2") {
 		t.Errorf("with n2 holding it = %+v, want no subnet and a line naming n2", d)
 	}
 	for _, bad := range []struct{ subnet, says string }{
@@ -189,7 +189,7 @@ func TestDecideAssigned(t *testing.T) {
 		{"fd00::/64", "not IPv4"},
 	} {
 		d := Decide(cfg, withSubnet(snap(true, t0), cluster.NodeSubnet{Assigned: pfx(bad.subnet)}), t0)
-		if d.Put != nil || d.Subnet.IsValid() || d.Waiting || !strings.Contains(d.Why, bad.says) || strings.Contains(d.Why, "\n") {
+		if d.Put != nil || d.Subnet.IsValid() || d.Waiting || !d.Refused || !strings.Contains(d.Why, bad.says) || strings.Contains(d.Why, "\n") {
 			t.Errorf("assigned %s: %+v, want nothing written and one line saying %q", bad.subnet, d, bad.says)
 		}
 	}
@@ -197,7 +197,7 @@ func TestDecideAssigned(t *testing.T) {
 	// A bad one changes nothing: the subnet in use stays, and the line says
 	// why the assigned one is not taken.
 	d = Decide(cfg, withSubnet(snap(true, t0, old), cluster.NodeSubnet{Assigned: pfx("10.99.0.0/24")}), t0)
-	if d.Subnet != old.Subnet || (d.Put != nil && d.Put.Subnet != old.Subnet) || !strings.Contains(d.Why, "outside") || !strings.Contains(d.Why, "keeping "+old.Subnet.String()) {
+	if d.Subnet != old.Subnet || (d.Put != nil && d.Put.Subnet != old.Subnet) || !d.Refused || !strings.Contains(d.Why, "outside") || !strings.Contains(d.Why, "keeping "+old.Subnet.String()) {
 		t.Errorf("bad assigned subnet with %s in use = %+v, want it kept and the reason", old.Subnet, d)
 	}
 

@@ -15,13 +15,17 @@ const (
 	Dead           = "dead"
 	SubnetClaimed  = "subnet-claimed"
 	SubnetConflict = "subnet-conflict"
-	SubnetFull     = "subnet-full"
-	ApplyRejected  = "apply-rejected"
-	Applied        = "applied"
-	PodAttached    = "pod-attached"
-	PodDetached    = "pod-detached"
-	VIPConflict    = "vip-conflict"
-	VIPFailover    = "vip-failover"
+	// SubnetFull: no subnet could be claimed (the cluster CIDR is full).
+	SubnetFull = "subnet-full"
+	// SubnetRefused: the subnet the cluster assigned this node
+	// (Kubernetes spec.podCIDR) cannot be used.
+	SubnetRefused = "subnet-refused"
+	ApplyRejected = "apply-rejected"
+	Applied       = "applied"
+	PodAttached   = "pod-attached"
+	PodDetached   = "pod-detached"
+	VIPConflict   = "vip-conflict"
+	VIPFailover   = "vip-failover"
 	// Repaired: kernel state netloom owns (its nftables table, a WireGuard
 	// peer, a route, the pod bridge) had been changed by someone else and
 	// was restored.

@@ -551,7 +551,7 @@
     join: "good", "subnet-claimed": "good", applied: "good", "pod-attached": "good",
     leave: "info", "pod-detached": "info",
     "subnet-conflict": "warn", suspect: "warn",
-    dead: "bad", "subnet-full": "bad", "apply-rejected": "bad",
+    dead: "bad", "subnet-full": "bad", "subnet-refused": "bad", "apply-rejected": "bad",
     "vip-failover": "vip", "vip-conflict": "conflict",
   };
   // Events about VIPs stand out: their rows are tinted and their kind is a badge.
