@@ -35,10 +35,10 @@ import (
 // netloom process (the WireGuard companion and the agent in standalone
 // mode too) kept 13 MiB more of it resident, touched by package init
 // alone (BENCHMARKS.md section 3). netloom's own REST clients (NewAPI)
-// know only the groups of Resources.
+// know only the groups of apiResources.
 type API interface {
 	// ListWatch lists and watches resource (its plural name, one of
-	// Resources) in every namespace.
+	// apiResources) in every namespace.
 	ListWatch(resource string) cache.ListerWatcher
 	Get(ctx context.Context, r Ref, into runtime.Object) error
 	// Create posts obj (to r.Name's r.Subresource when set, e.g. a
@@ -58,22 +58,9 @@ type Ref struct {
 	Resource, Namespace, Name, Subresource string
 }
 
-func (r Ref) String() string {
-	s := r.Resource
-	if r.Namespace != "" {
-		s += " " + r.Namespace + "/" + r.Name
-	} else if r.Name != "" {
-		s += " " + r.Name
-	}
-	if r.Subresource != "" {
-		s += "/" + r.Subresource
-	}
-	return s
-}
-
-// Resources is every resource API serves, by group version. AddressPools
+// apiResources is every resource API serves, by group version. AddressPools
 // (manifests.AddressPoolGVR) are served through the dynamic client.
-var Resources = []struct {
+var apiResources = []struct {
 	GroupVersion schema.GroupVersion
 	Resources    []string
 }{
@@ -117,7 +104,7 @@ func NewAPI(cfg *rest.Config) (API, error) {
 		return nil, err
 	}
 	a := &restAPI{byResource: map[string]rest.Interface{}}
-	for _, g := range Resources {
+	for _, g := range apiResources {
 		gcfg := rest.CopyConfig(cfg)
 		gv := g.GroupVersion
 		gcfg.GroupVersion, gcfg.APIPath = &gv, "/apis"
@@ -150,7 +137,7 @@ func NewAPI(cfg *rest.Config) (API, error) {
 func (a *restAPI) request(r Ref, verb string) *rest.Request {
 	c := a.byResource[r.Resource]
 	if c == nil {
-		// A programming error: Resources names every resource netloom uses.
+		// A programming error: apiResources names every resource netloom uses.
 		panic(fmt.Sprintf("kube: no REST client for resource %q", r.Resource))
 	}
 	req := c.Verb(verb).Resource(r.Resource)

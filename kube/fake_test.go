@@ -30,9 +30,9 @@ func newFakeAPI(c *fake.Clientset) fakeAPI {
 		map[schema.GroupVersionResource]string{manifests.AddressPoolGVR: "AddressPoolList"})}
 }
 
-// gvr is resource's group version, from Resources.
+// gvr is resource's group version, from apiResources.
 func gvr(resource string) schema.GroupVersionResource {
-	for _, g := range Resources {
+	for _, g := range apiResources {
 		for _, r := range g.Resources {
 			if r == resource {
 				return g.GroupVersion.WithResource(r)
