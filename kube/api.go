@@ -134,13 +134,18 @@ func NewAPI(cfg *rest.Config) (API, error) {
 	return a, nil
 }
 
-func (a *restAPI) request(r Ref, verb string) *rest.Request {
-	c := a.byResource[r.Resource]
+// client is the REST client of resource's group.
+func (a *restAPI) client(resource string) rest.Interface {
+	c := a.byResource[resource]
 	if c == nil {
 		// A programming error: apiResources names every resource netloom uses.
-		panic(fmt.Sprintf("kube: no REST client for resource %q", r.Resource))
+		panic(fmt.Sprintf("kube: no REST client for resource %q", resource))
 	}
-	req := c.Verb(verb).Resource(r.Resource)
+	return c
+}
+
+func (a *restAPI) request(r Ref, verb string) *rest.Request {
+	req := a.client(r.Resource).Verb(verb).Resource(r.Resource)
 	// A cluster-scoped object has no namespace; client-go refuses an
 	// empty one on create.
 	if r.Namespace != "" {
@@ -195,11 +200,7 @@ func (a *restAPI) ListWatch(resource string) cache.ListerWatcher {
 	if resource == manifests.AddressPoolGVR.Resource {
 		return poolsListWatch(a.dyn)
 	}
-	c := a.byResource[resource]
-	if c == nil {
-		panic(fmt.Sprintf("kube: no REST client for resource %q", resource))
-	}
-	return cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, fields.Everything())
+	return cache.NewListWatchFromClient(a.client(resource), resource, metav1.NamespaceAll, fields.Everything())
 }
 
 // poolsListWatch lists and watches AddressPools through dyn.

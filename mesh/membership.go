@@ -306,9 +306,7 @@ func (m *Membership) Alive() map[string]bool {
 
 // NumMembers is the number of alive members (store.Transport).
 func (m *Membership) NumMembers() int {
-	m.mu.Lock()
-	ml := m.ml
-	m.mu.Unlock()
+	ml := m.list()
 	if ml == nil {
 		return 1
 	}
@@ -339,12 +337,17 @@ func (m *Membership) SendBestEffortToAll(msg []byte) {
 	}
 }
 
+// list is the memberlist (nil before Start).
+func (m *Membership) list() *memberlist.Memberlist {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ml
+}
+
 // others are the alive members but this node, and the memberlist to send
 // to them with (none before Start).
 func (m *Membership) others() (*memberlist.Memberlist, []*memberlist.Node) {
-	m.mu.Lock()
-	ml := m.ml
-	m.mu.Unlock()
+	ml := m.list()
 	if ml == nil {
 		return nil, nil
 	}
@@ -358,16 +361,10 @@ func (m *Membership) others() (*memberlist.Memberlist, []*memberlist.Node) {
 }
 
 // greet sends a member this node has just learned of the replicator's
-// greeting (Greeter). It runs on its own goroutine: memberlist reports
-// joins with its node lock held.
-func (m *Membership) greet(n memberlist.Node) {
-	g, ok := m.repl.(Greeter)
-	if !ok {
-		return
-	}
-	m.mu.Lock()
-	ml := m.ml
-	m.mu.Unlock()
+// greeting. It runs on its own goroutine: memberlist reports joins with
+// its node lock held.
+func (m *Membership) greet(g Greeter, n memberlist.Node) {
+	ml := m.list()
 	if ml == nil {
 		return
 	}
@@ -381,9 +378,7 @@ func (m *Membership) greet(n memberlist.Node) {
 
 // Leave tells the cluster this node is going away and stops gossip.
 func (m *Membership) Leave(timeout time.Duration) error {
-	m.mu.Lock()
-	ml := m.ml
-	m.mu.Unlock()
+	ml := m.list()
 	if ml == nil {
 		return nil
 	}
@@ -410,9 +405,7 @@ func (m *Membership) Leave(timeout time.Duration) error {
 // Shutdown stops gossip without telling anyone (the others will see the node
 // fail, which is right for a restart: its subnet and peer are kept meanwhile).
 func (m *Membership) Shutdown() error {
-	m.mu.Lock()
-	ml := m.ml
-	m.mu.Unlock()
+	ml := m.list()
 	if ml == nil {
 		return nil
 	}
@@ -459,8 +452,8 @@ func (m *Membership) record(n *memberlist.Node, kind string) {
 		switch kind {
 		case "join":
 			m.log.Info("member joined", "member", n.Name, "addr", mem.Addr)
-			if _, ok := m.repl.(Greeter); ok {
-				go m.greet(*n)
+			if g, ok := m.repl.(Greeter); ok {
+				go m.greet(g, *n)
 			}
 		case "leave":
 			if mem.State == StateLeft {
