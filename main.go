@@ -134,6 +134,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "token", EnvVars: env("TOKEN"), Usage: "the cluster's join token (from 'netloom init')"},
 		&cli.StringFlag{Name: "token-file", EnvVars: env("TOKEN_FILE")},
 		&cli.StringFlag{Name: "wireguard", Value: "auto", EnvVars: env("WIREGUARD"), Usage: "auto, kernel or userspace"},
+		&cli.IntFlag{Name: "wg-procs", EnvVars: env("WG_PROCS"), Usage: "userspace WireGuard: CPUs its companion encrypts on at once (0: half the CPUs, at least 1; takes effect when the companion next starts)"},
 		&cli.DurationFlag{Name: "keepalive", Value: 25 * time.Second, EnvVars: env("KEEPALIVE"), Usage: "WireGuard persistent keepalive: keeps NAT mappings open, and makes a re-added peer shake hands at once; 0 = off"},
 		&cli.DurationFlag{Name: "vip-drain-timeout", Value: 30 * time.Second, EnvVars: env("VIP_DRAIN_TIMEOUT"), Usage: "when a VIP moves gracefully (leave, restart, Local endpoints gone), how long the new owner forwards connections the old owner still carries, and how long a leaving node waits for them to end (0: off)"},
 		&cli.DurationFlag{Name: "garp-interval", EnvVars: env("GARP_INTERVAL"), Usage: "keep repeating gratuitous ARP for owned VIPs at this interval (0: only a burst on takeover)"},
@@ -220,7 +221,7 @@ func agentCommand() *cli.Command {
 				AdvertiseAddr: c.String("advertise-addr"), GossipPort: c.Int("gossip-port"), WGPort: c.Int("wg-port"),
 				WGIface: c.String("wg-iface"), Bridge: c.String("bridge"), ClusterCIDR: c.String("cluster-cidr"), ServiceCIDR: c.String("service-cidr"), GARPInterval: c.Duration("garp-interval"), VIPDrainTimeout: c.Duration("vip-drain-timeout"), PolicyLogDrops: c.Bool("policy-log-drops"),
 				NodeMask: c.Int("node-mask"), Join: join, Token: c.String("token"), TokenFile: c.String("token-file"),
-				WireGuard: c.String("wireguard"), Keepalive: c.Duration("keepalive"), PeerGrace: c.Duration("peer-grace"), ResyncInterval: c.Duration("resync-interval"), SubnetGrace: c.Duration("subnet-grace"),
+				WireGuard: c.String("wireguard"), WGProcs: c.Int("wg-procs"), Keepalive: c.Duration("keepalive"), PeerGrace: c.Duration("peer-grace"), ResyncInterval: c.Duration("resync-interval"), SubnetGrace: c.Duration("subnet-grace"),
 				UIAddr: c.String("ui-addr"), NodePortRange: c.String("service-node-port-range"), NodePortAddresses: c.StringSlice("nodeport-addresses"),
 				Kubeconfig: c.String("kubeconfig"), ServiceProxy: c.String("service-proxy"), CNIConflist: c.String("cni-conflist"),
 				Timers: mesh.Timers{
@@ -440,6 +441,7 @@ func companionCommand() *cli.Command {
 			&cli.StringFlag{Name: "iface", Required: true},
 			&cli.IntFlag{Name: "mtu", Value: 1420},
 			&cli.StringFlag{Name: "run-dir", Value: "/run/netloom"},
+			&cli.IntFlag{Name: "procs", Usage: "GOMAXPROCS (0: Go's default)"},
 		),
 		Action: func(c *cli.Context) error {
 			log, err := logger(c)
@@ -448,7 +450,7 @@ func companionCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return wg.RunCompanion(ctx, c.String("iface"), c.Int("mtu"), c.String("run-dir"), log)
+			return wg.RunCompanion(ctx, c.String("iface"), c.Int("mtu"), c.String("run-dir"), c.Int("procs"), log)
 		},
 	}
 }

@@ -146,7 +146,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.pods = pods
 
-	dev, err := wg.Open(ctx, wg.Config{Iface: c.WGIface, Mode: c.WireGuard, Port: c.WGPort, PrivateKey: priv, MTU: c.mtu, Exe: c.Exe, RunDir: c.RunDir}, a.log)
+	dev, err := wg.Open(ctx, wg.Config{Iface: c.WGIface, Mode: c.WireGuard, Port: c.WGPort, PrivateKey: priv, MTU: c.mtu, Exe: c.Exe, RunDir: c.RunDir, Procs: c.WGProcs}, a.log)
 	if err != nil {
 		return err
 	}

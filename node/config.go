@@ -37,7 +37,10 @@ type Config struct {
 	Token         string
 	TokenFile     string
 	WireGuard     string
-	Keepalive     time.Duration
+	// WGProcs is the userspace companion's GOMAXPROCS (wg.Config.Procs);
+	// 0: wg.CompanionProcs.
+	WGProcs   int
+	Keepalive time.Duration
 	// PeerGrace is how long a member that failed keeps its WireGuard peer
 	// and route (mesh.TopologyOptions.DeadGrace).
 	PeerGrace time.Duration
@@ -135,6 +138,9 @@ func (c Config) check() (settings, error) {
 	case "auto", "kernel", "userspace":
 	default:
 		return s, fmt.Errorf("--wireguard %q: use auto, kernel or userspace", c.WireGuard)
+	}
+	if c.WGProcs < 0 {
+		return s, fmt.Errorf("--wg-procs %d is negative: use 0 (half the CPUs) or a number of CPUs", c.WGProcs)
 	}
 	if c.GossipPort <= 0 || c.GossipPort > 65535 {
 		return s, fmt.Errorf("--gossip-port %d is not a port", c.GossipPort)

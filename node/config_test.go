@@ -31,6 +31,7 @@ func TestConfigCheck(t *testing.T) {
 		{"wireguard mode", func(c *Config) { c.WireGuard = "fast" }, "--wireguard"},
 		{"gossip port", func(c *Config) { c.GossipPort = 70000 }, "--gossip-port"},
 		{"wg port", func(c *Config) { c.WGPort = 0 }, "--wg-port"},
+		{"wg procs", func(c *Config) { c.WGProcs = -1 }, "--wg-procs -1 is negative"},
 		{"iface too long", func(c *Config) { c.WGIface = "a-very-long-iface" }, "--wg-iface"},
 		{"advertise", func(c *Config) { c.AdvertiseAddr = "host.example" }, "--advertise-addr"},
 		{"name with space", func(c *Config) { c.Name = "a b" }, "--name"},

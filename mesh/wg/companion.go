@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,9 +30,9 @@ import (
 // CompanionCommand is the hidden subcommand of the netloom binary that runs
 // RunCompanion. Open starts it as
 //
-//	<Config.Exe> wg-companion --iface NAME --mtu N --run-dir DIR
+//	<Config.Exe> wg-companion --iface NAME --mtu N --run-dir DIR --procs N
 //
-// and the CLI passes those three flags to RunCompanion.
+// and the CLI passes those four flags to RunCompanion.
 const CompanionCommand = "wg-companion"
 
 // uapiDir is where wireguard-go (ipc.UAPIOpen) and wgctrl meet. It is fixed
@@ -45,7 +46,8 @@ const companionReadyTimeout = 5 * time.Second
 // RunCompanion is the body of `netloom wg-companion`: it creates the TUN
 // link iface with the given MTU, runs wireguard-go on it, serves the UAPI
 // socket /var/run/wireguard/<iface>.sock and writes its pid to
-// runDir/<iface>.pid. It returns when ctx is done, on SIGTERM or SIGINT, when
+// runDir/<iface>.pid. procs, when above 0, sets its GOMAXPROCS (see
+// CompanionProcs). It returns when ctx is done, on SIGTERM or SIGINT, when
 // the link is deleted or when the device closes; the TUN link, the UAPI
 // socket and the pid file go away with it.
 //
@@ -56,7 +58,7 @@ const companionReadyTimeout = 5 * time.Second
 // UDP_GRO for receiving where the kernel has them. Both are on by default in
 // wireguard-go; this function only has to use these two constructors and
 // reports what it got in its first log line.
-func RunCompanion(ctx context.Context, iface string, mtu int, runDir string, log *slog.Logger) error {
+func RunCompanion(ctx context.Context, iface string, mtu int, runDir string, procs int, log *slog.Logger) error {
 	if err := validIface(iface); err != nil {
 		return fmt.Errorf("wg-companion: %w", err)
 	}
@@ -70,6 +72,9 @@ func RunCompanion(ctx context.Context, iface string, mtu int, runDir string, log
 		log = slog.Default()
 	}
 	log = log.With("iface", iface)
+	if procs > 0 {
+		runtime.GOMAXPROCS(procs)
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
@@ -78,7 +83,7 @@ func RunCompanion(ctx context.Context, iface string, mtu int, runDir string, log
 		return fmt.Errorf("wg-companion: create TUN %s: %w", iface, err)
 	}
 	tso, tsoErr := linkTSO(iface)
-	log.Info("TUN created", "mtu", mtu, "pid", os.Getpid(),
+	log.Info("TUN created", "mtu", mtu, "pid", os.Getpid(), "procs", runtime.GOMAXPROCS(0),
 		"vnet_hdr", tdev.BatchSize() > 1, "batch", tdev.BatchSize(), "tso", tso, "tso_err", tsoErr)
 
 	dev := device.NewDevice(tdev, conn.NewDefaultBind(), &device.Logger{
@@ -234,7 +239,7 @@ func startCompanion(ctx context.Context, cfg Config, log *slog.Logger) (*compani
 	defer lf.Close() // the child has its own copy
 	// Not CommandContext: the companion must outlive ctx and the agent.
 	cmd := exec.Command(cfg.Exe, CompanionCommand,
-		"--iface", cfg.Iface, "--mtu", strconv.Itoa(cfg.MTU), "--run-dir", cfg.RunDir)
+		"--iface", cfg.Iface, "--mtu", strconv.Itoa(cfg.MTU), "--run-dir", cfg.RunDir, "--procs", strconv.Itoa(cfg.Procs))
 	cmd.Stdout = lf
 	cmd.Stderr = lf
 	cmd.Dir = "/"

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +55,25 @@ type Config struct {
 	Exe string
 	// RunDir holds the companion's pid file and log; default /run/netloom.
 	RunDir string
+	// Procs is how many threads the userspace companion runs Go code on
+	// at once (its GOMAXPROCS); 0 means CompanionProcs of the CPUs this
+	// process may use. A companion that is adopted keeps the value it was
+	// started with.
+	Procs int
+}
+
+// CompanionProcs is the default GOMAXPROCS of the userspace companion on a
+// machine where cpus CPUs are usable: half of them, at least one. The
+// tunnel shares its node with the pods whose traffic it carries: on the
+// sending node the pod's TCP stack and the companion's encryption run at
+// the same time, on the receiving node decryption and the pod's reads.
+// With every CPU to itself, wireguard-go's workers hand each batch from
+// thread to thread and the runtime spins idle threads looking for work,
+// which costs the pods the CPU it burns; on a 2-CPU machine one thread
+// carried 1.14x the pod-to-pod throughput at 0.80x the CPU per byte
+// (BENCHMARKS.md, section 1).
+func CompanionProcs(cpus int) int {
+	return max(1, cpus/2)
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -84,6 +104,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RunDir == "" {
 		c.RunDir = DefaultRunDir
+	}
+	if c.Procs < 0 {
+		return c, fmt.Errorf("WireGuard companion threads %d is not valid: use 0 (half the CPUs) or more", c.Procs)
+	}
+	if c.Procs == 0 {
+		c.Procs = CompanionProcs(runtime.GOMAXPROCS(0))
 	}
 	if c.Exe == "" {
 		exe, err := os.Executable()

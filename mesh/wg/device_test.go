@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -185,6 +186,7 @@ func TestUserspacePair(t *testing.T) {
 	// A in auto mode: falls back to userspace without the kernel module.
 	a := newNode(t, nsA, "a", ModeAuto, runDir)
 	b := newNode(t, nsB, "b", ModeUserspace, runDir)
+	b.cfg.Procs = 3 // A keeps the default, CompanionProcs
 	a.open(t)
 	b.open(t)
 	t.Logf("A mode %s, B mode %s", a.dev.Mode(), b.dev.Mode())
@@ -204,6 +206,15 @@ func TestUserspacePair(t *testing.T) {
 	})
 	if log := readFile(logFile(runDir, a.iface)); !strings.Contains(log, "vnet_hdr=true") {
 		t.Errorf("companion log does not report vnet_hdr=true:\n%s", log)
+	}
+	// The companion runs on as many threads as it was told.
+	for _, c := range []struct {
+		n     *node
+		procs int
+	}{{a, CompanionProcs(runtime.GOMAXPROCS(0))}, {b, 3}} {
+		if log, want := readFile(logFile(runDir, c.n.iface)), fmt.Sprintf(" procs=%d ", c.procs); !strings.Contains(log, want) {
+			t.Errorf("companion log of %s does not report%s:\n%s", c.n.iface, want, log)
+		}
 	}
 
 	peersA := []Peer{{Name: "b", PublicKey: b.key.PublicKey(), Endpoint: netip.MustParseAddrPort("10.99.0.2:51820"),

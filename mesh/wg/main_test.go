@@ -23,11 +23,12 @@ func companionMain(args []string) int {
 	iface := fs.String("iface", "", "link name")
 	mtu := fs.Int("mtu", DefaultMTU, "MTU")
 	runDir := fs.String("run-dir", DefaultRunDir, "pid file directory")
+	procs := fs.Int("procs", 0, "GOMAXPROCS")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if err := RunCompanion(context.Background(), *iface, *mtu, *runDir, log); err != nil {
+	if err := RunCompanion(context.Background(), *iface, *mtu, *runDir, *procs, log); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
