@@ -124,8 +124,14 @@ func (e *env) sysctl(ctx context.Context, ns, key, val string) error {
 	return err
 }
 
-// start runs args inside ns in the background, output to dir/<name>.log.
+// start runs args inside ns in the background, output to dir/<name>.log,
+// in a process group of its own.
 func (e *env) start(ns, name string, env []string, args ...string) (*proc, error) {
+	return e.startIn(ns, name, false, env, args...)
+}
+
+// startIn is start, in a session of its own when session is set.
+func (e *env) startIn(ns, name string, session bool, env []string, args ...string) (*proc, error) {
 	f, err := os.Create(filepath.Join(e.dir, strings.ReplaceAll(name, " ", "-")+".log"))
 	if err != nil {
 		return nil, err
@@ -134,7 +140,7 @@ func (e *env) start(ns, name string, env []string, args ...string) (*proc, error
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !session, Setsid: session}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s in %s: %w", name, ns, err)
 	}

@@ -24,6 +24,10 @@ import (
 //	        peer set with wg, a route to the other pod subnet on it
 //	wggo-mod: the same with wireguard-go built from the module version
 //	        netloom embeds (go build golang.zx2c4.com/wireguard)
+//	wggo-mod-sid: the same, started in a session of its own (setsid),
+//	        as netloom's agent starts its companion and as a service
+//	        manager starts daemons: the scheduler then weighs it apart
+//	        from the pods' processes (autogroups), as it does netloom's
 //	companion: the same with netloom's own engine process (netloom
 //	        wg-companion), without an agent or nftables: what netloom's
 //	        packaging of wireguard-go costs, apart from its node setup
@@ -121,7 +125,7 @@ func buildHand(ctx context.Context, e *env, kind, wgExe string) (*pair, error) {
 				return nil, err
 			}
 		}
-	case "wggo", "wggo-mod", "companion":
+	case "wggo", "wggo-mod", "wggo-mod-sid", "companion":
 		if err := wireWGGo(ctx, e, p, nodes, wgExe); err != nil {
 			return nil, err
 		}
@@ -143,7 +147,7 @@ func wireWGGo(ctx context.Context, e *env, p *pair, nodes [2]string, exe string)
 		}
 		keys[i] = k
 		// unique on the machine: the UAPI socket path is global
-		letter := map[string]string{"wggo": "w", "wggo-mod": "m", "companion": "c"}[p.name]
+		letter := map[string]string{"wggo": "w", "wggo-mod": "m", "wggo-mod-sid": "s", "companion": "c"}[p.name]
 		ifaces[i] = fmt.Sprintf("%s%s%d", e.id, letter, i+1)
 	}
 	for i := range 2 {
@@ -155,7 +159,7 @@ func wireWGGo(ctx context.Context, e *env, p *pair, nodes [2]string, exe string)
 		if p.name == "companion" {
 			args = []string{exe, "wg-companion", "--iface", ifaces[i], "--mtu", fmt.Sprint(podMTU), "--run-dir", e.dir}
 		}
-		wp, err := e.start(nodes[i], "wireguard-go "+ifaces[i], []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"}, args...)
+		wp, err := e.startIn(nodes[i], "wireguard-go "+ifaces[i], p.name == "wggo-mod-sid", []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"}, args...)
 		if err != nil {
 			return err
 		}

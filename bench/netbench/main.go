@@ -3,6 +3,7 @@
 // BENCHMARKS.md):
 //
 //	go run ./bench/netbench overlay   # iperf3 pod to pod: netloom vs stand-alone wireguard-go vs plain veth
+//	go run ./bench/netbench -load 1000 -base-exe OLD overlay  # also with 1,000 policies and services, and an older build
 //	go run ./bench/netbench cluster   # 3-node demo: idle RSS, ping loss across an agent restart
 //	go run ./bench/netbench all       # both
 //
@@ -40,12 +41,16 @@ type options struct {
 	verbose  bool
 	quiet    time.Duration
 	wgMod    string // wireguard-go built from netloom's module version
+	baseExe  string // overlay: a second netloom binary (before a change), measured alongside
+	load     int    // overlay: also a netloom cluster with this many policies and services
 }
 
 func main() {
 	var o options
 	fs := flag.NewFlagSet("netbench", flag.ExitOnError)
 	fs.StringVar(&o.exe, "exe", "", "netloom binary (default: go build the module into the temporary directory)")
+	fs.StringVar(&o.baseExe, "base-exe", "", "overlay: also measure a netloom cluster of this binary (e.g. a build before a change), same shape, alternating with the others")
+	fs.IntVar(&o.load, "load", 0, "overlay: also measure a netloom cluster with this many NetworkPolicies selecting the server pod and as many services of it (0: not)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds: each configuration runs once per round, configurations alternating")
 	fs.IntVar(&o.duration, "t", 10, "iperf3 -t seconds")
 	fs.DurationVar(&o.idle, "idle", 20*time.Second, "idle time before reading the processes' resident memory")

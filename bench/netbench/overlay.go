@@ -19,9 +19,15 @@ import (
 // buildNetloom builds a demo cluster (userspace WireGuard) with the given
 // nodes and pods per node and registers its Down with the env.
 func buildNetloom(ctx context.Context, e *env, o options, nodes, pods int) (*demo.Cluster, error) {
+	return buildNetloomAs(ctx, e, "nl", o.exe, nodes, pods)
+}
+
+// buildNetloomAs is buildNetloom for the binary exe, with namespaces and
+// state named by tag, so that several clusters can run side by side.
+func buildNetloomAs(ctx context.Context, e *env, tag, exe string, nodes, pods int) (*demo.Cluster, error) {
 	cl, err := demo.Build(ctx, demo.Options{
-		Prefix: e.id + "-nl", Nodes: nodes, PodsPerNode: pods, Exe: o.exe,
-		StateDir: filepath.Join(e.dir, "demo"), WireGuard: "userspace", Log: e.log,
+		Prefix: e.id + "-" + tag, Nodes: nodes, PodsPerNode: pods, Exe: exe,
+		StateDir: filepath.Join(e.dir, "demo-"+tag), WireGuard: "userspace", Log: e.log,
 	})
 	if err != nil {
 		return nil, err
@@ -49,11 +55,15 @@ func companionPid(n *demo.Node) (int, error) {
 }
 
 func netloomPair(cl *demo.Cluster) (*pair, error) {
+	return netloomPairAs(cl, "netloom")
+}
+
+func netloomPairAs(cl *demo.Cluster, name string) (*pair, error) {
 	ps := cl.Pods()
 	if len(ps) < 2 {
 		return nil, fmt.Errorf("netloom cluster has %d pods, want 2", len(ps))
 	}
-	p := &pair{name: "netloom", pods: [2]string{ps[0].NS, ps[1].NS}, podIP: [2]netip.Addr{ps[0].IP, ps[1].IP}}
+	p := &pair{name: name, pods: [2]string{ps[0].NS, ps[1].NS}, podIP: [2]netip.Addr{ps[0].IP, ps[1].IP}}
 	for _, n := range cl.Nodes {
 		pid, err := companionPid(n)
 		if err != nil {
@@ -171,6 +181,10 @@ func overlay(ctx context.Context, e *env, o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	wggoModSid, err := buildHand(ctx, e, "wggo-mod-sid", o.wgMod)
+	if err != nil {
+		return err
+	}
 	comp, err := buildHand(ctx, e, "companion", o.exe)
 	if err != nil {
 		return err
@@ -183,7 +197,38 @@ func overlay(ctx context.Context, e *env, o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pairs := []*pair{nl, wggo, wggoMod, comp, plain}
+	pairs := []*pair{nl}
+	var extra []string // configurations the flags added, for the ratios
+	if o.baseExe != "" {
+		cb, err := buildNetloomAs(ctx, e, "nb", o.baseExe, 2, 1)
+		if err != nil {
+			return err
+		}
+		p, err := netloomPairAs(cb, "netloom-base")
+		if err != nil {
+			return err
+		}
+		pairs = append(pairs, p)
+		extra = append(extra, p.name)
+	}
+	var rulesets string
+	if o.load > 0 {
+		cload, err := buildNetloomAs(ctx, e, "nd", o.exe, 2, 1)
+		if err != nil {
+			return err
+		}
+		if err := loadCluster(ctx, e, o, cload); err != nil {
+			return err
+		}
+		p, err := netloomPairAs(cload, "netloom-load")
+		if err != nil {
+			return err
+		}
+		pairs = append(pairs, p)
+		extra = append(extra, p.name)
+		rulesets = fmt.Sprintf("nftables ruleset of the receiving node, lines: %d without the objects, %d with them", rulesetLines(ctx, e, cl.Nodes[1].NS), rulesetLines(ctx, e, cload.Nodes[1].NS))
+	}
+	pairs = append(pairs, wggo, wggoMod, wggoModSid, comp, plain)
 	for _, p := range pairs {
 		// a first packet also makes the WireGuard handshake
 		if _, err := e.exec(ctx, p.pods[0], "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-w", "10", p.podIP[1].String()); err != nil {
@@ -256,12 +301,24 @@ func overlay(ctx context.Context, e *env, o options, w io.Writer) error {
 		return fmt.Sprintf("**%.2f** (%s)", median(rs), strings.Join(per, ", "))
 	}
 	fmt.Fprintf(w, "\n| ratio | -P 1: median of per-round ratios (rounds) | -P 4: median of per-round ratios (rounds) | -P 1: ratio of medians | -P 4: ratio of medians |\n| --- | --- | --- | --- | --- |\n")
-	for _, rr := range [][2]string{{"netloom", "wggo"}, {"netloom", "plain"}, {"netloom", "wggo-mod"}, {"companion", "wggo-mod"}, {"netloom", "companion"}, {"wggo", "plain"}, {"wggo-mod", "plain"}} {
+	ratios := [][2]string{{"netloom", "wggo"}, {"netloom", "plain"}, {"netloom", "wggo-mod"}, {"netloom", "wggo-mod-sid"}, {"wggo-mod-sid", "wggo-mod"}, {"companion", "wggo-mod"}, {"netloom", "companion"}, {"wggo", "plain"}, {"wggo-mod", "plain"}}
+	for _, x := range extra {
+		switch x {
+		case "netloom-base":
+			ratios = append(ratios, [2]string{"netloom", x}, [2]string{x, "wggo-mod"})
+		case "netloom-load":
+			ratios = append(ratios, [2]string{x, "netloom"})
+		}
+	}
+	for _, rr := range ratios {
 		fmt.Fprintf(w, "| %s / %s | %s | %s | %.2f | %.2f |\n", label(rr[0]), label(rr[1]),
 			roundRatio(rr[0], rr[1], 1), roundRatio(rr[0], rr[1], 4),
 			med[key{rr[0], 1}]/med[key{rr[1], 1}], med[key{rr[0], 4}]/med[key{rr[1], 4}])
 	}
 	fmt.Fprintf(w, "\nnetloom companion offloads (its log): %s\n", offload)
+	if rulesets != "" {
+		fmt.Fprintf(w, "\n%s\n", rulesets)
+	}
 	fmt.Fprintf(w, "\nwall time of the overlay benchmark: %s\n\n", time.Since(start).Round(time.Second))
 	return nil
 }
@@ -272,6 +329,12 @@ func label(cfg string) string {
 		return "stand-alone wireguard-go (Debian)"
 	case "wggo-mod":
 		return "stand-alone wireguard-go (netloom's module version)"
+	case "wggo-mod-sid":
+		return "stand-alone wireguard-go (module version) in a session of its own, as netloom's companion runs"
+	case "netloom-base":
+		return "netloom, -base-exe binary"
+	case "netloom-load":
+		return "netloom with -load policies and services"
 	case "companion":
 		return "netloom's wg-companion alone, hand-built (no agent, no nftables)"
 	case "plain":
@@ -292,7 +355,7 @@ func companionOffloads(cl *demo.Cluster) string {
 		if strings.Contains(l, "TUN created") {
 			var keep []string
 			for _, f := range strings.Fields(l) {
-				for _, k := range []string{"mtu=", "vnet_hdr=", "batch=", "tso="} {
+				for _, k := range []string{"mtu=", "procs=", "vnet_hdr=", "batch=", "tso="} {
 					if strings.HasPrefix(f, k) {
 						keep = append(keep, f)
 					}
