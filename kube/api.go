@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/netloom/netloom/kube/manifests"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -70,12 +71,13 @@ var apiResources = []struct {
 	{authorizationv1.SchemeGroupVersion, []string{"selfsubjectaccessreviews"}},
 }
 
-// scheme holds the API types netloom reads and writes, and no others.
-var scheme = runtime.NewScheme()
-
-var codecs = serializer.NewCodecFactory(scheme)
-
-func init() {
+// codecs encode and decode the API types netloom reads and writes, and no
+// others. They are built on first use, not at start: registering the types
+// reads the type data of every one of them, pages that the processes that
+// never talk to an API server (the agent without Kubernetes, the WireGuard
+// companion, the CNI plugin) then need not map.
+var codecs = sync.OnceValue(func() serializer.CodecFactory {
+	scheme := runtime.NewScheme()
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
 	utilruntime.Must(corev1.AddToScheme(scheme))
 	utilruntime.Must(discoveryv1.AddToScheme(scheme))
@@ -83,7 +85,8 @@ func init() {
 	utilruntime.Must(authorizationv1.AddToScheme(scheme))
 	// The body of serviceaccounts/token (the dev control plane's tokens).
 	utilruntime.Must(authenticationv1.AddToScheme(scheme))
-}
+	return serializer.NewCodecFactory(scheme)
+})
 
 // restAPI is API over REST clients of the API server, one per group
 // version, sharing one HTTP client and one rate limit.
@@ -111,7 +114,7 @@ func NewAPI(cfg *rest.Config) (API, error) {
 		if gv.Group == "" {
 			gcfg.APIPath = "/api"
 		}
-		gcfg.NegotiatedSerializer = codecs.WithoutConversion()
+		gcfg.NegotiatedSerializer = codecs().WithoutConversion()
 		// Built-in types in protobuf: a list of 10,000 services is half
 		// the bytes of JSON and decodes in a quarter of the CPU time
 		// (BenchmarkDecodeServiceList; the garbage is the same).

@@ -142,15 +142,15 @@ func BenchmarkDecodeServiceList(b *testing.B) {
 		})
 	}
 	for _, mediaType := range []string{runtime.ContentTypeJSON, runtime.ContentTypeProtobuf} {
-		info, ok := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), mediaType)
+		info, ok := runtime.SerializerInfoForMediaType(codecs().SupportedMediaTypes(), mediaType)
 		if !ok {
 			b.Fatalf("no serializer for %s", mediaType)
 		}
 		var buf bytes.Buffer
-		if err := codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion).Encode(list, &buf); err != nil {
+		if err := codecs().EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion).Encode(list, &buf); err != nil {
 			b.Fatal(err)
 		}
-		dec := codecs.WithoutConversion().DecoderToVersion(info.Serializer, corev1.SchemeGroupVersion)
+		dec := codecs().WithoutConversion().DecoderToVersion(info.Serializer, corev1.SchemeGroupVersion)
 		b.Run(mediaType[strings.LastIndex(mediaType, "/")+1:], func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(buf.Len()))

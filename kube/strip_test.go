@@ -81,9 +81,9 @@ func TestStripSlice(t *testing.T) {
 func BenchmarkSliceCacheHeap(b *testing.B) {
 	const slicesN, per = 1000, 10
 	var wire [][]byte
-	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
-	enc := codecs.EncoderForVersion(info.Serializer, discoveryv1.SchemeGroupVersion)
-	dec := codecs.WithoutConversion().DecoderToVersion(info.Serializer, discoveryv1.SchemeGroupVersion)
+	info, _ := runtime.SerializerInfoForMediaType(codecs().SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	enc := codecs().EncoderForVersion(info.Serializer, discoveryv1.SchemeGroupVersion)
+	dec := codecs().WithoutConversion().DecoderToVersion(info.Serializer, discoveryv1.SchemeGroupVersion)
 	port, yes := int32(8080), true
 	for i := range slicesN {
 		sl := &discoveryv1.EndpointSlice{
