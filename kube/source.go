@@ -2,6 +2,7 @@ package kube
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -93,7 +94,7 @@ type View struct {
 	Namespaces   []*corev1.Namespace           `json:"namespaces"`
 	Policies     []*networkingv1.NetworkPolicy `json:"networkPolicies"`
 	Services     []*corev1.Service             `json:"services"`
-	Slices       []*discoveryv1.EndpointSlice  `json:"endpointSlices"`
+	Slices       []*Slice                      `json:"slices"`
 	AddressPools []*unstructured.Unstructured  `json:"addressPools"`
 	Nodes        []*corev1.Node                `json:"nodes,omitempty"`
 	ServiceCIDRs []*networkingv1.ServiceCIDR   `json:"serviceCIDRs,omitempty"`
@@ -368,7 +369,7 @@ func (s *Source) live() *View {
 		Namespaces:   list[*corev1.Namespace](s.inf[kNamespaces]),
 		Policies:     list[*networkingv1.NetworkPolicy](s.inf[kPolicies]),
 		Services:     list[*corev1.Service](s.inf[kServices]),
-		Slices:       list[*discoveryv1.EndpointSlice](s.inf[kSlices]),
+		Slices:       list[*Slice](s.inf[kSlices]),
 		AddressPools: list[*unstructured.Unstructured](s.inf[kPools]),
 		Nodes:        list[*corev1.Node](s.inf[kNodes]),
 		ServiceCIDRs: list[*networkingv1.ServiceCIDR](s.inf[kServiceCIDRs]),
@@ -503,6 +504,18 @@ func LoadView(path string) (*View, error) {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("%s is damaged (%v): remove it, and the agent reads the objects from the API server again", path, err)
 	}
+	if v.Slices == nil && bytes.Contains(b, []byte(`"endpointSlices"`)) {
+		// Saved before the cache kept Slices: the API objects.
+		var old struct {
+			Slices []*discoveryv1.EndpointSlice `json:"endpointSlices"`
+		}
+		if err := json.Unmarshal(b, &old); err != nil {
+			return nil, fmt.Errorf("%s is damaged (%v): remove it, and the agent reads the objects from the API server again", path, err)
+		}
+		for _, sl := range old.Slices {
+			v.Slices = append(v.Slices, stripSlice(sl))
+		}
+	}
 	return &v, nil
 }
 
@@ -524,7 +537,7 @@ func SaveView(path string, v *View) error {
 		writeList(w, enc, "namespaces", v.Namespaces, false),
 		writeList(w, enc, "networkPolicies", v.Policies, false),
 		writeList(w, enc, "services", v.Services, false),
-		writeList(w, enc, "endpointSlices", v.Slices, false),
+		writeList(w, enc, "slices", v.Slices, false),
 		writeList(w, enc, "addressPools", v.AddressPools, false),
 		writeList(w, enc, "nodes", v.Nodes, false),
 		writeList(w, enc, "serviceCIDRs", v.ServiceCIDRs, false))

@@ -174,7 +174,7 @@ func TestSaveViewRoundTrip(t *testing.T) {
 		Namespaces:   []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "default", Labels: map[string]string{"team": "a"}}}},
 		Policies:     []*networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny"}}},
 		Services:     []*corev1.Service{lbService("web")},
-		Slices:       []*discoveryv1.EndpointSlice{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-1"}, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}}}}},
+		Slices:       []*Slice{slice("web", "web-1", map[string]int32{"http": 8080}, ep("10.244.1.5", "n1", "web", nil, nil, nil))},
 		AddressPools: []*unstructured.Unstructured{pool},
 		Nodes:        []*corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"}}},
 		ServiceCIDRs: []*networkingv1.ServiceCIDR{{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16"}}}},
@@ -405,5 +405,26 @@ func TestWarmup(t *testing.T) {
 		if got := w.Starting(c.err, t0.Add(c.after)); got != c.want {
 			t.Errorf("%v %v after the outage: starting %v, want %v", c.err, c.after, got, c.want)
 		}
+	}
+}
+
+// A view saved before the cache kept Slices holds the API objects under
+// "endpointSlices": LoadView turns them into Slices, not into nothing.
+func TestLoadViewOldSlices(t *testing.T) {
+	old := apiSlice("web", "web-1", map[string]int32{"http": 8080}, ep("10.244.1.5", "n1", "web", nil, nil, nil))
+	b, err := json.Marshal(map[string]any{"pods": []any{}, "endpointSlices": []*discoveryv1.EndpointSlice{old}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubernetes.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := LoadView(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Slices) != 1 || !reflect.DeepEqual(v.Slices[0], stripSlice(old)) {
+		t.Errorf("slices of the old view: %+v", v.Slices)
 	}
 }

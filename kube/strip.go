@@ -1,8 +1,6 @@
 package kube
 
 import (
-	"slices"
-
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -30,7 +28,7 @@ func strip(obj any) (any, error) {
 		o.ManagedFields = nil
 		delete(o.Annotations, corev1.LastAppliedConfigAnnotation)
 	case *discoveryv1.EndpointSlice:
-		return stripSlice(o), nil
+		return stripSlice(o), nil // a *Slice
 	case *networkingv1.ServiceCIDR:
 		o.ManagedFields = nil
 	case *unstructured.Unstructured:
@@ -77,69 +75,4 @@ func stripPod(p *corev1.Pod) *corev1.Pod {
 		}
 	}
 	return out
-}
-
-// stripSlice keeps of an EndpointSlice what Endpoints reads: its identity,
-// service-name label, address type and ports, and of each endpoint its
-// first address, conditions, node and pod (kind, namespace, name). A
-// cluster's slices hold an entry per pod of every service, so their
-// owner references, hints and the pods' UIDs would be most of the cache.
-// What endpoints share is shared, not copied per endpoint: the condition
-// values, the pod kind, the node names of the slice, and a pod namespace
-// equal to the slice's is left out (Endpoints reads the slice's). Cached
-// objects are read-only (client-go's rule), so sharing is safe.
-func stripSlice(sl *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
-	out := &discoveryv1.EndpointSlice{
-		TypeMeta: sl.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: sl.Name, Namespace: sl.Namespace, UID: sl.UID, ResourceVersion: sl.ResourceVersion,
-		},
-		AddressType: sl.AddressType,
-		Ports:       sl.Ports,
-		Endpoints:   make([]discoveryv1.Endpoint, len(sl.Endpoints)),
-	}
-	if svc, ok := sl.Labels[discoveryv1.LabelServiceName]; ok {
-		out.Labels = map[string]string{discoveryv1.LabelServiceName: svc}
-	}
-	var nodes []*string // the slice's distinct node names
-	for i, e := range sl.Endpoints {
-		o := discoveryv1.Endpoint{Conditions: discoveryv1.EndpointConditions{
-			Ready: sharedBool(e.Conditions.Ready), Serving: sharedBool(e.Conditions.Serving), Terminating: sharedBool(e.Conditions.Terminating),
-		}}
-		if len(e.Addresses) > 0 {
-			o.Addresses = []string{e.Addresses[0]}
-		}
-		if n := e.NodeName; n != nil {
-			at := slices.IndexFunc(nodes, func(m *string) bool { return *m == *n })
-			if at < 0 {
-				at, nodes = len(nodes), append(nodes, n)
-			}
-			o.NodeName = nodes[at]
-		}
-		if r := e.TargetRef; r != nil {
-			ref := &corev1.ObjectReference{Kind: r.Kind, Name: r.Name}
-			if r.Kind == "Pod" {
-				ref.Kind = "Pod" // one string for all, not one per endpoint
-			}
-			if r.Namespace != sl.Namespace {
-				ref.Namespace = r.Namespace
-			}
-			o.TargetRef = ref
-		}
-		out.Endpoints[i] = o
-	}
-	return out
-}
-
-var sharedTrue, sharedFalse = true, false
-
-// sharedBool is b's value as one of two shared pointers.
-func sharedBool(b *bool) *bool {
-	switch {
-	case b == nil:
-		return nil
-	case *b:
-		return &sharedTrue
-	}
-	return &sharedFalse
 }

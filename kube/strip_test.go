@@ -3,10 +3,12 @@ package kube
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"reflect"
 	goruntime "runtime"
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/netloom/netloom/lb"
 	corev1 "k8s.io/api/core/v1"
@@ -16,8 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// A stripped EndpointSlice gives the same endpoints as the whole one and
-// keeps nothing else of size.
+// A stripped EndpointSlice is its identity, its service and its
+// endpoints as the load balancer reads them, and keeps nothing else.
 func TestStripSlice(t *testing.T) {
 	yes, no := true, false
 	node, host, zone := "n1", "web-0", "z1"
@@ -40,37 +42,53 @@ func TestStripSlice(t *testing.T) {
 			{Addresses: []string{"10.244.2.5", "10.244.2.6"}, Conditions: discoveryv1.EndpointConditions{Ready: &no, Terminating: &yes}},
 			{Addresses: []string{"10.244.1.6"}, Conditions: discoveryv1.EndpointConditions{Ready: new(true), Serving: new(true)}, NodeName: new("n1"),
 				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "other", Name: "web-1"}},
+			{Addresses: []string{"10.244.1.5"}, NodeName: new("n9")},  // listed twice: the first counts
+			{Addresses: []string{"fd00::1"}},                          // not IPv4
+			{Conditions: discoveryv1.EndpointConditions{Ready: &yes}}, // no address
 		},
 	}
-	want := Endpoints([]*discoveryv1.EndpointSlice{full.DeepCopy()})
 	got, err := strip(full.DeepCopy())
 	if err != nil {
 		t.Fatal(err)
 	}
-	sl := got.(*discoveryv1.EndpointSlice)
-	if eps := Endpoints([]*discoveryv1.EndpointSlice{sl}); !reflect.DeepEqual(eps, want) {
-		t.Errorf("endpoints of the stripped slice:\n%+v\nwant\n%+v", eps, want)
+	sl := got.(*Slice)
+	if sl.Name != "web-abc" || sl.Namespace != "default" || sl.ResourceVersion != "42" || sl.UID != "u-slice" || sl.Service != "web" || sl.AddressType != discoveryv1.AddressTypeIPv4 {
+		t.Errorf("identity: %+v %q %q", sl.ObjectMeta, sl.Service, sl.AddressType)
 	}
-	if sl.Name != "web-abc" || sl.Namespace != "default" || sl.ResourceVersion != "42" || sl.UID != "u-slice" {
-		t.Errorf("identity: %+v", sl.ObjectMeta)
-	}
-	if len(sl.Labels) != 1 || sl.Annotations != nil || sl.OwnerReferences != nil || sl.ManagedFields != nil {
+	if sl.Labels != nil || sl.Annotations != nil || sl.OwnerReferences != nil || sl.ManagedFields != nil || sl.GenerateName != "" {
 		t.Errorf("metadata kept: %+v", sl.ObjectMeta)
 	}
-	e := sl.Endpoints[0]
-	if e.Hostname != nil || e.Zone != nil || e.Hints != nil || e.TargetRef.UID != "" || e.TargetRef.ResourceVersion != "" {
-		t.Errorf("endpoint kept: %+v", e)
+	ports := map[string]uint16{"http": 8080}
+	want := []lb.Endpoint{
+		{IP: netip.MustParseAddr("10.244.2.5"), Serving: false, Terminating: true, ServicePorts: ports}, // no pod sorts first
+		{PodNamespace: "default", PodName: "web-0", IP: netip.MustParseAddr("10.244.1.5"), Node: "n1", Ready: true, Serving: true, ServicePorts: ports},
+		{PodNamespace: "other", PodName: "web-1", IP: netip.MustParseAddr("10.244.1.6"), Node: "n1", Ready: true, Serving: true, ServicePorts: ports},
 	}
-	if len(sl.Endpoints[1].Addresses) != 1 {
-		t.Errorf("second address kept: %v", sl.Endpoints[1].Addresses)
+	if !reflect.DeepEqual(sl.Endpoints, want) {
+		t.Errorf("endpoints:\n%+v\nwant\n%+v", sl.Endpoints, want)
 	}
-	// Shared, not copied per endpoint.
-	e2 := sl.Endpoints[2]
-	if e.NodeName != e2.NodeName || e.Conditions.Ready != e2.Conditions.Ready {
-		t.Errorf("equal node names or conditions not shared: %p %p, %p %p", e.NodeName, e2.NodeName, e.Conditions.Ready, e2.Conditions.Ready)
+	// Shared, not copied per endpoint: node names, the slice's namespace,
+	// the port map; and a service of one slice has the slice's own list.
+	e1, e2 := sl.Endpoints[1], sl.Endpoints[2]
+	if unsafe.StringData(e1.Node) != unsafe.StringData(e2.Node) || unsafe.StringData(e1.PodNamespace) != unsafe.StringData(sl.Namespace) {
+		t.Error("equal node names or the slice's namespace are copies")
 	}
-	if e.TargetRef.Namespace != "" || e2.TargetRef.Namespace != "other" {
-		t.Errorf("pod namespaces %q, %q: want the slice's left out, another kept", e.TargetRef.Namespace, e2.TargetRef.Namespace)
+	if reflect.ValueOf(e1.ServicePorts).UnsafePointer() != reflect.ValueOf(e2.ServicePorts).UnsafePointer() {
+		t.Error("each endpoint has its own port map")
+	}
+	if eps := serviceEndpoints([]*Slice{sl}); &eps[0] != &sl.Endpoints[0] {
+		t.Error("a service of one slice copies the slice's endpoints")
+	}
+	// The informer's cache copies objects it hands out (DeepCopyObject).
+	cp := sl.DeepCopyObject().(*Slice)
+	if !reflect.DeepEqual(cp, sl) || &cp.Endpoints[0] == &sl.Endpoints[0] {
+		t.Errorf("DeepCopyObject = %+v", cp)
+	}
+	// Not IPv4: identity only.
+	v6 := full.DeepCopy()
+	v6.AddressType = discoveryv1.AddressTypeIPv6
+	if s := stripSlice(v6); s.Endpoints != nil || s.Service != "web" {
+		t.Errorf("IPv6 slice: %+v", s)
 	}
 }
 
@@ -115,18 +133,18 @@ func BenchmarkSliceCacheHeap(b *testing.B) {
 		goruntime.GC()
 		var before, after goruntime.MemStats
 		goruntime.ReadMemStats(&before)
-		cache := make([]*discoveryv1.EndpointSlice, 0, slicesN)
+		cache := make([]*Slice, 0, slicesN)
 		for _, w := range wire {
 			obj, _, err := dec.Decode(w, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			s, _ := strip(obj)
-			cache = append(cache, s.(*discoveryv1.EndpointSlice))
+			cache = append(cache, s.(*Slice))
 		}
 		eps := make([][]lb.Endpoint, 0, slicesN)
 		for _, sl := range cache {
-			eps = append(eps, serviceEndpoints([]*discoveryv1.EndpointSlice{sl}))
+			eps = append(eps, serviceEndpoints([]*Slice{sl}))
 		}
 		goruntime.GC()
 		goruntime.ReadMemStats(&after)

@@ -221,14 +221,12 @@ func poolOf(a netip.Addr, pools []lb.Pool) string {
 	return ""
 }
 
-// Endpoints are the services' endpoints from their EndpointSlices (label
-// kubernetes.io/service-name): IPv4 slices only, the first address of
-// each endpoint, conditions as KEP-1669 defines them when unset (ready:
-// true; serving: ready; terminating: false), the target ports of the
-// slice by service port name. An address listed by two slices (while the
-// controller moves it) counts once. Each service's endpoints are sorted by
-// pod, then address.
-func Endpoints(slicesIn []*discoveryv1.EndpointSlice) map[lb.ServiceKey][]lb.Endpoint {
+// Endpoints are the services' endpoints from their EndpointSlices, as
+// stripSlice keeps them (the slices of a service are those with its
+// kubernetes.io/service-name label; IPv4 slices only). An address listed
+// by two slices (while the controller moves it) counts once. Each
+// service's endpoints are sorted by pod, then address.
+func Endpoints(slicesIn []*Slice) map[lb.ServiceKey][]lb.Endpoint {
 	var c EndpointsCache
 	return c.Update(slicesIn)
 }
@@ -243,28 +241,27 @@ type EndpointsCache struct {
 }
 
 type cachedEndpoints struct {
-	slices []*discoveryv1.EndpointSlice // the service's slices, by name
+	slices []*Slice // the service's slices, by name
 	eps    []lb.Endpoint
 }
 
 // Update returns Endpoints(slicesIn), reusing what it computed before.
-func (c *EndpointsCache) Update(slicesIn []*discoveryv1.EndpointSlice) map[lb.ServiceKey][]lb.Endpoint {
-	sorted := make([]*discoveryv1.EndpointSlice, 0, len(slicesIn))
+func (c *EndpointsCache) Update(slicesIn []*Slice) map[lb.ServiceKey][]lb.Endpoint {
+	sorted := make([]*Slice, 0, len(slicesIn))
 	for _, sl := range slicesIn {
-		if sl.Labels[discoveryv1.LabelServiceName] != "" && sl.AddressType == discoveryv1.AddressTypeIPv4 {
+		if sl.Service != "" && sl.AddressType == discoveryv1.AddressTypeIPv4 {
 			sorted = append(sorted, sl)
 		}
 	}
-	slices.SortFunc(sorted, func(a, b *discoveryv1.EndpointSlice) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace),
-			cmp.Compare(a.Labels[discoveryv1.LabelServiceName], b.Labels[discoveryv1.LabelServiceName]), cmp.Compare(a.Name, b.Name))
+	slices.SortFunc(sorted, func(a, b *Slice) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Name, b.Name))
 	})
 	out := map[lb.ServiceKey][]lb.Endpoint{}
 	next := make(map[lb.ServiceKey]cachedEndpoints, len(c.svcs))
 	for len(sorted) > 0 {
-		key := lb.ServiceKey{Namespace: sorted[0].Namespace, Name: sorted[0].Labels[discoveryv1.LabelServiceName]}
+		key := lb.ServiceKey{Namespace: sorted[0].Namespace, Name: sorted[0].Service}
 		n := 1
-		for n < len(sorted) && sorted[n].Namespace == key.Namespace && sorted[n].Labels[discoveryv1.LabelServiceName] == key.Name {
+		for n < len(sorted) && sorted[n].Namespace == key.Namespace && sorted[n].Service == key.Name {
 			n++
 		}
 		run := sorted[:n:n]
@@ -284,58 +281,32 @@ func (c *EndpointsCache) Update(slicesIn []*discoveryv1.EndpointSlice) map[lb.Se
 }
 
 // serviceEndpoints are the endpoints of one service's slices (sorted by
-// name), as Endpoints describes them.
-func serviceEndpoints(run []*discoveryv1.EndpointSlice) []lb.Endpoint {
+// name), as Endpoints describes them. A service of one slice has the
+// slice's own list.
+func serviceEndpoints(run []*Slice) []lb.Endpoint {
+	if len(run) == 1 {
+		return run[0].Endpoints
+	}
 	n := 0
 	for _, sl := range run {
 		n += len(sl.Endpoints)
+	}
+	if n == 0 {
+		return nil
 	}
 	// Sized once: the cache keeps this list, and append's doubling would
 	// leave it up to twice as long as it is.
 	out := make([]lb.Endpoint, 0, n)
 	seen := make(map[netip.Addr]bool, n)
 	for _, sl := range run {
-		ports := make(map[string]uint16, len(sl.Ports))
-		for _, p := range sl.Ports {
-			if p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
-				name := ""
-				if p.Name != nil {
-					name = *p.Name
-				}
-				ports[name] = uint16(*p.Port)
+		for _, ep := range sl.Endpoints {
+			if !seen[ep.IP] {
+				seen[ep.IP] = true
+				out = append(out, ep)
 			}
 		}
-		for _, e := range sl.Endpoints {
-			if len(e.Addresses) == 0 {
-				continue
-			}
-			ip, err := netip.ParseAddr(e.Addresses[0])
-			if err != nil || !ip.Is4() || seen[ip] {
-				continue
-			}
-			seen[ip] = true
-			ep := lb.Endpoint{IP: ip, ServicePorts: ports}
-			ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
-			ep.Serving = ep.Ready
-			if e.Conditions.Serving != nil {
-				ep.Serving = *e.Conditions.Serving
-			}
-			ep.Terminating = e.Conditions.Terminating != nil && *e.Conditions.Terminating
-			if e.NodeName != nil {
-				ep.Node = *e.NodeName
-			}
-			if r := e.TargetRef; r != nil && r.Kind == "Pod" {
-				ep.PodNamespace, ep.PodName = cmp.Or(r.Namespace, sl.Namespace), r.Name
-			}
-			out = append(out, ep)
-		}
 	}
-	slices.SortFunc(out, func(a, b lb.Endpoint) int {
-		return cmp.Or(cmp.Compare(a.PodNamespace, b.PodNamespace), cmp.Compare(a.PodName, b.PodName), a.IP.Compare(b.IP))
-	})
-	if len(out) == 0 {
-		return nil
-	}
+	sortEndpoints(out)
 	return slices.Clip(out)
 }
 

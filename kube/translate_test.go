@@ -170,7 +170,12 @@ func TestAllocateFromAPI(t *testing.T) {
 	}
 }
 
-func slice(svc, name string, ports map[string]int32, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+// slice is the cached Slice of apiSlice(...).
+func slice(svc, name string, ports map[string]int32, eps ...discoveryv1.Endpoint) *Slice {
+	return stripSlice(apiSlice(svc, name, ports, eps...))
+}
+
+func apiSlice(svc, name string, ports map[string]int32, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
 	sl := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
 		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: eps,
@@ -194,16 +199,17 @@ func ep(ip, node, pod string, ready, serving, terminating *bool) discoveryv1.End
 
 func TestEndpoints(t *testing.T) {
 	yes, no := ptr(true), ptr(false)
-	v6 := slice("web", "web-v6", map[string]int32{"http": 8080}, ep("fd00::5", "n1", "a", nil, nil, nil))
+	v6 := apiSlice("web", "web-v6", map[string]int32{"http": 8080}, ep("fd00::5", "n1", "a", nil, nil, nil))
 	v6.AddressType = discoveryv1.AddressTypeIPv6
-	got := Endpoints([]*discoveryv1.EndpointSlice{
+	got := Endpoints([]*Slice{
 		slice("web", "web-b", map[string]int32{"http": 8080},
 			ep("10.244.2.5", "n2", "b", no, yes, yes),   // terminating, serving
 			ep("10.244.1.5", "n1", "a", nil, nil, nil)), // repeated in web-a: counted once
 		slice("web", "web-a", map[string]int32{"http": 8080}, ep("10.244.1.5", "n1", "a", nil, nil, nil)),
-		v6,
+		stripSlice(v6),
 		slice("ext", "ext-1", map[string]int32{"": 5432}, ep("192.168.1.50", "", "", nil, nil, nil)),
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "unlabelled"}, AddressType: discoveryv1.AddressTypeIPv4},
+		stripSlice(&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "unlabelled"}, AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints: []discoveryv1.Endpoint{ep("10.244.3.3", "n3", "u", nil, nil, nil)}}),
 	})
 	web := lb.ServiceKey{Namespace: "default", Name: "web"}
 	ext := lb.ServiceKey{Namespace: "default", Name: "ext"}
@@ -239,14 +245,14 @@ func TestEndpointsCache(t *testing.T) {
 	web := lb.ServiceKey{Namespace: "default", Name: "web"}
 	dbKey := lb.ServiceKey{Namespace: "default", Name: "db"}
 	var c EndpointsCache
-	first := c.Update([]*discoveryv1.EndpointSlice{webB, db, webA})
-	if !reflect.DeepEqual(first, Endpoints([]*discoveryv1.EndpointSlice{webA, webB, db})) {
+	first := c.Update([]*Slice{webB, db, webA})
+	if !reflect.DeepEqual(first, Endpoints([]*Slice{webA, webB, db})) {
 		t.Fatalf("Update = %+v, want what Endpoints gives", first)
 	}
 	// The db slice replaced (as an informer does on an update), web's
 	// slices the same objects.
 	db2 := slice("db", "db-a", map[string]int32{"": 5432}, ep("10.244.2.7", "n2", "d", nil, nil, nil))
-	second := c.Update([]*discoveryv1.EndpointSlice{webA, db2, webB})
+	second := c.Update([]*Slice{webA, db2, webB})
 	if &second[web][0] != &first[web][0] {
 		t.Error("web's endpoints were computed again though its slices did not change")
 	}
@@ -255,7 +261,7 @@ func TestEndpointsCache(t *testing.T) {
 	}
 	// A slice gone: its service is computed again; a service without
 	// slices is gone.
-	third := c.Update([]*discoveryv1.EndpointSlice{webA})
+	third := c.Update([]*Slice{webA})
 	if len(third) != 1 || len(third[web]) != 1 || third[web][0].PodName != "a" {
 		t.Errorf("after web-b and db-a are deleted: %+v", third)
 	}
