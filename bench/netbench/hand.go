@@ -27,7 +27,8 @@ import (
 //	wggo-mod-sid: the same, started in a session of its own (setsid),
 //	        as netloom's agent starts its companion and as a service
 //	        manager starts daemons: the scheduler then weighs it apart
-//	        from the pods' processes (autogroups), as it does netloom's
+//	        from the pods' processes (autogroups), as it weighs netloom's
+//	        companion
 //	companion: the same with netloom's own engine process (netloom
 //	        wg-companion), without an agent or nftables: what netloom's
 //	        packaging of wireguard-go costs, apart from its node setup
