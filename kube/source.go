@@ -2,7 +2,6 @@ package kube
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -500,23 +499,18 @@ func LoadView(path string) (*View, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	var v View
-	if err := json.Unmarshal(b, &v); err != nil {
+	var in struct {
+		View
+		// Saved before the cache kept Slices: the API objects.
+		OldSlices []*discoveryv1.EndpointSlice `json:"endpointSlices"`
+	}
+	if err := json.Unmarshal(b, &in); err != nil {
 		return nil, fmt.Errorf("%s is damaged (%v): remove it, and the agent reads the objects from the API server again", path, err)
 	}
-	if v.Slices == nil && bytes.Contains(b, []byte(`"endpointSlices"`)) {
-		// Saved before the cache kept Slices: the API objects.
-		var old struct {
-			Slices []*discoveryv1.EndpointSlice `json:"endpointSlices"`
-		}
-		if err := json.Unmarshal(b, &old); err != nil {
-			return nil, fmt.Errorf("%s is damaged (%v): remove it, and the agent reads the objects from the API server again", path, err)
-		}
-		for _, sl := range old.Slices {
-			v.Slices = append(v.Slices, stripSlice(sl))
-		}
+	for _, sl := range in.OldSlices {
+		in.Slices = append(in.Slices, stripSlice(sl))
 	}
-	return &v, nil
+	return &in.View, nil
 }
 
 // SaveView writes v to path atomically. It encodes one object at a time

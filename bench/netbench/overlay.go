@@ -199,33 +199,34 @@ func overlay(ctx context.Context, e *env, o options, w io.Writer) error {
 	}
 	pairs := []*pair{nl}
 	var extra []string // configurations the flags added, for the ratios
+	// addNetloom adds a netloom cluster of exe, named name, made ready by
+	// prepare.
+	addNetloom := func(tag, exe, name string, prepare func(*demo.Cluster) error) (*demo.Cluster, error) {
+		c, err := buildNetloomAs(ctx, e, tag, exe, 2, 1)
+		if err != nil {
+			return nil, err
+		}
+		if err := prepare(c); err != nil {
+			return nil, err
+		}
+		p, err := netloomPairAs(c, name)
+		if err != nil {
+			return nil, err
+		}
+		pairs, extra = append(pairs, p), append(extra, name)
+		return c, nil
+	}
 	if o.baseExe != "" {
-		cb, err := buildNetloomAs(ctx, e, "nb", o.baseExe, 2, 1)
-		if err != nil {
+		if _, err := addNetloom("nb", o.baseExe, "netloom-base", func(*demo.Cluster) error { return nil }); err != nil {
 			return err
 		}
-		p, err := netloomPairAs(cb, "netloom-base")
-		if err != nil {
-			return err
-		}
-		pairs = append(pairs, p)
-		extra = append(extra, p.name)
 	}
 	var rulesets string
 	if o.load > 0 {
-		cload, err := buildNetloomAs(ctx, e, "nd", o.exe, 2, 1)
+		cload, err := addNetloom("nd", o.exe, "netloom-load", func(c *demo.Cluster) error { return loadCluster(ctx, e, o, c) })
 		if err != nil {
 			return err
 		}
-		if err := loadCluster(ctx, e, o, cload); err != nil {
-			return err
-		}
-		p, err := netloomPairAs(cload, "netloom-load")
-		if err != nil {
-			return err
-		}
-		pairs = append(pairs, p)
-		extra = append(extra, p.name)
 		rulesets = fmt.Sprintf("nftables ruleset of the receiving node, lines: %d without the objects, %d with them", rulesetLines(ctx, e, cl.Nodes[1].NS), rulesetLines(ctx, e, cload.Nodes[1].NS))
 	}
 	pairs = append(pairs, wggo, wggoMod, wggoModSid, comp, plain)
