@@ -89,7 +89,7 @@ type Source struct {
 
 // View is the objects a Source works from; it is also the saved state.
 type View struct {
-	Pods         []*corev1.Pod                 `json:"pods"`
+	Pods         []*Pod                        `json:"pods"`
 	Namespaces   []*corev1.Namespace           `json:"namespaces"`
 	Policies     []*networkingv1.NetworkPolicy `json:"networkPolicies"`
 	Services     []*corev1.Service             `json:"services"`
@@ -364,7 +364,7 @@ func (s *Source) view() (v *View, epoch uint64, ok bool) {
 // live lists the informers' caches.
 func (s *Source) live() *View {
 	return &View{
-		Pods:         list[*corev1.Pod](s.inf[kPods]),
+		Pods:         list[*Pod](s.inf[kPods]),
 		Namespaces:   list[*corev1.Namespace](s.inf[kNamespaces]),
 		Policies:     list[*networkingv1.NetworkPolicy](s.inf[kPolicies]),
 		Services:     list[*corev1.Service](s.inf[kServices]),
@@ -579,13 +579,13 @@ func (s *Source) Service(k lb.ServiceKey) *corev1.Service {
 
 // Pod is the pod ns/name as the Source serves it now (caches, or the
 // saved view), nil when unknown.
-func (s *Source) Pod(ns, name string) *corev1.Pod {
+func (s *Source) Pod(ns, name string) *Pod {
 	if s.synced.Load() {
 		o, ok, err := s.inf[kPods].GetStore().GetByKey(ns + "/" + name)
 		if err != nil || !ok {
 			return nil
 		}
-		p, _ := o.(*corev1.Pod)
+		p, _ := o.(*Pod)
 		return p
 	}
 	if s.saved != nil {

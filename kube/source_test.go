@@ -147,7 +147,7 @@ func TestSourceBeforeSync(t *testing.T) {
 	}
 
 	state := filepath.Join(t.TempDir(), "kubernetes.json")
-	saved := &View{Pods: []*corev1.Pod{pod("default", "web", "u1", "n1", "10.244.1.5", map[string]string{"app": "web"})},
+	saved := &View{Pods: cached(pod("default", "web", "u1", "n1", "10.244.1.5", map[string]string{"app": "web"})),
 		Policies: []*networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny"}}}}
 	if err := SaveView(state, saved); err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func TestSaveViewRoundTrip(t *testing.T) {
 	pool.SetKind("AddressPool")
 	pool.SetName("lan")
 	v := &View{
-		Pods:         []*corev1.Pod{pod("default", "web", "u1", "n1", "10.244.1.5", map[string]string{"app": "web"}), pod("default", "db", "u2", "n2", "10.244.2.5", nil)},
+		Pods:         cached(pod("default", "web", "u1", "n1", "10.244.1.5", map[string]string{"app": "web"}), pod("default", "db", "u2", "n2", "10.244.2.5", nil)),
 		Namespaces:   []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "default", Labels: map[string]string{"team": "a"}}}},
 		Policies:     []*networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny"}}},
 		Services:     []*corev1.Service{lbService("web")},

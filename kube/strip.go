@@ -9,14 +9,14 @@ import (
 )
 
 // strip is the informers' transform: it drops what netloom never reads
-// before an object is cached (managedFields everywhere; of a pod, all but
-// its identity, labels, node, host networking, container ports, phase,
-// addresses and Ready condition), so that the caches of a large cluster
-// stay small. Objects it does not know pass unchanged.
+// before an object is cached (managedFields everywhere; a pod becomes a
+// Pod and an EndpointSlice a Slice, which keep only what netloom reads),
+// so that the caches of a large cluster stay small. Objects it does not
+// know pass unchanged.
 func strip(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return stripPod(o), nil
+		return cachePod(o), nil // a *Pod
 	case *corev1.Service:
 		o.ManagedFields = nil
 		delete(o.Annotations, corev1.LastAppliedConfigAnnotation)
@@ -43,36 +43,4 @@ func strip(obj any) (any, error) {
 		}, nil
 	}
 	return obj, nil
-}
-
-// stripPod keeps of a pod what policy and endpoints read.
-func stripPod(p *corev1.Pod) *corev1.Pod {
-	out := &corev1.Pod{
-		TypeMeta: p.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp, CreationTimestamp: p.CreationTimestamp,
-		},
-		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
-		Status: corev1.PodStatus{
-			Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs,
-		},
-	}
-	for _, c := range p.Spec.Containers {
-		var ports []corev1.ContainerPort
-		for _, cp := range c.Ports {
-			if cp.Name != "" {
-				ports = append(ports, corev1.ContainerPort{Name: cp.Name, ContainerPort: cp.ContainerPort, Protocol: cp.Protocol})
-			}
-		}
-		if len(ports) > 0 {
-			out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: c.Name, Ports: ports})
-		}
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
-		}
-	}
-	return out
 }

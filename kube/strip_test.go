@@ -153,3 +153,53 @@ func BenchmarkSliceCacheHeap(b *testing.B) {
 	}
 	_ = kept
 }
+
+// BenchmarkPodCacheHeap is the heap the pod cache keeps per pod: Pods as
+// the API server sends them to the informer (labels, two named container
+// ports, a running status with an address and conditions), decoded from
+// protobuf and stripped.
+func BenchmarkPodCacheHeap(b *testing.B) {
+	const podsN = 5000
+	var wire [][]byte
+	info, _ := runtime.SerializerInfoForMediaType(codecs().SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	enc := codecs().EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion)
+	dec := codecs().WithoutConversion().DecoderToVersion(info.Serializer, corev1.SchemeGroupVersion)
+	for i := range podsN {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns" + strconv.Itoa(i%5), Name: "pod-" + strconv.Itoa(i), UID: types.UID("pod-uid-" + strconv.Itoa(i)),
+				ResourceVersion: strconv.Itoa(1000 + i), CreationTimestamp: metav1.Now(),
+				Labels: map[string]string{"app": "app-" + strconv.Itoa(i%50), "tier": "web"}},
+			Spec: corev1.PodSpec{NodeName: "node" + strconv.Itoa(1+i%2), Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1",
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}, {Name: "metrics", ContainerPort: 9090, Protocol: corev1.ProtocolTCP}}}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: fmt.Sprintf("10.244.%d.%d", 100+i/250, i%250+1),
+				Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+		}
+		p.Status.PodIPs = []corev1.PodIP{{IP: p.Status.PodIP}}
+		var buf bytes.Buffer
+		if err := enc.Encode(p, &buf); err != nil {
+			b.Fatal(err)
+		}
+		wire = append(wire, buf.Bytes())
+	}
+	var kept []any
+	for b.Loop() {
+		kept = nil
+		goruntime.GC()
+		var before, after goruntime.MemStats
+		goruntime.ReadMemStats(&before)
+		cache := make([]any, 0, podsN)
+		for _, w := range wire {
+			obj, _, err := dec.Decode(w, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, _ := strip(obj)
+			cache = append(cache, s)
+		}
+		goruntime.GC()
+		goruntime.ReadMemStats(&after)
+		kept = append(kept, cache)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/podsN, "B/pod")
+	}
+	_ = kept
+}

@@ -79,7 +79,7 @@ func (m ProxyMode) proxies(svc *corev1.Service) bool {
 // pods of the pod network, and finished pods have no address. Addresses
 // without an API object (a pod being deleted) are kept without labels, as
 // in standalone mode. Sorted by key.
-func PolicyPods(pods []*corev1.Pod, addrs []cluster.Keyed[cluster.PodAddress]) []policy.Pod {
+func PolicyPods(pods []*Pod, addrs []cluster.Keyed[cluster.PodAddress]) []policy.Pod {
 	byName := make(map[string]cluster.PodAddress, len(addrs))
 	for _, a := range addrs {
 		byName[a.Key.Namespace+"/"+a.Key.Name] = a.Value
@@ -88,17 +88,14 @@ func PolicyPods(pods []*corev1.Pod, addrs []cluster.Keyed[cluster.PodAddress]) [
 	seen := make(map[string]bool, len(pods))
 	for _, pod := range pods {
 		key := pod.Namespace + "/" + pod.Name
-		if pod.Spec.HostNetwork || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if pod.HostNetwork || pod.Phase == corev1.PodSucceeded || pod.Phase == corev1.PodFailed {
 			continue
 		}
-		p := policy.Pod{Namespace: pod.Namespace, Name: pod.Name, Node: pod.Spec.NodeName, Labels: pod.Labels, Ports: cluster.NamedPorts(pod)}
-		ready, terminating := objects.PodConditions(pod)
-		p.Unready, p.Terminating = !ready, terminating
+		p := policy.Pod{Namespace: pod.Namespace, Name: pod.Name, Node: pod.NodeName, Labels: pod.Labels, Ports: pod.Ports,
+			IP: pod.IP, Unready: !pod.Ready, Terminating: pod.DeletionTimestamp != nil}
 		if a, ok := byName[key]; ok && (a.UID == "" || a.UID == string(pod.UID)) {
 			p.IP, _ = netip.ParseAddr(a.IP) // checked by the codec
 			p.Node = a.Node
-		} else {
-			p.IP = statusIPv4(pod)
 		}
 		if !p.IP.IsValid() {
 			continue

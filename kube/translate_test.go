@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -37,6 +38,15 @@ func pod(ns, name, uid, node, ip string, labels map[string]string) *corev1.Pod {
 	return p
 }
 
+// cached is pods as the informer's cache keeps them.
+func cached(pods ...*corev1.Pod) []*Pod {
+	out := make([]*Pod, len(pods))
+	for i, p := range pods {
+		out[i] = cachePod(p)
+	}
+	return out
+}
+
 func addr(ns, name, node, ip, uid string) cluster.Keyed[cluster.PodAddress] {
 	return cluster.Keyed[cluster.PodAddress]{Key: store.Key{Kind: cluster.KindPodAddress, Namespace: ns, Name: name},
 		Value: cluster.PodAddress{Node: node, IP: ip, UID: uid}}
@@ -53,12 +63,12 @@ func TestPolicyPods(t *testing.T) {
 	unready.DeletionTimestamp = &metav1.Time{Time: time.Unix(1, 0)}
 	named := pod("default", "named", "u-n", "n2", "", web)
 	named.Spec.Containers = []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {ContainerPort: 9}}}}
-	pods := []*corev1.Pod{
+	pods := cached(
 		pod("default", "gossiped", "u-g", "n1", "", web), // no status yet: the gossiped address
 		pod("default", "stale", "u-new", "n1", "10.244.1.20", web),
 		pod("default", "nowhere", "u-x", "n1", "", nil), // no address at all
 		host, done, unready, named,
-	}
+	)
 	addrs := []cluster.Keyed[cluster.PodAddress]{
 		addr("default", "gossiped", "n1", "10.244.1.5", "u-g"),
 		addr("default", "stale", "n3", "10.244.3.3", "u-old"), // another pod of that name
@@ -283,21 +293,59 @@ func TestPool(t *testing.T) {
 	}
 }
 
-func TestStripPod(t *testing.T) {
+// The cache keeps a pod as a Pod: what policy and endpoints read, and in
+// JSON the API object with those fields, which reads back the same.
+func TestCachePod(t *testing.T) {
 	p := pod("default", "web", "u1", "n1", "10.244.1.5", map[string]string{"app": "web"})
+	p.ResourceVersion = "7"
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
 	p.Annotations = map[string]string{"big": strings.Repeat("x", 1000)}
 	p.Spec.Containers = []corev1.Container{{Name: "c", Image: "nginx", Env: []corev1.EnvVar{{Name: "A", Value: "b"}},
-		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}, {ContainerPort: 81}}}}
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}, {ContainerPort: 81}}},
+		{Name: "d", Ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}}}}
+	p.Status.PodIPs = []corev1.PodIP{{IP: "fd00::5"}, {IP: "10.244.1.5"}}
 	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionFalse, Message: "m"}}
 	o, _ := strip(p)
-	s := o.(*corev1.Pod)
-	if s.ManagedFields != nil || s.Annotations != nil || s.Spec.Containers[0].Image != "" || len(s.Spec.Containers[0].Ports) != 1 {
-		t.Errorf("stripped pod keeps what netloom never reads: %+v", s)
+	s := o.(*Pod)
+	want := &Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web", UID: "u1", ResourceVersion: "7", Labels: map[string]string{"app": "web"}},
+		NodeName: "n1", Phase: corev1.PodRunning, IP: netip.MustParseAddr("10.244.1.5"),
+		Ports: []policy.NamedPort{{Name: "http", Port: 80, Protocol: policy.TCP}, {Name: "dns", Port: 53, Protocol: policy.UDP}}}
+	if d := cmp.Diff(want, s, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Errorf("cached pod (-want +got):\n%s", d)
 	}
-	ready, _ := PolicyPods([]*corev1.Pod{s}, nil), 0
-	if len(ready) != 1 || !ready[0].Unready || ready[0].Labels["app"] != "web" || len(ready[0].Ports) != 1 || ready[0].IP != netip.MustParseAddr("10.244.1.5") {
-		t.Errorf("the stripped pod reads as %+v", ready)
+	pp := PolicyPods([]*Pod{s}, nil)
+	if len(pp) != 1 || !pp[0].Unready || pp[0].Labels["app"] != "web" || len(pp[0].Ports) != 2 || pp[0].IP != netip.MustParseAddr("10.244.1.5") {
+		t.Errorf("the cached pod reads as %+v", pp)
+	}
+	// In JSON: the API object, which reads back as the same Pod (a
+	// saved view, `netloom get pods`).
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var api corev1.Pod
+	if err := json.Unmarshal(b, &api); err != nil || api.Status.PodIP != "10.244.1.5" || api.Spec.NodeName != "n1" || len(api.Spec.Containers) != 1 {
+		t.Errorf("as JSON: %s (%v)", b, err)
+	}
+	var back Pod
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, &back, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Errorf("read back (-want +got):\n%s", d)
+	}
+	// No Ready condition counts as ready, and stays so.
+	p.Status.Conditions = nil
+	s = cachePod(p)
+	b, _ = json.Marshal(s)
+	if err := json.Unmarshal(b, &back); err != nil || !s.Ready || !back.Ready {
+		t.Errorf("a pod without a Ready condition: ready %v, read back %v (%v)", s.Ready, back.Ready, err)
+	}
+	// The informer's cache copies objects it hands out.
+	cp := s.DeepCopyObject().(*Pod)
+	cp.Labels["app"] = "db"
+	if s.Labels["app"] != "web" {
+		t.Error("DeepCopyObject shares the labels")
 	}
 }
 
