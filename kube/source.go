@@ -219,7 +219,20 @@ func (s *Source) Run(ctx context.Context) error {
 	return s.saveLoop(ctx)
 }
 
-const saveEvery = 2 * time.Second
+// The view is saved at most every saveEvery, and after a save that took
+// d, not before saveCost*d has passed: with thousands of objects one save
+// encodes tens of megabytes for seconds, and while objects keep changing
+// (a controller writing 10,000 EndpointSlices at its own pace) a save every
+// 2 s would keep a CPU busy and the heap full of its garbage. So the saves
+// take at most 1/saveCost of a CPU; the view is for a restart without the
+// API server, a few seconds to a minute behind is what it can be anyway.
+const (
+	saveEvery = 2 * time.Second
+	saveCost  = 20
+)
+
+// saveWait is how long the save loop waits after a save that took d.
+func saveWait(d time.Duration) time.Duration { return max(saveEvery, saveCost*d) }
 
 // saveLoop writes the view when it changed, until ctx ends.
 func (s *Source) saveLoop(ctx context.Context) error {
@@ -228,20 +241,21 @@ func (s *Source) saveLoop(ctx context.Context) error {
 		return nil
 	}
 	var last [nKinds]uint64
-	t := time.NewTicker(saveEvery)
-	defer t.Stop()
+	wait := saveEvery
 	for first := true; ; first = false {
 		if g := s.generations(); first || g != last {
+			start := time.Now()
 			if err := SaveView(s.cfg.StateFile, s.live()); err != nil {
 				s.cfg.Log.Warn("save the Kubernetes objects for a restart without the API server", "err", err)
 			} else {
 				last = g
 			}
+			wait = saveWait(time.Since(start))
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }

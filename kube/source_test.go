@@ -428,3 +428,19 @@ func TestLoadViewOldSlices(t *testing.T) {
 		t.Errorf("slices of the old view: %+v", v.Slices)
 	}
 }
+
+// A save that took long waits 20 times as long before the next: saving
+// takes at most a twentieth of a CPU however large the cluster.
+func TestSaveWait(t *testing.T) {
+	for _, c := range []struct{ took, want time.Duration }{
+		{0, saveEvery},
+		{5 * time.Millisecond, saveEvery},
+		{100 * time.Millisecond, saveEvery},
+		{time.Second, 20 * time.Second},
+		{4 * time.Second, 80 * time.Second},
+	} {
+		if got := saveWait(c.took); got != c.want {
+			t.Errorf("saveWait(%s) = %s, want %s", c.took, got, c.want)
+		}
+	}
+}
