@@ -7,38 +7,66 @@ import (
 	"time"
 )
 
-// Trimming the heap: a pass over thousands of objects (a burst of applies,
-// a controller manager writing thousands of EndpointSlices) grows the heap
-// far past what stays live, and Go returns the free pages to the kernel
-// only slowly; the resident memory keeps the peak for minutes. Every
-// trimEvery, when more than trimFree bytes of the heap are free and not
-// yet returned, the agent returns them at once (a collection, then
-// madvise). An agent at rest has little free heap and never trims.
+// Trimming the heap. The resident memory of a Go process is its heap at
+// the top of a collection cycle, not what is live: between collections
+// the heap fills with garbage up to the next goal (GOGC=50: half the live
+// heap again), and pages a burst left free (thousands of objects applied
+// at once) go back to the kernel only slowly. An agent at rest still
+// makes a little garbage (gossip packets, periodic passes), so it sits at
+// the top of the cycle. Every trimEvery the agent looks at its slack (the
+// free pages not yet returned plus the garbage since the last
+// collection); when that is more than trimSlack(live) it collects and
+// returns the free pages at once (debug.FreeOSMemory). At rest that is a
+// collection every few tens of seconds, which the garbage would cause
+// soon anyway, and the resident memory stays near what is live.
+const trimEvery = 10 * time.Second
+
+// trimSlack is the slack tolerated over a live heap of live bytes: a
+// quarter of it, at least 8 MiB (a small heap is not worth a collection).
+func trimSlack(live uint64) uint64 { return max(8<<20, live/4) }
+
+// The runtime metrics the trim reads.
 const (
-	trimEvery = 10 * time.Second
-	trimFree  = 32 << 20
+	// heapFreeMetric is memory of the heap that is free and could be
+	// returned to the kernel but has not been.
+	heapFreeMetric = "/memory/classes/heap/free:bytes"
+	// heapObjectsMetric is the heap's objects, live or garbage not yet
+	// swept.
+	heapObjectsMetric = "/memory/classes/heap/objects:bytes"
+	// heapLiveMetric is the heap the last collection marked live.
+	heapLiveMetric = "/gc/heap/live:bytes"
 )
 
-// heapFreeMetric is memory of the heap that is free and could be returned
-// to the kernel but has not been.
-const heapFreeMetric = "/memory/classes/heap/free:bytes"
-
-// heapFree reads heapFreeMetric.
-func heapFree() uint64 {
-	s := []metrics.Sample{{Name: heapFreeMetric}}
+// heapStats reads the free heap, the heap's objects and the live heap.
+func heapStats() (free, objects, live uint64) {
+	s := []metrics.Sample{{Name: heapFreeMetric}, {Name: heapObjectsMetric}, {Name: heapLiveMetric}}
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+	v := func(i int) uint64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return s[i].Value.Uint64()
 	}
-	return s[0].Value.Uint64()
+	return v(0), v(1), v(2)
+}
+
+// slack is the heap the agent holds beyond what is live: free pages not
+// returned and garbage not yet collected.
+func slack(free, objects, live uint64) uint64 {
+	garbage := uint64(0)
+	if objects > live {
+		garbage = objects - live
+	}
+	return free + garbage
 }
 
 // runTrim trims the heap every trimEvery while ctx lives.
 func (a *Agent) runTrim(ctx context.Context) error {
 	return every(ctx, trimEvery, func() {
-		if free := heapFree(); free > trimFree {
+		free, objects, live := heapStats()
+		if s := slack(free, objects, live); s > trimSlack(live) {
 			debug.FreeOSMemory()
-			a.log.Debug("returned free heap to the kernel", "freeMiB", free>>20)
+			a.log.Debug("returned free heap to the kernel", "slackMiB", s>>20, "liveMiB", live>>20)
 		}
 	})
 }
