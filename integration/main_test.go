@@ -47,6 +47,8 @@ func run(m *testing.M) int {
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	cmd := exec.Command(goTool, "build", "-o", exe, "github.com/netloom/netloom")
+	// Static, as the README builds it for hosts.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: go build of netloom failed:", err)

@@ -152,6 +152,7 @@ func run(o options, w io.Writer) (err error) {
 	if o.exe == "" {
 		o.exe = filepath.Join(dir, "netloom")
 		b := exec.CommandContext(ctx, "go", "build", "-o", o.exe, "github.com/netloom/netloom")
+		b.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as the README builds it
 		b.Stdout, b.Stderr = os.Stderr, os.Stderr
 		if err := b.Run(); err != nil {
 			return fmt.Errorf("go build netloom: %w", err)

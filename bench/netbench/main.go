@@ -120,6 +120,7 @@ func run(cmd string, o options) (err error) {
 		}
 		b := exec.CommandContext(ctx, "go", "build", "-o", o.exe, ".")
 		b.Dir = root
+		b.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as the README builds it
 		b.Stdout, b.Stderr = os.Stderr, os.Stderr
 		if err := b.Run(); err != nil {
 			return fmt.Errorf("go build netloom: %w", err)
