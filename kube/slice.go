@@ -4,6 +4,11 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"unique"
 
 	"github.com/netloom/netloom/lb"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -42,8 +47,9 @@ func (s *Slice) DeepCopyObject() runtime.Object {
 }
 
 // stripSlice turns an EndpointSlice into the Slice the cache keeps. Node
-// names repeat within a slice and are kept once; a pod namespace is the
-// slice's string when equal to it.
+// names and port maps repeat across slices and are kept once
+// (unique.Make, internPorts); a pod namespace is the slice's string when
+// equal to it.
 func stripSlice(sl *discoveryv1.EndpointSlice) *Slice {
 	out := &Slice{
 		TypeMeta: sl.TypeMeta,
@@ -66,11 +72,11 @@ func stripSlice(sl *discoveryv1.EndpointSlice) *Slice {
 			ports[name] = uint16(*p.Port)
 		}
 	}
+	ports = internPorts(ports)
 	// Sized once: the cache keeps this list, and append's doubling would
 	// leave it up to twice as long as it is.
 	eps := make([]lb.Endpoint, 0, len(sl.Endpoints))
 	seen := make(map[netip.Addr]bool, len(sl.Endpoints))
-	var nodes []string
 	for _, e := range sl.Endpoints {
 		if len(e.Addresses) == 0 {
 			continue
@@ -88,11 +94,7 @@ func stripSlice(sl *discoveryv1.EndpointSlice) *Slice {
 		}
 		ep.Terminating = e.Conditions.Terminating != nil && *e.Conditions.Terminating
 		if n := e.NodeName; n != nil {
-			at := slices.Index(nodes, *n)
-			if at < 0 {
-				at, nodes = len(nodes), append(nodes, *n)
-			}
-			ep.Node = nodes[at]
+			ep.Node = unique.Make(*n).Value()
 		}
 		if r := e.TargetRef; r != nil && r.Kind == "Pod" {
 			ep.PodNamespace, ep.PodName = sl.Namespace, r.Name
@@ -114,4 +116,40 @@ func sortEndpoints(eps []lb.Endpoint) {
 	slices.SortFunc(eps, func(a, b lb.Endpoint) int {
 		return cmp.Or(cmp.Compare(a.PodNamespace, b.PodNamespace), cmp.Compare(a.PodName, b.PodName), a.IP.Compare(b.IP))
 	})
+}
+
+// The port maps of the slices: a cluster has thousands of slices and a
+// handful of distinct maps ({"http": 80}, ...), each map some hundred
+// bytes. internPorts hands out one map per content, for the first
+// maxPortMaps contents (a bound against a cluster of ever new port names;
+// beyond it a slice keeps its own map). The maps are read-only.
+const maxPortMaps = 4096
+
+var portMaps = struct {
+	sync.Mutex
+	m map[string]map[string]uint16
+}{m: map[string]map[string]uint16{}}
+
+// internPorts returns the map of ports' content that internPorts handed out
+// before, else ports (kept for the next call while there is room).
+func internPorts(ports map[string]uint16) map[string]uint16 {
+	names := make([]string, 0, len(ports))
+	for n := range ports {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var key strings.Builder
+	for _, n := range names {
+		key.WriteString(strconv.Quote(n))
+		key.WriteString(strconv.Itoa(int(ports[n])))
+	}
+	portMaps.Lock()
+	defer portMaps.Unlock()
+	if m, ok := portMaps.m[key.String()]; ok {
+		return m
+	}
+	if len(portMaps.m) < maxPortMaps {
+		portMaps.m[key.String()] = ports
+	}
+	return ports
 }

@@ -203,3 +203,31 @@ func BenchmarkPodCacheHeap(b *testing.B) {
 	}
 	_ = kept
 }
+
+// Slices with the same ports share one port map, and node names are one
+// string across slices.
+func TestStripSliceShares(t *testing.T) {
+	mk := func(name string, ports map[string]int32) *Slice {
+		sl := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name,
+			Labels: map[string]string{discoveryv1.LabelServiceName: name}}, AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, NodeName: new(string(append([]byte(nil), "node1"...)))}}}
+		for n, p := range ports {
+			sl.Ports = append(sl.Ports, discoveryv1.EndpointPort{Name: new(n), Port: new(p)})
+		}
+		return stripSlice(sl)
+	}
+	a := mk("a", map[string]int32{"http": 80, "https": 443})
+	b := mk("b", map[string]int32{"https": 443, "http": 80})
+	c := mk("c", map[string]int32{"http": 8080, "https": 443})
+	d := mk("d", map[string]int32{"http\"80": 443}) // a name that quotes
+	ptr := func(s *Slice) uintptr { return reflect.ValueOf(s.Endpoints[0].ServicePorts).Pointer() }
+	if ptr(a) != ptr(b) {
+		t.Error("two slices with the same ports have two maps")
+	}
+	if ptr(a) == ptr(c) || ptr(c) == ptr(d) || !reflect.DeepEqual(c.Endpoints[0].ServicePorts, map[string]uint16{"http": 8080, "https": 443}) {
+		t.Errorf("other ports share a map: %v %v %v", a.Endpoints[0].ServicePorts, c.Endpoints[0].ServicePorts, d.Endpoints[0].ServicePorts)
+	}
+	if unsafe.StringData(a.Endpoints[0].Node) != unsafe.StringData(c.Endpoints[0].Node) {
+		t.Error("the node name of two slices is two strings")
+	}
+}
