@@ -156,8 +156,13 @@ func (m *Membership) Start(repl Replicator, meta Meta) error {
 		return err
 	}
 	m.meta = b
+	tr, err := newTransport(netip.AddrPortFrom(m.cfg.BindAddr, uint16(m.cfg.Port)), m.log)
+	if err != nil {
+		return fmt.Errorf("start gossip on %s:%d: %w (another process holds the port? --gossip-port picks another)", m.cfg.BindAddr, m.cfg.Port, err)
+	}
 	c := memberlist.DefaultLANConfig()
 	c.Name = m.cfg.Name
+	c.Transport = tr
 	c.BindAddr = m.cfg.BindAddr.String()
 	c.BindPort = m.cfg.Port
 	c.AdvertiseAddr = m.cfg.AdvertiseAddr.String()
@@ -179,6 +184,7 @@ func (m *Membership) Start(repl Replicator, meta Meta) error {
 	c.Logger = log.New(&logAdapter{log: m.log}, "", 0)
 	ml, err := memberlist.Create(c)
 	if err != nil {
+		tr.Shutdown()
 		return fmt.Errorf("start gossip on %s:%d: %w", m.cfg.BindAddr, m.cfg.Port, err)
 	}
 	m.mu.Lock()
