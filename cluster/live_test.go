@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/netloom/netloom/lb"
@@ -21,5 +22,15 @@ func TestLiveEndpoints(t *testing.T) {
 	}
 	if len(got[b]) != 1 || got[b][0].PodName != "b1" || len(all[b]) != 2 {
 		t.Errorf("b = %v (input %v): want b1 only, the input unchanged", got[b], all[b])
+	}
+	// Every endpoint can serve: the map itself is shared; a service with
+	// no endpoints is left out.
+	both := map[string]bool{"n1": true, "gone": true}
+	if got := liveEndpoints(all, both); reflect.ValueOf(got).Pointer() != reflect.ValueOf(all).Pointer() {
+		t.Errorf("all endpoints live: a new map %v", got)
+	}
+	all[c] = nil
+	if got := liveEndpoints(all, both); len(got) != 2 || got[c] != nil {
+		t.Errorf("with an empty service: %v, want a and b only", got)
 	}
 }
