@@ -20,8 +20,8 @@ func k8sCommand() *cli.Command {
 					"It holds the CustomResourceDefinition " + manifests.AddressPoolCRDName + " (cluster\n" +
 					"scoped) and the ServiceAccount " + manifests.ServiceAccountNamespace + "/" + manifests.ServiceAccountName + ", with a ClusterRole that\n" +
 					"reads pods, namespaces, services, endpointslices, networkpolicies, nodes,\n" +
-					"servicecidrs and addresspools, updates services/status, patches\n" +
-					"nodes/status and records events. The CRD's validation rules need\n" +
+					"servicecidrs and addresspools, patches services/status and\n" +
+					"nodes/status, and records events. The CRD's validation rules need\n" +
 					"Kubernetes 1.31 or newer. 'netloom k8s kubeconfig' says how to make the\n" +
 					"agents' kubeconfig.",
 				Action: func(c *cli.Context) error {

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -221,16 +222,26 @@ func TestLoadViewDamaged(t *testing.T) {
 
 func TestWriterIngress(t *testing.T) {
 	svc := lbService("web")
+	svc.ResourceVersion = "5"
+	svc.Annotations = map[string]string{corev1.LastAppliedConfigAnnotation: `{"kind":"Service"}`}
 	client := fake.NewClientset(svc)
-	cached := svc.DeepCopy()
+	o, _ := strip(svc.DeepCopy()) // the cache keeps it without the annotation
+	cached := o.(*corev1.Service)
 	w := &Writer{Client: newFakeAPI(client), Server: "https://api:6443", Node: "n1", Service: func(lb.ServiceKey) *corev1.Service { return cached }}
 	key := lb.ServiceKey{Namespace: "default", Name: "web"}
 	vip := netip.MustParseAddr("192.168.1.241")
 
-	// The first update meets a conflict (the cache was old): read again, write.
+	// The first patch meets a conflict (the cache was old): read again,
+	// patch with the object's new resourceVersion.
 	conflicts := 1
-	client.PrependReactor("update", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if a.GetSubresource() == "status" && conflicts > 0 {
+	var patches []string
+	client.PrependReactor("patch", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pa := a.(k8stesting.PatchAction)
+		if a.GetSubresource() != "status" || pa.GetPatchType() != types.MergePatchType {
+			t.Errorf("%s patch of %q, want a merge patch of status", pa.GetPatchType(), a.GetSubresource())
+		}
+		patches = append(patches, string(pa.GetPatch()))
+		if conflicts > 0 {
 			conflicts--
 			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "services"}, "web", errors.New("changed"))
 		}
@@ -242,6 +253,14 @@ func TestWriterIngress(t *testing.T) {
 	got, _ := client.CoreV1().Services("default").Get(context.Background(), "web", metav1.GetOptions{})
 	if IngressIP(got) != vip {
 		t.Fatalf("status.loadBalancer.ingress = %+v, want %s", got.Status.LoadBalancer.Ingress, vip)
+	}
+	// Only the status is written: what the cache stripped stays.
+	if got.Annotations[corev1.LastAppliedConfigAnnotation] == "" || len(got.Spec.Ports) != 1 {
+		t.Errorf("writing the status changed the rest: annotations %v, ports %v", got.Annotations, got.Spec.Ports)
+	}
+	want := `{"metadata":{"resourceVersion":"5"},"status":{"loadBalancer":{"ingress":[{"ip":"192.168.1.241","ipMode":"VIP"}]}}}`
+	if len(patches) != 2 || patches[0] != want {
+		t.Errorf("patches %q, want two, the first %s", patches, want)
 	}
 	// Written only when it differs.
 	cached = got
@@ -301,7 +320,7 @@ func TestCheckAccess(t *testing.T) {
 		return true, r, nil
 	})
 	err := CheckAccess(context.Background(), newFakeAPI(client), "https://api:6443", Needed())
-	if err == nil || !strings.Contains(err.Error(), "update services/status") || !strings.Contains(err.Error(), "netloom k8s manifests") {
+	if err == nil || !strings.Contains(err.Error(), "patch services/status") || !strings.Contains(err.Error(), "netloom k8s manifests") {
 		t.Errorf("CheckAccess = %v, want the missing verb and the fix", err)
 	}
 	if strings.Count(err.Error(), "services/status") != 1 || strings.Contains(err.Error(), "get pods") {

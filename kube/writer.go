@@ -83,6 +83,20 @@ func sameIngress(svc *corev1.Service, vip netip.Addr) bool {
 	return len(in) == 1 && in[0].IP == vip.String() && in[0].Hostname == ""
 }
 
+// ingressPatch is the JSON merge patch of services/status that sets
+// status.loadBalancer.ingress to vip (removes it when vip is invalid), on
+// condition that the object is still at resourceVersion rv.
+func ingressPatch(rv string, vip netip.Addr) ([]byte, error) {
+	return json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": rv},
+		"status":   map[string]any{"loadBalancer": map[string]any{"ingress": IngressFor(vip)}},
+	})
+}
+
+// writeIngress patches the service's status only: an update of
+// services/status with the cached object would also write its metadata,
+// and the cache keeps the object stripped (no last-applied-configuration
+// annotation: kubectl apply would lose it).
 func (w *Writer) writeIngress(k lb.ServiceKey, vip netip.Addr) error {
 	svc := w.Service(k)
 	if svc == nil || !OurLoadBalancer(svc) || sameIngress(svc, vip) {
@@ -103,9 +117,11 @@ func (w *Writer) writeIngress(k lb.ServiceKey, vip netip.Addr) error {
 			}
 		}
 		first = false
-		upd := svc.DeepCopy()
-		upd.Status.LoadBalancer.Ingress = IngressFor(vip)
-		return w.Client.Update(ctx, Ref{Resource: "services", Namespace: k.Namespace, Name: k.Name, Subresource: "status"}, upd, nil)
+		patch, err := ingressPatch(svc.ResourceVersion, vip)
+		if err != nil {
+			return err
+		}
+		return w.Client.Patch(ctx, Ref{Resource: "services", Namespace: k.Namespace, Name: k.Name, Subresource: "status"}, types.MergePatchType, patch)
 	})
 	if apierrors.IsNotFound(err) {
 		return nil

@@ -138,7 +138,7 @@ func ClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies", "servicecidrs"}, Verbs: read},
 			{APIGroups: []string{Group}, Resources: []string{AddressPoolResource}, Verbs: read},
 			// status.loadBalancer.ingress of LoadBalancer services.
-			{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"update"}},
+			{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}},
 			// Node conditions (e.g. NetworkUnavailable).
 			{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
 			// Events, through either API (client-go's recorders use both).

@@ -127,7 +127,7 @@ func TestClusterRoleRules(t *testing.T) {
 		"/nodes/status patch",
 		"/pods get", "/pods list", "/pods watch",
 		"/services get", "/services list", "/services watch",
-		"/services/status update",
+		"/services/status patch",
 		"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch",
 		"events.k8s.io/events create", "events.k8s.io/events patch",
 		"netloom.io/addresspools get", "netloom.io/addresspools list", "netloom.io/addresspools watch",
