@@ -43,7 +43,7 @@ func cachePod(p *corev1.Pod) *Pod {
 		TypeMeta: p.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp, CreationTimestamp: p.CreationTimestamp,
+			Labels: labelMaps.intern(p.Labels), DeletionTimestamp: p.DeletionTimestamp, CreationTimestamp: p.CreationTimestamp,
 		},
 		NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork, Ready: ready, Phase: p.Status.Phase,
 		IP: statusIPv4(p),
@@ -97,6 +97,7 @@ func (p *Pod) UnmarshalJSON(b []byte) error {
 
 // DeepCopyObject implements runtime.Object, as the informer's cache needs.
 // The ports are shared: nothing writes them after cachePod made them.
+// The labels are copied (they may be shared with other pods, labelMaps).
 func (p *Pod) DeepCopyObject() runtime.Object {
 	c := *p
 	p.ObjectMeta.DeepCopyInto(&c.ObjectMeta)

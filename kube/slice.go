@@ -4,10 +4,6 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
 	"unique"
 
 	"github.com/netloom/netloom/lb"
@@ -48,7 +44,7 @@ func (s *Slice) DeepCopyObject() runtime.Object {
 
 // stripSlice turns an EndpointSlice into the Slice the cache keeps. Node
 // names and port maps repeat across slices and are kept once
-// (unique.Make, internPorts); a pod namespace is the slice's string when
+// (unique.Make, portMaps); a pod namespace is the slice's string when
 // equal to it.
 func stripSlice(sl *discoveryv1.EndpointSlice) *Slice {
 	out := &Slice{
@@ -72,7 +68,7 @@ func stripSlice(sl *discoveryv1.EndpointSlice) *Slice {
 			ports[name] = uint16(*p.Port)
 		}
 	}
-	ports = internPorts(ports)
+	ports = portMaps.intern(ports)
 	// Sized once: the cache keeps this list, and append's doubling would
 	// leave it up to twice as long as it is.
 	eps := make([]lb.Endpoint, 0, len(sl.Endpoints))
@@ -116,40 +112,4 @@ func sortEndpoints(eps []lb.Endpoint) {
 	slices.SortFunc(eps, func(a, b lb.Endpoint) int {
 		return cmp.Or(cmp.Compare(a.PodNamespace, b.PodNamespace), cmp.Compare(a.PodName, b.PodName), a.IP.Compare(b.IP))
 	})
-}
-
-// The port maps of the slices: a cluster has thousands of slices and a
-// handful of distinct maps ({"http": 80}, ...), each map some hundred
-// bytes. internPorts hands out one map per content, for the first
-// maxPortMaps contents (a bound against a cluster of ever new port names;
-// beyond it a slice keeps its own map). The maps are read-only.
-const maxPortMaps = 4096
-
-var portMaps = struct {
-	sync.Mutex
-	m map[string]map[string]uint16
-}{m: map[string]map[string]uint16{}}
-
-// internPorts returns the map of ports' content that internPorts handed out
-// before, else ports (kept for the next call while there is room).
-func internPorts(ports map[string]uint16) map[string]uint16 {
-	names := make([]string, 0, len(ports))
-	for n := range ports {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var key strings.Builder
-	for _, n := range names {
-		key.WriteString(strconv.Quote(n))
-		key.WriteString(strconv.Itoa(int(ports[n])))
-	}
-	portMaps.Lock()
-	defer portMaps.Unlock()
-	if m, ok := portMaps.m[key.String()]; ok {
-		return m
-	}
-	if len(portMaps.m) < maxPortMaps {
-		portMaps.m[key.String()] = ports
-	}
-	return ports
 }

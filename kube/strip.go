@@ -27,6 +27,7 @@ func strip(obj any) (any, error) {
 	case *networkingv1.NetworkPolicy:
 		o.ManagedFields = nil
 		delete(o.Annotations, corev1.LastAppliedConfigAnnotation)
+		internSelectors(&o.Spec)
 	case *discoveryv1.EndpointSlice:
 		return stripSlice(o), nil // a *Slice
 	case *networkingv1.ServiceCIDR:
@@ -43,4 +44,27 @@ func strip(obj any) (any, error) {
 		}, nil
 	}
 	return obj, nil
+}
+
+// internSelectors makes the matchLabels of every selector of a policy the
+// shared map of its content (labelMaps).
+func internSelectors(spec *networkingv1.NetworkPolicySpec) {
+	one := func(sel *metav1.LabelSelector) {
+		if sel != nil {
+			sel.MatchLabels = labelMaps.intern(sel.MatchLabels)
+		}
+	}
+	peers := func(ps []networkingv1.NetworkPolicyPeer) {
+		for i := range ps {
+			one(ps[i].PodSelector)
+			one(ps[i].NamespaceSelector)
+		}
+	}
+	one(&spec.PodSelector)
+	for i := range spec.Ingress {
+		peers(spec.Ingress[i].From)
+	}
+	for i := range spec.Egress {
+		peers(spec.Egress[i].To)
+	}
 }
