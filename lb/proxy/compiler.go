@@ -127,9 +127,28 @@ func (s *portSig) equal(o *portSig) bool {
 // portFrag is the compiled fragment of one service port.
 type portFrag struct {
 	portSig
-	elems  [numMaps][]nft.Element
+	// lists are the fragment's element lists that are not empty, by map
+	// index: two or three of the numMaps (an array of all numMaps lists
+	// was 312 bytes a service port).
+	lists  []fragList
 	sets   []nft.Set
 	chains []chainOp
+}
+
+// fragList is a fragment's elements of map k.
+type fragList struct {
+	k  uint8
+	es []nft.Element
+}
+
+// elems is the fragment's element list of map k (nil when empty).
+func (f *portFrag) elems(k int) []nft.Element {
+	for _, l := range f.lists {
+		if int(l.k) == k {
+			return l.es
+		}
+	}
+	return nil
 }
 
 // chainOp is a chain of a fragment, in the order the fragment adds them:
@@ -495,9 +514,9 @@ func (f *portFrag) keepSame(old *portFrag) {
 	if old == nil {
 		return
 	}
-	for k, es := range f.elems {
-		if len(es) > 0 && slices.EqualFunc(es, old.elems[k], func(a, b nft.Element) bool { return a.Text == b.Text }) {
-			f.elems[k] = old.elems[k]
+	for i, l := range f.lists {
+		if oes := old.elems(int(l.k)); slices.EqualFunc(l.es, oes, func(a, b nft.Element) bool { return a.Text == b.Text }) {
+			f.lists[i].es = oes
 		}
 	}
 }
@@ -647,7 +666,7 @@ func (c *Compiler) model(in Input) nft.Model {
 func (c *Compiler) concat(k int) [][]nft.Element {
 	var out [][]nft.Element
 	for _, f := range c.order {
-		if es := f.elems[k]; len(es) > 0 {
+		if es := f.elems(k); len(es) > 0 {
 			out = append(out, es[:len(es):len(es)])
 		}
 	}

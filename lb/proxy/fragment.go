@@ -22,6 +22,7 @@ type fragBuilder struct {
 
 	counting bool
 	n        [numMaps]int
+	at       [numMaps]int    // index in f.lists of map k's list
 	made     map[string]bool // this fragment's own chains, made once
 	entries  []entry
 }
@@ -210,15 +211,22 @@ func (b *fragBuilder) once(name string) bool {
 // reserve sizes the fragment's element lists and the store for what body
 // adds, as counted by its first run.
 func (b *fragBuilder) reserve() {
-	total := 0
-	for _, k := range b.n {
-		total += k
+	total, lists := 0, 0
+	for _, c := range b.n {
+		total += c
+		if c > 0 {
+			lists++
+		}
 	}
 	elems := make([]nft.Element, total)
+	b.f.lists = make([]fragList, 0, lists)
 	off := 0
 	for k, c := range b.n {
-		b.f.elems[k] = elems[off : off : off+c]
-		off += c
+		if c > 0 {
+			b.at[k] = len(b.f.lists)
+			b.f.lists = append(b.f.lists, fragList{k: uint8(k), es: elems[off : off : off+c]})
+			off += c
+		}
 	}
 	b.s.text, b.s.packed, b.s.refs, b.textEnd, b.packEnd = b.s.text[:0], b.s.packed[:0], b.s.refs[:0], 0, 0
 }
@@ -267,9 +275,10 @@ func (b *fragBuilder) endpointChainElem(k int, key svcKey, i uint32, chain strin
 // form are what the store collected since the last add.
 func (b *fragBuilder) add(k int) {
 	s := b.s
-	s.refs = append(s.refs, elemRef{k: k, i: len(b.f.elems[k]), start: b.textEnd, end: len(s.text), pstart: b.packEnd, pend: len(s.packed)})
+	l := &b.f.lists[b.at[k]]
+	s.refs = append(s.refs, elemRef{l: b.at[k], i: len(l.es), start: b.textEnd, end: len(s.text), pstart: b.packEnd, pend: len(s.packed)})
 	b.textEnd, b.packEnd = len(s.text), len(s.packed)
-	b.f.elems[k] = append(b.f.elems[k], nft.Element{})
+	l.es = append(l.es, nft.Element{})
 }
 
 // finish gives the elements their texts and kernel forms, from one string
@@ -278,12 +287,7 @@ func (b *fragBuilder) finish() {
 	s := b.s
 	text, packed := string(s.text), string(s.packed)
 	for _, r := range s.refs {
-		b.f.elems[r.k][r.i] = nft.PackedElement(text[r.start:r.end], packed[r.pstart:r.pend])
-	}
-	for k, es := range b.f.elems {
-		if len(es) == 0 {
-			b.f.elems[k] = nil
-		}
+		b.f.lists[r.l].es[r.i] = nft.PackedElement(text[r.start:r.end], packed[r.pstart:r.pend])
 	}
 }
 

@@ -294,10 +294,11 @@ type elemStore struct {
 	refs   []elemRef
 }
 
-// elemRef is element i of list k of a fragment: its text is
-// text[start:end], its kernel form packed[pstart:pend].
+// elemRef is element i of a fragment's list l (its index in
+// portFrag.lists): its text is text[start:end], its kernel form
+// packed[pstart:pend].
 type elemRef struct {
-	k, i, start, end, pstart, pend int
+	l, i, start, end, pstart, pend int
 }
 
 // pack appends the packed form of k.
