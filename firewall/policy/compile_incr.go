@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/binary"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -820,11 +821,33 @@ func nsEqual(a, b map[string]map[string]string) bool {
 	return true
 }
 
+// clonePods deep-copies pods: the caller may change its maps after
+// Compile. Pods that share a labels map or a ports list (a source keeps
+// one per content: the pods of a ReplicaSet) share its copy, so the copy
+// is as small as the original.
 func clonePods(in []Pod) []Pod {
 	out := make([]Pod, len(in))
+	labels := map[uintptr]map[string]string{}
+	ports := map[*NamedPort][]NamedPort{}
 	for i, p := range in {
-		p.Labels = maps.Clone(p.Labels)
-		p.Ports = slices.Clone(p.Ports)
+		if p.Labels != nil {
+			at := reflect.ValueOf(p.Labels).Pointer()
+			c, ok := labels[at]
+			if !ok {
+				c = maps.Clone(p.Labels)
+				labels[at] = c
+			}
+			p.Labels = c
+		}
+		if len(p.Ports) > 0 {
+			at := &p.Ports[0]
+			c, ok := ports[at]
+			if !ok || len(c) != len(p.Ports) {
+				c = slices.Clone(p.Ports)
+				ports[at] = c
+			}
+			p.Ports = c
+		}
 		out[i] = p
 	}
 	return out

@@ -311,3 +311,32 @@ spec:
 		}
 	}
 }
+
+// clonePods copies what the caller may change, and pods that share a
+// labels map or a ports list share its copy.
+func TestClonePodsShares(t *testing.T) {
+	web := map[string]string{"app": "web"}
+	ports := []NamedPort{{Name: "http", Port: 80, Protocol: TCP}}
+	in := []Pod{
+		{Namespace: "x", Name: "a", Labels: web, Ports: ports},
+		{Namespace: "x", Name: "b", Labels: web, Ports: ports},
+		{Namespace: "x", Name: "c", Labels: map[string]string{"app": "web"}, Ports: ports[:0]},
+		{Namespace: "x", Name: "d"},
+	}
+	out := clonePods(in)
+	ptr := func(m map[string]string) uintptr { return reflect.ValueOf(m).Pointer() }
+	if ptr(out[0].Labels) != ptr(out[1].Labels) || &out[0].Ports[0] != &out[1].Ports[0] {
+		t.Error("pods sharing labels and ports got two copies")
+	}
+	if ptr(out[0].Labels) == ptr(web) || &out[0].Ports[0] == &ports[0] || ptr(out[2].Labels) == ptr(out[0].Labels) {
+		t.Error("a copy is the caller's map or another pod's")
+	}
+	web["app"] = "db"
+	ports[0].Port = 81
+	if out[0].Labels["app"] != "web" || out[1].Ports[0].Port != 80 {
+		t.Errorf("the copies changed with the caller's: %v %v", out[0].Labels, out[1].Ports)
+	}
+	if out[2].Ports != nil && len(out[2].Ports) != 0 || out[3].Labels != nil || out[3].Ports != nil {
+		t.Errorf("empty fields: %+v %+v", out[2], out[3])
+	}
+}
