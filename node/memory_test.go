@@ -42,11 +42,11 @@ func TestHeapSlack(t *testing.T) {
 
 func TestTrimSlack(t *testing.T) {
 	for _, c := range []struct{ live, want uint64 }{
-		{0, 8 << 20},
-		{2 << 20, 8 << 20},
-		{32 << 20, 8 << 20},
-		{64 << 20, 16 << 20},
-		{100 << 20, 25 << 20},
+		{0, 4 << 20},
+		{2 << 20, 4 << 20},
+		{32 << 20, 4 << 20},
+		{64 << 20, 8 << 20},
+		{100 << 20, 12800 << 10},
 	} {
 		if got := trimSlack(c.live); got != c.want {
 			t.Errorf("trimSlack(%d MiB) = %d, want %d", c.live>>20, got, c.want)
