@@ -1,7 +1,9 @@
 package nft
 
 import (
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,8 +23,8 @@ func TestElementPacking(t *testing.T) {
 	}
 	for name, kernel := range cases {
 		e := NewElement("text of "+name, kernel...)
-		if e.Text != "text of "+name {
-			t.Errorf("%s: Text %q", name, e.Text)
+		if e.Text() != "text of "+name {
+			t.Errorf("%s: Text %q", name, e.Text())
 		}
 		if e.KernelLen() != len(kernel) {
 			t.Errorf("%s: KernelLen %d, want %d", name, e.KernelLen(), len(kernel))
@@ -57,19 +59,60 @@ func TestElementPacking(t *testing.T) {
 	if e := NewElement("no kernel form"); e.KernelLen() != 0 || e.Kernel() != nil {
 		t.Errorf("element without kernel elements: %d, %+v", e.KernelLen(), e.Kernel())
 	}
-	// Two elements packed into one buffer and sliced, as compilers do.
-	var buf []byte
-	buf = AppendPacked(buf, cases["key"][0])
-	n := len(buf)
-	buf = AppendPacked(buf, cases["goto"][0])
-	packed := string(buf)
-	a, b := PackedElement("a", packed[:n]), PackedElement("b", packed[n:])
-	if !reflect.DeepEqual(a.Kernel(), cases["key"]) || !reflect.DeepEqual(b.Kernel(), cases["goto"]) {
-		t.Errorf("sliced: %+v, %+v", a.Kernel(), b.Kernel())
+	if e := NewElement("no kernel form"); e.Text() != "no kernel form" {
+		t.Errorf("element without kernel elements: text %q", e.Text())
+	}
+	if (Element{}).Text() != "" || (Element{}).KernelLen() != 0 {
+		t.Error("the zero element has a text or kernel elements")
 	}
 	// Equal elements compare equal, as the models' comparisons need.
 	if NewElement("t", cases["map"]...) != NewElement("t", cases["map"]...) {
 		t.Error("equal elements compare unequal")
+	}
+}
+
+// testFormat prints an element as its keys in hex and its verdict.
+var testFormat = NewFormat(func(kernel []nftables.SetElement) string {
+	var b strings.Builder
+	for _, k := range kernel {
+		fmt.Fprintf(&b, "%x", k.Key)
+		if v := k.VerdictData; v != nil {
+			fmt.Fprintf(&b, " : %d %s", v.Kind, v.Chain)
+		}
+	}
+	return b.String()
+})
+
+func TestFormattedElements(t *testing.T) {
+	key := nftables.SetElement{Key: []byte{10, 0, 0, 1}}
+	jump := nftables.SetElement{Key: []byte{10, 96, 0, 10}, VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: "svc-ep-abc"}}
+	// Two elements packed into one buffer and sliced, as compilers do.
+	buf := AppendFormatted(nil, testFormat, key)
+	n := len(buf)
+	buf = AppendFormatted(buf, testFormat, jump)
+	s := string(buf)
+	a, b := FormattedElement(s[:n]), FormattedElement(s[n:])
+	if !reflect.DeepEqual(a.Kernel(), []nftables.SetElement{key}) || !reflect.DeepEqual(b.Kernel(), []nftables.SetElement{jump}) {
+		t.Errorf("sliced: %+v, %+v", a.Kernel(), b.Kernel())
+	}
+	if a.Text() != "0a000001" || b.Text() != fmt.Sprintf("0a60000a : %d svc-ep-abc", expr.VerdictGoto) {
+		t.Errorf("texts %q, %q", a.Text(), b.Text())
+	}
+	if a.KernelLen() != 1 || b.KernelLen() != 1 {
+		t.Errorf("KernelLen %d, %d", a.KernelLen(), b.KernelLen())
+	}
+	// Equal in content is equal with ==, wherever the bytes are; a kept
+	// text and a format with the same kernel form are two elements.
+	if again := FormattedElement(string(AppendFormatted(nil, testFormat, jump))); again != b {
+		t.Error("equal formatted elements compare unequal")
+	}
+	if a == b || a == NewElement(a.Text(), key) {
+		t.Error("different elements compare equal")
+	}
+	other := jump
+	other.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: "svc-ep-abd"}
+	if FormattedElement(string(AppendFormatted(nil, testFormat, other))) == b {
+		t.Error("elements of different verdicts compare equal")
 	}
 }
 
@@ -85,7 +128,7 @@ func TestElementPackingRefusesWhatItCannotHold(t *testing.T) {
 					t.Errorf("%s: packed without a panic", name)
 				}
 			}()
-			AppendPacked(nil, k)
+			NewElement("x", k)
 		}()
 	}
 }

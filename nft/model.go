@@ -160,7 +160,7 @@ func (m Model) String() string {
 		if s.Len() > 0 {
 			texts := make([]string, 0, s.Len())
 			for e := range s.All() {
-				texts = append(texts, e.Text)
+				texts = append(texts, e.Text())
 			}
 			slices.Sort(texts)
 			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(texts, ", "))

@@ -12,7 +12,7 @@ import (
 func elemTexts(es []Element) []string {
 	out := make([]string, len(es))
 	for i, e := range es {
-		out[i] = e.Text
+		out[i] = e.Text()
 	}
 	slices.Sort(out)
 	return out
@@ -28,7 +28,7 @@ func TestDiffSetsParts(t *testing.T) {
 	piece := func(tag string, n int) []Element {
 		es := make([]Element, n)
 		for i := range es {
-			es[i] = Element{Text: fmt.Sprintf("%s-%d", tag, i)}
+			es[i] = NewElement(fmt.Sprintf("%s-%d", tag, i))
 		}
 		return es
 	}
@@ -65,10 +65,10 @@ func TestDiffSetsParts(t *testing.T) {
 }
 
 func TestSetParts(t *testing.T) {
-	s := Set{Parts: [][]Element{{{Text: "a"}}, nil, {{Text: "b"}, {Text: "c"}}}}
+	s := Set{Parts: [][]Element{{NewElement("a")}, nil, {NewElement("b"), NewElement("c")}}}
 	var got []string
 	for e := range s.All() {
-		got = append(got, e.Text)
+		got = append(got, e.Text())
 	}
 	if s.Len() != 3 || !slices.Equal(got, []string{"a", "b", "c"}) || len(s.Flat()) != 3 {
 		t.Errorf("Len %d, All %v, Flat %d: want 3, [a b c], 3", s.Len(), got, len(s.Flat()))

@@ -193,7 +193,7 @@ func sameType(a, b nftables.SetDatatype) bool {
 
 // diffSets returns the elements of b not in a and those of a not in b.
 // Pieces (Set.Parts) that both hold are skipped: first the common run at
-// each end, in order (the same slice, unread, or the same texts), then any
+// each end, in order (the same slice, unread, or equal elements), then any
 // others that are the same slice; what is left goes to diffElements.
 func diffSets(a, b *Set) (adds, dels []Element) {
 	if a.Parts == nil && b.Parts == nil {
@@ -207,12 +207,7 @@ func diffSets(a, b *Set) (adds, dels []Element) {
 		if len(x) == 0 || &x[0] == &y[0] {
 			return true
 		}
-		for i := range x {
-			if x[i].Text != y[i].Text {
-				return false
-			}
-		}
-		return true
+		return slices.Equal(x, y)
 	}
 	for len(pa) > 0 && len(pb) > 0 && same(pa[0], pb[0]) {
 		pa, pb = pa[1:], pb[1:]
@@ -256,17 +251,17 @@ func diffSets(a, b *Set) (adds, dels []Element) {
 	return diffElements(ra, rb)
 }
 
-// diffElements returns the elements of b not in a and those of a not in b,
-// by Text. The common prefix and suffix of the two lists (elements are
+// diffElements returns the elements of b not in a and those of a not in b
+// (compared with ==: text or format, and kernel form). The common prefix and suffix of the two lists (elements are
 // sorted and unique within a set, so a change is mostly a small window) are
 // skipped before the rest is compared through maps.
 func diffElements(a, b []Element) (adds, dels []Element) {
 	i := 0
-	for i < len(a) && i < len(b) && a[i].Text == b[i].Text {
+	for i < len(a) && i < len(b) && a[i] == b[i] {
 		i++
 	}
 	ja, jb := len(a), len(b)
-	for ja > i && jb > i && a[ja-1].Text == b[jb-1].Text {
+	for ja > i && jb > i && a[ja-1] == b[jb-1] {
 		ja--
 		jb--
 	}
@@ -274,21 +269,21 @@ func diffElements(a, b []Element) (adds, dels []Element) {
 	if len(a) == 0 && len(b) == 0 {
 		return nil, nil
 	}
-	in := func(es []Element) map[string]bool {
-		m := make(map[string]bool, len(es))
+	in := func(es []Element) map[Element]bool {
+		m := make(map[Element]bool, len(es))
 		for _, e := range es {
-			m[e.Text] = true
+			m[e] = true
 		}
 		return m
 	}
 	ina, inb := in(a), in(b)
 	for _, e := range b {
-		if !ina[e.Text] {
+		if !ina[e] {
 			adds = append(adds, e)
 		}
 	}
 	for _, e := range a {
-		if !inb[e.Text] {
+		if !inb[e] {
 			dels = append(dels, e)
 		}
 	}

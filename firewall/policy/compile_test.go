@@ -171,7 +171,7 @@ func setElems(m nft.Model, name string) []string {
 		if s.Name == name {
 			out := []string{}
 			for _, e := range s.Elements {
-				out = append(out, e.Text)
+				out = append(out, e.Text())
 			}
 			return out
 		}
@@ -265,7 +265,7 @@ func TestRanges(t *testing.T) {
 		t.Errorf("ranges (-want +got):\n%s", diff)
 	}
 	all := addrIntervalElement(ipRange{0, ^uint32(0)})
-	if all.Text != "0.0.0.0/0" || all.KernelLen() != 1 {
+	if all.Text() != "0.0.0.0/0" || all.KernelLen() != 1 {
 		t.Errorf("0.0.0.0/0 element = %+v", all)
 	}
 	if got := rangeText(ipRange{addrValue(addr4("192.0.2.0")), addrValue(addr4("192.0.2.127"))}); got != "192.0.2.0/25" {

@@ -325,7 +325,7 @@ func TestOneChangeSmallDiff(t *testing.T) {
 		out := map[string]bool{}
 		for _, s := range m.Sets {
 			for e := range s.All() {
-				out[s.Name+": "+e.Text] = true
+				out[s.Name+": "+e.Text()] = true
 			}
 		}
 		return out

@@ -20,7 +20,7 @@ func elementsOf(m nft.Model, set string) []string {
 		if s.Name == set {
 			var out []string
 			for e := range s.All() {
-				out = append(out, e.Text)
+				out = append(out, e.Text())
 			}
 			slices.Sort(out)
 			return out

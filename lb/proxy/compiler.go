@@ -507,15 +507,15 @@ func (e *svcFrags) replaced(sig *portSig) *portFrag {
 	return nil
 }
 
-// keepSame makes the element lists of f that are the same as old's (same
-// texts, which are made of the same values as the kernel elements) old's:
+// keepSame makes the element lists of f that are the same as old's (equal
+// elements: the same kernel forms and formats) old's:
 // the windows of the last Model that concat can then keep.
 func (f *portFrag) keepSame(old *portFrag) {
 	if old == nil {
 		return
 	}
 	for i, l := range f.lists {
-		if oes := old.elems(int(l.k)); slices.EqualFunc(l.es, oes, func(a, b nft.Element) bool { return a.Text == b.Text }) {
+		if oes := old.elems(int(l.k)); slices.Equal(l.es, oes) {
 			f.lists[i].es = oes
 		}
 	}

@@ -41,7 +41,7 @@ func checkSame(t *testing.T, what string, got, want nft.Model) {
 		}
 		for j := range we {
 			if !reflect.DeepEqual(ge[j], we[j]) {
-				t.Fatalf("%s: set %s element %d is %q %+v, want %q %+v", what, g.Name, j, ge[j].Text, ge[j].Kernel(), we[j].Text, we[j].Kernel())
+				t.Fatalf("%s: set %s element %d is %q %+v, want %q %+v", what, g.Name, j, ge[j].Text(), ge[j].Kernel(), we[j].Text(), we[j].Kernel())
 			}
 		}
 		if (g.Elements == nil) != (w.Elements == nil) || (g.Parts == nil) != (w.Parts == nil) {
@@ -68,7 +68,7 @@ func fingerprint(m nft.Model) string {
 	for _, s := range m.Sets {
 		fmt.Fprintf(&b, "set %s\n", s.Name)
 		for e := range s.All() {
-			fmt.Fprintf(&b, "%s:", e.Text)
+			fmt.Fprintf(&b, "%s:", e.Text())
 			for _, k := range e.Kernel() {
 				fmt.Fprintf(&b, " %x-%x-%x-%v-%v", k.Key, k.KeyEnd, k.Val, k.IntervalEnd, k.VerdictData)
 			}

@@ -13,12 +13,11 @@ import (
 // the compilation twice: once counting the elements (to size the
 // fragment's lists and the store's blocks), once making them.
 type fragBuilder struct {
-	f       *portFrag
-	s       *elemStore
-	cidrOK  bool
-	cidr    netip.Prefix
-	textEnd int
-	packEnd int
+	f      *portFrag
+	s      *elemStore
+	cidrOK bool
+	cidr   netip.Prefix
+	end    int // of the last element in s.buf
 
 	counting bool
 	n        [numMaps]int
@@ -228,7 +227,7 @@ func (b *fragBuilder) reserve() {
 			off += c
 		}
 	}
-	b.s.text, b.s.packed, b.s.refs, b.textEnd, b.packEnd = b.s.text[:0], b.s.packed[:0], b.s.refs[:0], 0, 0
+	b.s.buf, b.s.refs, b.end = b.s.buf[:0], b.s.refs[:0], 0
 }
 
 // The elements, counted or made.
@@ -271,23 +270,22 @@ func (b *fragBuilder) endpointChainElem(k int, key svcKey, i uint32, chain strin
 	b.add(k)
 }
 
-// add appends to the fragment's list k the element whose text and kernel
-// form are what the store collected since the last add.
+// add appends to the fragment's list k the element the store collected
+// since the last add.
 func (b *fragBuilder) add(k int) {
 	s := b.s
 	l := &b.f.lists[b.at[k]]
-	s.refs = append(s.refs, elemRef{l: b.at[k], i: len(l.es), start: b.textEnd, end: len(s.text), pstart: b.packEnd, pend: len(s.packed)})
-	b.textEnd, b.packEnd = len(s.text), len(s.packed)
+	s.refs = append(s.refs, elemRef{l: b.at[k], i: len(l.es), start: b.end, end: len(s.buf)})
+	b.end = len(s.buf)
 	l.es = append(l.es, nft.Element{})
 }
 
-// finish gives the elements their texts and kernel forms, from one string
-// each.
+// finish makes the elements, from one string.
 func (b *fragBuilder) finish() {
 	s := b.s
-	text, packed := string(s.text), string(s.packed)
+	all := string(s.buf)
 	for _, r := range s.refs {
-		b.f.lists[r.l].es[r.i] = nft.PackedElement(text[r.start:r.end], packed[r.pstart:r.pend])
+		b.f.lists[r.l].es[r.i] = nft.FormattedElement(all[r.start:r.end])
 	}
 }
 

@@ -283,26 +283,93 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// elemStore collects the elements of one fragment: their texts in text,
-// their packed kernel forms (nft.AppendPacked) in packed, each element's
-// ranges of both in refs. The fragBuilder makes each buffer one string, so
-// a fragment's elements cost two allocations and hold no other fragment's
-// memory; the buffers are reused for the next fragment.
+// elemStore collects the elements of one fragment in one buffer, in the
+// packed form nft.AppendFormatted writes, each element's range of it in
+// refs. The fragBuilder makes the buffer one string, so a fragment's
+// elements cost one allocation and hold no other fragment's memory; the
+// buffer is reused for the next fragment. The elements keep no text: their
+// formats (below) print them from their keys and values when asked.
 type elemStore struct {
-	text   []byte
-	packed []byte
-	refs   []elemRef
+	buf  []byte
+	refs []elemRef
 }
 
 // elemRef is element i of a fragment's list l (its index in
-// portFrag.lists): its text is text[start:end], its kernel form
-// packed[pstart:pend].
+// portFrag.lists), buf[start:end].
 type elemRef struct {
-	l, i, start, end, pstart, pend int
+	l, i, start, end int
 }
 
-// pack appends the packed form of k.
-func (s *elemStore) pack(k nftables.SetElement) { s.packed = nft.AppendPacked(s.packed, k) }
+// add appends an element of format f whose kernel form is k.
+func (s *elemStore) add(f nft.Format, k nftables.SetElement) {
+	s.buf = nft.AppendFormatted(s.buf, f, k)
+}
+
+// The formats of the elements the compiler makes: each prints what the
+// element's maker wrote, from the key and value alone (as nft prints them).
+var (
+	// formatDispatch is "10.96.0.10 . tcp . 80 : goto chain" ("tcp .
+	// 30080 : goto chain" for a node port), or "... : drop".
+	formatDispatch = nft.NewFormat(func(k []nftables.SetElement) string {
+		e := k[0]
+		b := readSvcKey(e.Key, len(e.Key) == 8).appendText(nil)
+		return string(appendVerdictText(b, e.VerdictData))
+	})
+	// formatEndpoint is "10.96.0.10 . tcp . 80 . 0x00000001 : 10.244.1.5
+	// . 8080".
+	formatEndpoint = nft.NewFormat(func(k []nftables.SetElement) string {
+		e := k[0]
+		b := appendEndpointKeyOf(nil, e.Key)
+		b = append(b, " : "...)
+		b = netip.AddrFrom4([4]byte(e.Val[:4])).AppendTo(b)
+		b = append(b, " . "...)
+		return string(strconv.AppendUint(b, uint64(e.Val[4])<<8|uint64(e.Val[5]), 10))
+	})
+	// formatEndpointChain is "10.96.0.10 . tcp . 80 . 0x00000001 : goto
+	// chain".
+	formatEndpointChain = nft.NewFormat(func(k []nftables.SetElement) string {
+		e := k[0]
+		return string(appendVerdictText(appendEndpointKeyOf(nil, e.Key), e.VerdictData))
+	})
+	// formatAllow is "VIP . tcp . 80 . 192.0.2.0/24" (an address for a
+	// single source).
+	formatAllow = nft.NewFormat(func(k []nftables.SetElement) string {
+		e := k[0]
+		sk := readSvcKey(e.Key, false)
+		b := appendAddrProtoPort(nil, sk.a, sk.p, sk.port)
+		b = append(b, " . "...)
+		lo, hi := binary.BigEndian.Uint32(e.Key[12:16]), binary.BigEndian.Uint32(e.KeyEnd[12:16])
+		a := netip.AddrFrom4([4]byte(e.Key[12:16]))
+		if lo == hi {
+			return string(a.AppendTo(b))
+		}
+		return string(netip.PrefixFrom(a, 32-bits.Len32(hi-lo)).AppendTo(b))
+	})
+)
+
+// appendVerdictText appends " : goto chain", or " : drop".
+func appendVerdictText(b []byte, v *expr.Verdict) []byte {
+	if v == nil || v.Kind != expr.VerdictGoto {
+		return append(b, " : drop"...)
+	}
+	b = append(b, " : goto "...)
+	return append(b, v.Chain...)
+}
+
+// readSvcKey reads the key svcKey.put wrote (np: a node port's).
+func readSvcKey(b []byte, np bool) svcKey {
+	if np {
+		return svcKey{p: proto(b[0]), port: uint16(b[4])<<8 | uint16(b[5])}
+	}
+	return svcKey{a: netip.AddrFrom4([4]byte(b[:4])), p: proto(b[4]), port: uint16(b[8])<<8 | uint16(b[9])}
+}
+
+// appendEndpointKeyOf appends the text of an endpoint key as endpointKey
+// wrote it (12 bytes for a node port's, 16 for an address's).
+func appendEndpointKeyOf(buf, key []byte) []byte {
+	n := len(key) - 4
+	return appendEndpointKey(buf, readSvcKey(key[:n], n == 8), binary.NativeEndian.Uint32(key[n:]))
+}
 
 func putAddrProtoPort(b []byte, a netip.Addr, p proto, port uint16) {
 	a4 := a.As4()
@@ -354,16 +421,11 @@ func (k svcKey) appendText(buf []byte) []byte {
 func (s *elemStore) dispatchElement(k svcKey, chain string) {
 	var b [12]byte
 	v := expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}
-	s.text = k.appendText(s.text)
 	if chain == "" {
 		v.Kind = expr.VerdictDrop
-		s.text = append(s.text, " : drop"...)
-	} else {
-		s.text = append(s.text, " : goto "...)
-		s.text = append(s.text, chain...)
 	}
 	k.put(b[:])
-	s.pack(nftables.SetElement{Key: b[:k.size()], VerdictData: &v})
+	s.add(formatDispatch, nftables.SetElement{Key: b[:k.size()], VerdictData: &v})
 }
 
 // allowElement is "VIP . tcp . 80 . 192.0.2.0/24": a pipapo element with an
@@ -377,14 +439,7 @@ func (s *elemStore) allowElement(vip netip.Addr, p proto, port uint16, src netip
 	copy(b[12:16], lo[:])
 	putAddrProtoPort(b[16:], vip, p, port)
 	copy(b[28:32], hi[:])
-	s.pack(nftables.SetElement{Key: b[:16], KeyEnd: b[16:32]})
-	s.text = appendAddrProtoPort(s.text, vip, p, port)
-	s.text = append(s.text, " . "...)
-	if src.IsSingleIP() {
-		s.text = src.Addr().AppendTo(s.text)
-	} else {
-		s.text = src.AppendTo(s.text)
-	}
+	s.add(formatAllow, nftables.SetElement{Key: b[:16], KeyEnd: b[16:32]})
 }
 
 func hairpinElement(a netip.Addr) nft.Element {
@@ -425,22 +480,14 @@ func (s *elemStore) endpointElement(k svcKey, index uint32, ep netip.AddrPort) {
 	e4 := ep.Addr().As4()
 	copy(b[n:n+4], e4[:])
 	b[n+4], b[n+5] = byte(ep.Port()>>8), byte(ep.Port())
-	s.pack(nftables.SetElement{Key: b[:n], Val: b[n : n+8]})
-	s.text = appendEndpointKey(s.text, k, index)
-	s.text = append(s.text, " : "...)
-	s.text = ep.Addr().AppendTo(s.text)
-	s.text = append(s.text, " . "...)
-	s.text = strconv.AppendUint(s.text, uint64(ep.Port()), 10)
+	s.add(formatEndpoint, nftables.SetElement{Key: b[:n], Val: b[n : n+8]})
 }
 
 // endpointChainElement is "10.96.0.10 . tcp . 80 . 0x00000001 : goto chain".
 func (s *elemStore) endpointChainElement(k svcKey, index uint32, chain string) {
 	var b [16]byte
 	n := endpointKey(b[:], k, index)
-	s.pack(nftables.SetElement{Key: b[:n], VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}})
-	s.text = appendEndpointKey(s.text, k, index)
-	s.text = append(s.text, " : goto "...)
-	s.text = append(s.text, chain...)
+	s.add(formatEndpointChain, nftables.SetElement{Key: b[:n], VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}})
 }
 
 // addrRange is an inclusive range of IPv4 addresses, as numbers.
