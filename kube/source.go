@@ -92,7 +92,7 @@ type View struct {
 	Pods         []*Pod                        `json:"pods"`
 	Namespaces   []*corev1.Namespace           `json:"namespaces"`
 	Policies     []*networkingv1.NetworkPolicy `json:"networkPolicies"`
-	Services     []*corev1.Service             `json:"services"`
+	Services     []*CachedService              `json:"services"`
 	Slices       []*Slice                      `json:"slices"`
 	AddressPools []*unstructured.Unstructured  `json:"addressPools"`
 	Nodes        []*corev1.Node                `json:"nodes,omitempty"`
@@ -381,7 +381,7 @@ func (s *Source) live() *View {
 		Pods:         list[*Pod](s.inf[kPods]),
 		Namespaces:   list[*corev1.Namespace](s.inf[kNamespaces]),
 		Policies:     list[*networkingv1.NetworkPolicy](s.inf[kPolicies]),
-		Services:     list[*corev1.Service](s.inf[kServices]),
+		Services:     list[*CachedService](s.inf[kServices]),
 		Slices:       list[*Slice](s.inf[kSlices]),
 		AddressPools: list[*unstructured.Unstructured](s.inf[kPools]),
 		Nodes:        list[*corev1.Node](s.inf[kNodes]),
@@ -480,10 +480,10 @@ func (s *Source) pools(us []*unstructured.Unstructured, serviceCIDRs []netip.Pre
 
 // services translates the Services; one netloom cannot serve is logged
 // once and left out.
-func (s *Source) services(svcs []*corev1.Service, pools []lb.Pool) []lb.Service {
+func (s *Source) services(svcs []*CachedService, pools []lb.Pool) []lb.Service {
 	out := make([]lb.Service, 0, len(svcs))
 	for _, svc := range svcs {
-		ls, err := Service(svc, s.cfg.Proxy, pools)
+		ls, err := svc.Service(s.cfg.Proxy, pools)
 		if err != nil {
 			s.problem("Service/"+svc.Namespace+"/"+svc.Name, err)
 			continue
@@ -579,7 +579,7 @@ func writeList[T any](w *bufio.Writer, enc *json.Encoder, name string, items []T
 }
 
 // Service is the cached Service of k, nil when unknown.
-func (s *Source) Service(k lb.ServiceKey) *corev1.Service {
+func (s *Source) Service(k lb.ServiceKey) *CachedService {
 	if !s.synced.Load() {
 		return nil
 	}
@@ -587,7 +587,7 @@ func (s *Source) Service(k lb.ServiceKey) *corev1.Service {
 	if err != nil || !ok {
 		return nil
 	}
-	svc, _ := o.(*corev1.Service)
+	svc, _ := o.(*CachedService)
 	return svc
 }
 

@@ -174,7 +174,7 @@ func TestSaveViewRoundTrip(t *testing.T) {
 		Pods:         cached(pod("default", "web", "u1", "n1", "10.244.1.5", map[string]string{"app": "web"}), pod("default", "db", "u2", "n2", "10.244.2.5", nil)),
 		Namespaces:   []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "default", Labels: map[string]string{"team": "a"}}}},
 		Policies:     []*networkingv1.NetworkPolicy{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny"}}},
-		Services:     []*corev1.Service{lbService("web")},
+		Services:     []*CachedService{cacheService(lbService("web"))},
 		Slices:       []*Slice{slice("web", "web-1", map[string]int32{"http": 8080}, ep("10.244.1.5", "n1", "web", nil, nil, nil))},
 		AddressPools: []*unstructured.Unstructured{pool},
 		Nodes:        []*corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"}}},
@@ -225,9 +225,9 @@ func TestWriterIngress(t *testing.T) {
 	svc.ResourceVersion = "5"
 	svc.Annotations = map[string]string{corev1.LastAppliedConfigAnnotation: `{"kind":"Service"}`}
 	client := fake.NewClientset(svc)
-	o, _ := strip(svc.DeepCopy()) // the cache keeps it without the annotation
-	cached := o.(*corev1.Service)
-	w := &Writer{Client: newFakeAPI(client), Server: "https://api:6443", Node: "n1", Service: func(lb.ServiceKey) *corev1.Service { return cached }}
+	o, _ := strip(svc.DeepCopy()) // the cache keeps what load balancing reads
+	cached := o.(*CachedService)
+	w := &Writer{Client: newFakeAPI(client), Server: "https://api:6443", Node: "n1", Service: func(lb.ServiceKey) *CachedService { return cached }}
 	key := lb.ServiceKey{Namespace: "default", Name: "web"}
 	vip := netip.MustParseAddr("192.168.1.241")
 
@@ -263,7 +263,7 @@ func TestWriterIngress(t *testing.T) {
 		t.Errorf("patches %q, want two, the first %s", patches, want)
 	}
 	// Written only when it differs.
-	cached = got
+	cached = cacheService(got)
 	client.ClearActions()
 	if err := w.Record(map[lb.ServiceKey]lb.Assignment{key: {VIP: vip}}, nil); err != nil {
 		t.Fatal(err)
@@ -272,8 +272,9 @@ func TestWriterIngress(t *testing.T) {
 		t.Errorf("an unchanged status made %d requests", n)
 	}
 	// Another class is not netloom's to write.
-	cached = got.DeepCopy()
-	cached.Spec.LoadBalancerClass = ptr("example.com/lb")
+	other := got.DeepCopy()
+	other.Spec.LoadBalancerClass = ptr("example.com/lb")
+	cached = cacheService(other)
 	if err := w.Record(map[lb.ServiceKey]lb.Assignment{key: {VIP: netip.MustParseAddr("192.168.1.242")}}, nil); err != nil || len(client.Actions()) != 0 {
 		t.Errorf("wrote the status of a service of another class: %v %v", err, client.Actions())
 	}
@@ -445,6 +446,41 @@ func TestLoadViewOldSlices(t *testing.T) {
 	}
 	if len(v.Slices) != 1 || !reflect.DeepEqual(v.Slices[0], stripSlice(old)) {
 		t.Errorf("slices of the old view: %+v", v.Slices)
+	}
+}
+
+// A view saved before the cache kept CachedServices holds Service API
+// objects under "services": LoadView translates them as the cache would,
+// and a service netloom cannot serve keeps its reason.
+func TestLoadViewOldServices(t *testing.T) {
+	web := lbService("web")
+	web.CreationTimestamp = metav1.NewTime(time.Unix(1700000000, 0)) // JSON keeps seconds
+	web.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "192.168.1.241"}}
+	bad := lbService("bad")
+	bad.Spec.ClusterIP = "not-an-address"
+	b, err := json.Marshal(map[string]any{"pods": []any{}, "services": []*corev1.Service{web, bad}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubernetes.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := LoadView(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Services) != 2 || !reflect.DeepEqual(v.Services[0], cacheService(web)) {
+		t.Fatalf("services of the old view: %+v", v.Services)
+	}
+	pools := []lb.Pool{{Name: "lan", Ranges: []lb.Range{{Start: netip.MustParseAddr("192.168.1.240"), End: netip.MustParseAddr("192.168.1.250")}}}}
+	got, err := v.Services[0].Service(ProxyReplace, pools)
+	want, _ := Service(web, ProxyReplace, pools)
+	if err != nil || !reflect.DeepEqual(got, want) || got.Assigned.VIP != netip.MustParseAddr("192.168.1.241") || got.Assigned.Pool != "lan" {
+		t.Errorf("translated from the old view: %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := v.Services[1].Service(ProxyReplace, pools); err == nil || !strings.Contains(err.Error(), "clusterIP") {
+		t.Errorf("a service that does not translate: %v, want its reason", err)
 	}
 }
 

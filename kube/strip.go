@@ -10,7 +10,8 @@ import (
 
 // strip is the informers' transform: it drops what netloom never reads
 // before an object is cached (managedFields everywhere; a pod becomes a
-// Pod and an EndpointSlice a Slice, which keep only what netloom reads),
+// Pod, a Service a CachedService and an EndpointSlice a Slice, which keep
+// only what netloom reads),
 // so that the caches of a large cluster stay small. Objects it does not
 // know pass unchanged.
 func strip(obj any) (any, error) {
@@ -18,8 +19,7 @@ func strip(obj any) (any, error) {
 	case *corev1.Pod:
 		return cachePod(o), nil // a *Pod
 	case *corev1.Service:
-		o.ManagedFields = nil
-		delete(o.Annotations, corev1.LastAppliedConfigAnnotation)
+		return cacheService(o), nil // a *CachedService
 	case *corev1.Namespace:
 		o.ManagedFields = nil
 		o.Annotations = nil

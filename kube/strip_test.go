@@ -206,6 +206,54 @@ func BenchmarkPodCacheHeap(b *testing.B) {
 	_ = kept
 }
 
+// BenchmarkServiceCacheHeap is the heap the Service cache keeps per
+// service: ClusterIP services as the API server sends them to the
+// informer (a selector, one port, a cluster IP, a creation time),
+// decoded from protobuf and stripped.
+func BenchmarkServiceCacheHeap(b *testing.B) {
+	const svcsN = 10000
+	var wire [][]byte
+	info, _ := runtime.SerializerInfoForMediaType(codecs().SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	enc := codecs().EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion)
+	dec := codecs().WithoutConversion().DecoderToVersion(info.Serializer, corev1.SchemeGroupVersion)
+	for i := range svcsN {
+		ip := fmt.Sprintf("10.96.%d.%d", 1+i/250, 1+i%250)
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bulk-" + strconv.Itoa(i%10), Name: fmt.Sprintf("scale-%05d", i), UID: types.UID("svc-uid-" + strconv.Itoa(i)),
+				ResourceVersion: strconv.Itoa(1000 + i), CreationTimestamp: metav1.Now()},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: map[string]string{"svc": "s-" + strconv.Itoa(i/10%500)},
+				ClusterIP: ip, ClusterIPs: []string{ip}, IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol}, SessionAffinity: corev1.ServiceAffinityNone,
+				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+		}
+		var buf bytes.Buffer
+		if err := enc.Encode(svc, &buf); err != nil {
+			b.Fatal(err)
+		}
+		wire = append(wire, buf.Bytes())
+	}
+	var kept []any
+	for b.Loop() {
+		kept = nil
+		goruntime.GC()
+		var before, after goruntime.MemStats
+		goruntime.ReadMemStats(&before)
+		cache := make([]any, 0, svcsN)
+		for _, w := range wire {
+			obj, _, err := dec.Decode(w, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, _ := strip(obj)
+			cache = append(cache, s)
+		}
+		goruntime.GC()
+		goruntime.ReadMemStats(&after)
+		kept = append(kept, cache)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/svcsN, "B/service")
+	}
+	_ = kept
+}
+
 // Slices with the same ports share one port map, and node names are one
 // string across slices.
 func TestStripSliceShares(t *testing.T) {

@@ -59,9 +59,9 @@ func ParseProxyMode(s string) (ProxyMode, error) {
 	return "", fmt.Errorf("--service-proxy %q: want replace (no kube-proxy), labelled (only services labelled %s=%s) or off", s, ProxyNameLabel, ProxyName)
 }
 
-// proxies reports whether netloom's proxy serves svc in mode m.
-func (m ProxyMode) proxies(svc *corev1.Service) bool {
-	name, labelled := svc.Labels[ProxyNameLabel]
+// proxies reports whether netloom's proxy serves, in mode m, a service
+// whose ProxyNameLabel is name (labelled: it has one).
+func (m ProxyMode) proxies(name string, labelled bool) bool {
 	switch m {
 	case ProxyLabelled:
 		return name == ProxyName
@@ -156,6 +156,12 @@ func Policies(pols []*networkingv1.NetworkPolicy) []*networkingv1.NetworkPolicy 
 // services mode leaves to another proxy. Services are ordered by creation
 // (creationTimestamp, then UID) for address conflicts.
 func Service(svc *corev1.Service, mode ProxyMode, pools []lb.Pool) (lb.Service, error) {
+	return cacheService(svc).Service(mode, pools)
+}
+
+// translateService is Service without what depends on the mode and the
+// pools (ProxyElsewhere, Assigned.Pool).
+func translateService(svc *corev1.Service) (lb.Service, error) {
 	s, err := objects.LBService(svc)
 	if err != nil {
 		return lb.Service{}, err
@@ -164,7 +170,6 @@ func Service(svc *corev1.Service, mode ProxyMode, pools []lb.Pool) (lb.Service, 
 	if s.Type == lb.TypeLoadBalancer && !OurLoadBalancer(svc) {
 		s.Type = lb.TypeClusterIP
 	}
-	s.ProxyElsewhere = !mode.proxies(svc)
 	as := lb.Assignment{ClusterIP: s.ClusterIP}
 	if s.NodePorts {
 		as.NodePorts = make([]uint16, len(s.Ports))
@@ -177,7 +182,6 @@ func Service(svc *corev1.Service, mode ProxyMode, pools []lb.Pool) (lb.Service, 
 	}
 	if s.Type == lb.TypeLoadBalancer {
 		as.VIP = IngressIP(svc)
-		as.Pool = poolOf(as.VIP, pools)
 	}
 	s.Assigned = as
 	return s, nil

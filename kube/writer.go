@@ -36,7 +36,7 @@ type Writer struct {
 	// Timeout bounds each request (default 10s).
 	Timeout time.Duration
 	// Service returns the cached Service (nil when unknown).
-	Service func(lb.ServiceKey) *corev1.Service
+	Service func(lb.ServiceKey) *CachedService
 }
 
 func (w *Writer) ctx() (context.Context, context.CancelFunc) {
@@ -75,14 +75,6 @@ func IngressFor(vip netip.Addr) []corev1.LoadBalancerIngress {
 	return []corev1.LoadBalancerIngress{{IP: vip.String(), IPMode: &mode}}
 }
 
-func sameIngress(svc *corev1.Service, vip netip.Addr) bool {
-	in := svc.Status.LoadBalancer.Ingress
-	if !vip.IsValid() {
-		return len(in) == 0
-	}
-	return len(in) == 1 && in[0].IP == vip.String() && in[0].Hostname == ""
-}
-
 // ingressPatch is the JSON merge patch of services/status that sets
 // status.loadBalancer.ingress to vip (removes it when vip is invalid), on
 // condition that the object is still at resourceVersion rv.
@@ -99,7 +91,7 @@ func ingressPatch(rv string, vip netip.Addr) ([]byte, error) {
 // annotation: kubectl apply would lose it).
 func (w *Writer) writeIngress(k lb.ServiceKey, vip netip.Addr) error {
 	svc := w.Service(k)
-	if svc == nil || !OurLoadBalancer(svc) || sameIngress(svc, vip) {
+	if svc == nil || !svc.Ours || svc.sameIngress(vip) {
 		return nil
 	}
 	ctx, cancel := w.ctx()
@@ -111,8 +103,8 @@ func (w *Writer) writeIngress(k lb.ServiceKey, vip netip.Addr) error {
 			if err := w.Client.Get(ctx, Ref{Resource: "services", Namespace: k.Namespace, Name: k.Name}, fresh); err != nil {
 				return err
 			}
-			svc = fresh
-			if !OurLoadBalancer(svc) || sameIngress(svc, vip) {
+			svc = cacheService(fresh)
+			if !svc.Ours || svc.sameIngress(vip) {
 				return nil
 			}
 		}
