@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/netloom/netloom/firewall/policy"
 )
 
 // The cache's objects repeat small maps: every EndpointSlice of a
@@ -31,7 +33,8 @@ const maxInterned = 8192
 
 var (
 	portMaps  interner[uint16] // EndpointSlice ports by name
-	labelMaps interner[string] // pod labels, policies' selectors
+	labelMaps interner[string] // pod labels, policies' selectors, services' selectors
+	podPorts  portLists        // pods' named container ports
 )
 
 // intern returns the map of m's content handed out before, else m (kept
@@ -55,4 +58,36 @@ func (in *interner[V]) intern(m map[string]V) map[string]V {
 	}
 	in.m[key.String()] = m
 	return m
+}
+
+// portLists hands out one list of named ports per content, as interner
+// does maps: the pods of a Deployment have the same container ports, and
+// the policy compiler's copy of the pods shares what they share.
+type portLists struct {
+	mu sync.Mutex
+	m  map[string][]policy.NamedPort
+}
+
+// intern returns the list of ps's content handed out before, else ps
+// (kept for the next call). An empty list is returned as it is.
+func (in *portLists) intern(ps []policy.NamedPort) []policy.NamedPort {
+	if len(ps) == 0 {
+		return ps
+	}
+	var key strings.Builder
+	for _, p := range ps {
+		key.WriteString(strconv.Quote(p.Name))
+		key.WriteString(strconv.Itoa(int(p.Port)))
+		key.WriteString(strconv.Quote(string(p.Protocol)))
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if got, ok := in.m[key.String()]; ok {
+		return got
+	}
+	if in.m == nil || len(in.m) >= maxInterned {
+		in.m = map[string][]policy.NamedPort{}
+	}
+	in.m[key.String()] = ps
+	return ps
 }

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/netloom/netloom/firewall/policy"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -40,14 +42,52 @@ func TestInterner(t *testing.T) {
 	}
 }
 
-// Pods of one ReplicaSet share their labels; policies share the maps of
-// their selectors.
+// Lists of one content are one list; lists that would read alike
+// without quoting, or differ in a port or a protocol, stay apart.
+func TestPortLists(t *testing.T) {
+	var in portLists
+	mk := func(ps ...policy.NamedPort) []policy.NamedPort { return ps }
+	http := policy.NamedPort{Name: "http", Port: 8080, Protocol: policy.TCP}
+	a := in.intern(mk(http, policy.NamedPort{Name: "dns", Port: 53, Protocol: policy.UDP}))
+	b := in.intern(mk(http, policy.NamedPort{Name: "dns", Port: 53, Protocol: policy.UDP}))
+	if &a[0] != &b[0] {
+		t.Error("two lists of one content are two lists")
+	}
+	for _, ps := range [][]policy.NamedPort{
+		mk(http),
+		mk(http, policy.NamedPort{Name: "dns", Port: 53, Protocol: policy.TCP}),
+		mk(http, policy.NamedPort{Name: "dns", Port: 54, Protocol: policy.UDP}),
+		mk(policy.NamedPort{Name: "http8", Port: 80, Protocol: policy.TCP}),
+	} {
+		if got := in.intern(ps); &got[0] == &a[0] || !reflect.DeepEqual(got, ps) {
+			t.Errorf("intern(%v) = %v, the list of %v", ps, got, a)
+		}
+	}
+	if got := in.intern(nil); got != nil {
+		t.Errorf("intern(nil) = %v", got)
+	}
+	for i := range maxInterned {
+		in.intern(mk(policy.NamedPort{Name: "p", Port: uint16(i)}))
+	}
+	if len(in.m) > maxInterned || a[0] != http || len(a) != 2 {
+		t.Errorf("full: %d contents held; a list handed out is now %v", len(in.m), a)
+	}
+}
+
+// Pods of one ReplicaSet share their labels and ports; policies share the
+// maps of their selectors.
 func TestCacheSharesLabels(t *testing.T) {
 	p1 := pod("default", "web-1", "u1", "n1", "10.244.1.5", map[string]string{"app": "web", "pod-template-hash": "abc"})
 	p2 := pod("default", "web-2", "u2", "n2", "10.244.2.5", map[string]string{"pod-template-hash": "abc", "app": "web"})
+	for _, p := range []*corev1.Pod{p1, p2} {
+		p.Spec.Containers = []corev1.Container{{Name: "app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}
+	}
 	c1, c2 := cachePod(p1), cachePod(p2)
 	if !same(c1.Labels, c2.Labels) {
 		t.Error("two pods with the same labels keep two maps")
+	}
+	if len(c1.Ports) != 1 || len(c2.Ports) != 1 || &c1.Ports[0] != &c2.Ports[0] {
+		t.Errorf("two pods with the same ports keep two lists: %v %v", c1.Ports, c2.Ports)
 	}
 	if cp := c1.DeepCopyObject().(*Pod); same(cp.Labels, c1.Labels) {
 		t.Error("DeepCopyObject shares the labels")

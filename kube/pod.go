@@ -49,7 +49,7 @@ func cachePod(p *corev1.Pod) *Pod {
 		IP: statusIPv4(p),
 	}
 	if ports := cluster.NamedPorts(p); len(ports) > 0 {
-		out.Ports = slices.Clip(ports)
+		out.Ports = podPorts.intern(slices.Clip(ports))
 	}
 	return out
 }
@@ -96,7 +96,8 @@ func (p *Pod) UnmarshalJSON(b []byte) error {
 }
 
 // DeepCopyObject implements runtime.Object, as the informer's cache needs.
-// The ports are shared: nothing writes them after cachePod made them.
+// The ports are shared (with other pods of the same ports, podPorts):
+// nothing writes them after cachePod made them.
 // The labels are copied (they may be shared with other pods, labelMaps).
 func (p *Pod) DeepCopyObject() runtime.Object {
 	c := *p
