@@ -23,8 +23,7 @@ import (
 // object, as views saved before it hold them.
 type CachedService struct {
 	metav1.TypeMeta `json:",inline"`
-	// ObjectMeta keeps name, namespace, UID and resourceVersion.
-	metav1.ObjectMeta `json:"metadata"`
+	Meta            `json:"metadata"`
 	// LB is the translated service, Assigned.Pool and ProxyElsewhere
 	// unset; LB.Selector is shared with other services of the same
 	// selector (labelMaps).
@@ -44,10 +43,10 @@ type CachedService struct {
 // cacheService makes the CachedService the cache keeps of svc.
 func cacheService(svc *corev1.Service) *CachedService {
 	out := &CachedService{
-		TypeMeta:   svc.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, UID: svc.UID, ResourceVersion: svc.ResourceVersion},
-		Ours:       OurLoadBalancer(svc),
-		Ingress:    svc.Status.LoadBalancer.Ingress,
+		TypeMeta: svc.TypeMeta,
+		Meta:     metaOf(&svc.ObjectMeta),
+		Ours:     OurLoadBalancer(svc),
+		Ingress:  svc.Status.LoadBalancer.Ingress,
 	}
 	out.Proxy, out.Labelled = svc.Labels[ProxyNameLabel]
 	s, err := translateService(svc)
@@ -113,6 +112,5 @@ func (c *CachedService) UnmarshalJSON(b []byte) error {
 // them after cacheService made them.
 func (c *CachedService) DeepCopyObject() runtime.Object {
 	out := *c
-	c.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
 	return &out
 }

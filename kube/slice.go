@@ -25,8 +25,8 @@ import (
 // the load balancer. Cached objects are read-only (client-go's rule), so
 // sharing is safe.
 type Slice struct {
-	metav1.TypeMeta   `json:",inline"`
-	metav1.ObjectMeta `json:"metadata"`
+	metav1.TypeMeta `json:",inline"`
+	Meta            `json:"metadata"`
 	// Service is the slice's kubernetes.io/service-name label.
 	Service     string                  `json:"service"`
 	AddressType discoveryv1.AddressType `json:"addressType"`
@@ -37,9 +37,7 @@ type Slice struct {
 // The endpoints' port maps are shared: nothing writes them after
 // stripSlice made them.
 func (s *Slice) DeepCopyObject() runtime.Object {
-	c := &Slice{TypeMeta: s.TypeMeta, Service: s.Service, AddressType: s.AddressType, Endpoints: slices.Clone(s.Endpoints)}
-	s.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
-	return c
+	return &Slice{TypeMeta: s.TypeMeta, Meta: s.Meta, Service: s.Service, AddressType: s.AddressType, Endpoints: slices.Clone(s.Endpoints)}
 }
 
 // stripSlice turns an EndpointSlice into the Slice the cache keeps. Node
@@ -48,10 +46,8 @@ func (s *Slice) DeepCopyObject() runtime.Object {
 // equal to it.
 func stripSlice(sl *discoveryv1.EndpointSlice) *Slice {
 	out := &Slice{
-		TypeMeta: sl.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: sl.Name, Namespace: sl.Namespace, UID: sl.UID, ResourceVersion: sl.ResourceVersion,
-		},
+		TypeMeta:    sl.TypeMeta,
+		Meta:        metaOf(&sl.ObjectMeta),
 		Service:     sl.Labels[discoveryv1.LabelServiceName],
 		AddressType: sl.AddressType,
 	}

@@ -14,10 +14,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/cache"
 )
 
 // A stripped EndpointSlice is its identity, its service and its
@@ -55,10 +57,14 @@ func TestStripSlice(t *testing.T) {
 	}
 	sl := got.(*Slice)
 	if sl.Name != "web-abc" || sl.Namespace != "default" || sl.ResourceVersion != "42" || sl.UID != "u-slice" || sl.Service != "web" || sl.AddressType != discoveryv1.AddressTypeIPv4 {
-		t.Errorf("identity: %+v %q %q", sl.ObjectMeta, sl.Service, sl.AddressType)
+		t.Errorf("identity: %+v %q %q", sl.Meta, sl.Service, sl.AddressType)
 	}
-	if sl.Labels != nil || sl.Annotations != nil || sl.OwnerReferences != nil || sl.ManagedFields != nil || sl.GenerateName != "" {
-		t.Errorf("metadata kept: %+v", sl.ObjectMeta)
+	// The informer reads the identity through ObjectMetaAccessor.
+	if m, err := meta.Accessor(sl); err != nil || m.GetName() != "web-abc" || m.GetNamespace() != "default" || m.GetResourceVersion() != "42" || m.GetUID() != "u-slice" {
+		t.Errorf("meta.Accessor: %v, %v", m, err)
+	}
+	if key, err := cache.MetaNamespaceKeyFunc(sl); err != nil || key != "default/web-abc" {
+		t.Errorf("informer key %q, %v", key, err)
 	}
 	ports := map[string]uint16{"http": 8080}
 	want := []lb.Endpoint{
