@@ -237,16 +237,18 @@ func Endpoints(slicesIn []*Slice) map[lb.ServiceKey][]lb.Endpoint {
 // pointer of an unchanged one, so a service whose slices are the same
 // pointers keeps its endpoints. With 10,000 services a change of one slice
 // then costs one service, not 100,000 endpoints of garbage.
+//
+// A service of one slice (most of them) has that slice's own endpoint
+// list (serviceEndpoints): nothing to compute or keep. Only services of
+// several slices are computed, and kept with their slices; the map
+// returned last holds their endpoints.
 type EndpointsCache struct {
-	svcs map[lb.ServiceKey]cachedEndpoints
-}
-
-type cachedEndpoints struct {
-	slices []*Slice // the service's slices, by name
-	eps    []lb.Endpoint
+	last  map[lb.ServiceKey][]lb.Endpoint
+	multi map[lb.ServiceKey][]*Slice // services of several slices, by name
 }
 
 // Update returns Endpoints(slicesIn), reusing what it computed before.
+// The map it returns is the caller's to keep, not to change.
 func (c *EndpointsCache) Update(slicesIn []*Slice) map[lb.ServiceKey][]lb.Endpoint {
 	sorted := make([]*Slice, 0, len(slicesIn))
 	for _, sl := range slicesIn {
@@ -257,8 +259,8 @@ func (c *EndpointsCache) Update(slicesIn []*Slice) map[lb.ServiceKey][]lb.Endpoi
 	slices.SortFunc(sorted, func(a, b *Slice) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Name, b.Name))
 	})
-	out := map[lb.ServiceKey][]lb.Endpoint{}
-	next := make(map[lb.ServiceKey]cachedEndpoints, len(c.svcs))
+	out := make(map[lb.ServiceKey][]lb.Endpoint, len(c.last))
+	multi := map[lb.ServiceKey][]*Slice{}
 	for len(sorted) > 0 {
 		key := lb.ServiceKey{Namespace: sorted[0].Namespace, Name: sorted[0].Service}
 		n := 1
@@ -267,17 +269,23 @@ func (c *EndpointsCache) Update(slicesIn []*Slice) map[lb.ServiceKey][]lb.Endpoi
 		}
 		run := sorted[:n:n]
 		sorted = sorted[n:]
-		ce, ok := c.svcs[key]
-		if !ok || !slices.Equal(ce.slices, run) {
+		eps, had := c.last[key]
+		switch {
+		case n == 1:
+			// The slice's own list, or nothing when it has none.
+			eps = run[0].Endpoints
+		case had && slices.Equal(c.multi[key], run):
+			multi[key] = c.multi[key]
+		default:
 			// A copy: a run of sorted would keep this pass's whole list.
-			ce = cachedEndpoints{slices: slices.Clone(run), eps: serviceEndpoints(run)}
+			multi[key] = slices.Clone(run)
+			eps = serviceEndpoints(run)
 		}
-		next[key] = ce
-		if len(ce.eps) > 0 {
-			out[key] = ce.eps
+		if len(eps) > 0 {
+			out[key] = eps
 		}
 	}
-	c.svcs = next
+	c.last, c.multi = out, multi
 	return out
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	goruntime "runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -425,4 +427,40 @@ func TestNodeSubnetChanged(t *testing.T) {
 	if !nodeSubnetChanged(node("n1", ""), node("n1", "10.244.1.0/24")) {
 		t.Error("a podCIDR set did not count")
 	}
+}
+
+// BenchmarkEndpointsCacheHeap is the heap the endpoints cache and the map
+// it returns hold beyond the slices themselves: 10,000 services of one
+// slice each and 100 of two, 10 endpoints a slice, updated once.
+func BenchmarkEndpointsCacheHeap(b *testing.B) {
+	var in []*Slice
+	for i := range 10100 {
+		svc := "svc-" + strconv.Itoa(i)
+		n := 1
+		if i >= 10000 {
+			n = 2
+		}
+		for k := range n {
+			var eps []discoveryv1.Endpoint
+			for j := range 10 {
+				p := (i*10 + j + k*5) % 5000
+				eps = append(eps, ep(fmt.Sprintf("10.244.%d.%d", 100+p/250, p%250+1), "node1", "", nil, nil, nil))
+			}
+			in = append(in, slice(svc, svc+"-"+strconv.Itoa(k), map[string]int32{"http": 8080}, eps...))
+		}
+	}
+	var kept []any
+	for b.Loop() {
+		kept = nil
+		goruntime.GC()
+		var before, after goruntime.MemStats
+		goruntime.ReadMemStats(&before)
+		c := &EndpointsCache{}
+		out := c.Update(in)
+		goruntime.GC()
+		goruntime.ReadMemStats(&after)
+		kept = append(kept, c, out)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/10100, "B/service")
+	}
+	_ = kept
 }
