@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"reflect"
 
 	"github.com/netloom/netloom/lb"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // CachedService is what the agent caches of a Service: its identity and
@@ -16,37 +17,84 @@ import (
 // arrives (Service, without the parts that depend on the pools and the
 // proxy mode), with what the Writer reads of its status. A corev1.Service
 // is 640 bytes before its spec's ports, maps and strings; with 10,000
-// services the cached API objects were 12 MB of a node's heap, and their
-// translation on every change of any service another 5 MB of copies.
+// services the cached API objects were 12 MB of a node's heap. A plain
+// service (ClusterIP or headless, a selector and ports, nothing else set:
+// most of a cluster's) keeps only those fields (plainService), not a
+// whole lb.Service, which the Source copies into the snapshot anyway.
 //
-// In JSON (the saved view) it is these fields; it also reads a Service API
-// object, as views saved before it hold them.
+// In JSON (the saved view) it is its identity, the translated lb.Service
+// and the fields below; it also reads a Service API object, as views
+// saved before it hold them.
 type CachedService struct {
-	metav1.TypeMeta `json:",inline"`
-	Meta            `json:"metadata"`
-	// LB is the translated service, Assigned.Pool and ProxyElsewhere
-	// unset; LB.Selector is shared with other services of the same
-	// selector (labelMaps).
-	LB lb.Service `json:"lb"`
+	Meta
+	// full is the translation (Assigned.Pool and ProxyElsewhere unset)
+	// unless it is plain; its Selector is shared with other services of
+	// the same selector (labelMaps).
+	full  *lb.Service
+	plain plainService
 	// Err is why netloom cannot serve the service ("" when it can).
-	Err string `json:"err,omitempty"`
+	Err string
 	// Proxy is the service's ProxyNameLabel, Labelled whether it has one.
-	Proxy    string `json:"proxy,omitempty"`
-	Labelled bool   `json:"labelled,omitempty"`
+	Proxy    string
+	Labelled bool
 	// Ours: a LoadBalancer service whose address netloom allocates
 	// (OurLoadBalancer).
-	Ours bool `json:"ours,omitempty"`
+	Ours bool
 	// Ingress is status.loadBalancer.ingress.
-	Ingress []corev1.LoadBalancerIngress `json:"ingress,omitempty"`
+	Ingress []corev1.LoadBalancerIngress
 }
+
+// plainService is what a plain service's translation holds besides its
+// identity: lb.Service{Namespace, Name, Type, Selector, Ports, ClusterIP,
+// Headless, Created: {Wall: created, Node: UID}, Assigned: {ClusterIP}}.
+type plainService struct {
+	typ       string
+	selector  map[string]string
+	ports     []lb.ServicePort
+	clusterIP netip.Addr
+	created   int64
+	headless  bool
+}
+
+// expand is the lb.Service of a plain service whose identity is m.
+func (p *plainService) expand(m *Meta) lb.Service {
+	return lb.Service{Namespace: m.Namespace, Name: m.Name, Type: p.typ, Selector: p.selector, Ports: p.ports,
+		ClusterIP: p.clusterIP, Headless: p.headless, Created: lb.Version{Wall: p.created, Node: string(m.UID)},
+		Assigned: lb.Assignment{ClusterIP: p.clusterIP}}
+}
+
+// setLB keeps s, as plainService when that gives s back exactly.
+func (c *CachedService) setLB(s lb.Service) {
+	p := plainService{typ: s.Type, selector: s.Selector, ports: s.Ports, clusterIP: s.ClusterIP, created: s.Created.Wall, headless: s.Headless}
+	if reflect.DeepEqual(p.expand(&c.Meta), s) {
+		c.plain, c.full = p, nil
+		return
+	}
+	c.plain, c.full = plainService{}, &s
+}
+
+// LB is the translated service, Assigned.Pool and ProxyElsewhere unset
+// (the zero Service when Err is set).
+func (c *CachedService) LB() lb.Service {
+	if c.full != nil {
+		return *c.full
+	}
+	if c.Err != "" {
+		return lb.Service{}
+	}
+	return c.plain.expand(&c.Meta)
+}
+
+// GetObjectKind implements runtime.Object: a cached object has no kind
+// (the informer's objects come without one).
+func (c *CachedService) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 
 // cacheService makes the CachedService the cache keeps of svc.
 func cacheService(svc *corev1.Service) *CachedService {
 	out := &CachedService{
-		TypeMeta: svc.TypeMeta,
-		Meta:     metaOf(&svc.ObjectMeta),
-		Ours:     OurLoadBalancer(svc),
-		Ingress:  svc.Status.LoadBalancer.Ingress,
+		Meta:    metaOf(&svc.ObjectMeta),
+		Ours:    OurLoadBalancer(svc),
+		Ingress: svc.Status.LoadBalancer.Ingress,
 	}
 	out.Proxy, out.Labelled = svc.Labels[ProxyNameLabel]
 	s, err := translateService(svc)
@@ -55,7 +103,7 @@ func cacheService(svc *corev1.Service) *CachedService {
 		return out
 	}
 	s.Selector = labelMaps.intern(s.Selector)
-	out.LB = s
+	out.setLB(s)
 	return out
 }
 
@@ -65,7 +113,7 @@ func (c *CachedService) Service(mode ProxyMode, pools []lb.Pool) (lb.Service, er
 	if c.Err != "" {
 		return lb.Service{}, errors.New(c.Err)
 	}
-	s := c.LB
+	s := c.LB()
 	s.ProxyElsewhere = !mode.proxies(c.Proxy, c.Labelled)
 	s.Assigned.Pool = poolOf(s.Assigned.VIP, pools)
 	return s, nil
@@ -79,6 +127,27 @@ func (c *CachedService) sameIngress(vip netip.Addr) bool {
 		return len(in) == 0
 	}
 	return len(in) == 1 && in[0].IP == vip.String() && in[0].Hostname == ""
+}
+
+// cachedJSON is a CachedService in JSON.
+type cachedJSON struct {
+	Meta     Meta                         `json:"metadata"`
+	LB       *lb.Service                  `json:"lb,omitempty"`
+	Err      string                       `json:"err,omitempty"`
+	Proxy    string                       `json:"proxy,omitempty"`
+	Labelled bool                         `json:"labelled,omitempty"`
+	Ours     bool                         `json:"ours,omitempty"`
+	Ingress  []corev1.LoadBalancerIngress `json:"ingress,omitempty"`
+}
+
+// MarshalJSON writes the service with its translation whole.
+func (c *CachedService) MarshalJSON() ([]byte, error) {
+	j := cachedJSON{Meta: c.Meta, Err: c.Err, Proxy: c.Proxy, Labelled: c.Labelled, Ours: c.Ours, Ingress: c.Ingress}
+	if c.Err == "" {
+		s := c.LB()
+		j.LB = &s
+	}
+	return json.Marshal(j)
 }
 
 // UnmarshalJSON reads a CachedService, or a Service API object (a view
@@ -98,12 +167,15 @@ func (c *CachedService) UnmarshalJSON(b []byte) error {
 		*c = *cacheService(&api)
 		return nil
 	}
-	type plain CachedService // without this method
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
+	var j cachedJSON
+	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*c = CachedService(p)
+	*c = CachedService{Meta: j.Meta, Err: j.Err, Proxy: j.Proxy, Labelled: j.Labelled, Ours: j.Ours, Ingress: j.Ingress}
+	if j.LB != nil && j.Err == "" {
+		j.LB.Selector = labelMaps.intern(j.LB.Selector)
+		c.setLB(*j.LB)
+	}
 	return nil
 }
 
