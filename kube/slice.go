@@ -8,8 +8,8 @@ import (
 
 	"github.com/netloom/netloom/lb"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // Slice is what the agent caches of an EndpointSlice: its identity, the
@@ -25,8 +25,7 @@ import (
 // the load balancer. Cached objects are read-only (client-go's rule), so
 // sharing is safe.
 type Slice struct {
-	metav1.TypeMeta `json:",inline"`
-	Meta            `json:"metadata"`
+	Meta `json:"metadata"`
 	// Service is the slice's kubernetes.io/service-name label.
 	Service     string                  `json:"service"`
 	AddressType discoveryv1.AddressType `json:"addressType"`
@@ -37,8 +36,12 @@ type Slice struct {
 // The endpoints' port maps are shared: nothing writes them after
 // stripSlice made them.
 func (s *Slice) DeepCopyObject() runtime.Object {
-	return &Slice{TypeMeta: s.TypeMeta, Meta: s.Meta, Service: s.Service, AddressType: s.AddressType, Endpoints: slices.Clone(s.Endpoints)}
+	return &Slice{Meta: s.Meta, Service: s.Service, AddressType: s.AddressType, Endpoints: slices.Clone(s.Endpoints)}
 }
+
+// GetObjectKind implements runtime.Object: a cached object has no kind
+// (the informer's objects come without one).
+func (s *Slice) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 
 // stripSlice turns an EndpointSlice into the Slice the cache keeps. Node
 // names and port maps repeat across slices and are kept once
@@ -46,7 +49,6 @@ func (s *Slice) DeepCopyObject() runtime.Object {
 // equal to it.
 func stripSlice(sl *discoveryv1.EndpointSlice) *Slice {
 	out := &Slice{
-		TypeMeta:    sl.TypeMeta,
 		Meta:        metaOf(&sl.ObjectMeta),
 		Service:     sl.Labels[discoveryv1.LabelServiceName],
 		AddressType: sl.AddressType,
