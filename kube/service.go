@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"time"
 
 	"github.com/netloom/netloom/lb"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -40,6 +42,8 @@ type CachedService struct {
 	// Ours: a LoadBalancer service whose address netloom allocates
 	// (OurLoadBalancer).
 	Ours bool
+	// Class is spec.loadBalancerClass ("" when unset).
+	Class string
 	// Ingress is status.loadBalancer.ingress.
 	Ingress []corev1.LoadBalancerIngress
 }
@@ -97,6 +101,9 @@ func cacheService(svc *corev1.Service) *CachedService {
 		Ingress: svc.Status.LoadBalancer.Ingress,
 	}
 	out.Proxy, out.Labelled = svc.Labels[ProxyNameLabel]
+	if c := svc.Spec.LoadBalancerClass; c != nil {
+		out.Class = *c
+	}
 	s, err := translateService(svc)
 	if err != nil {
 		out.Err = err.Error()
@@ -119,6 +126,75 @@ func (c *CachedService) Service(mode ProxyMode, pools []lb.Pool) (lb.Service, er
 	return s, nil
 }
 
+// API is the service as an API object with what netloom keeps of it, for
+// `netloom get` and the dashboard: identity, creation time, the
+// ProxyNameLabel and pool annotation, the spec load balancing reads, and
+// status.loadBalancer.ingress (other labels and annotations, and the spec
+// of a service netloom cannot serve, are not kept).
+func (c *CachedService) API() *corev1.Service {
+	out := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: c.Name, Namespace: c.Namespace, UID: c.UID, ResourceVersion: c.ResourceVersion}}
+	if c.Labelled {
+		out.Labels = map[string]string{ProxyNameLabel: c.Proxy}
+	}
+	out.Status.LoadBalancer.Ingress = c.Ingress
+	if c.Class != "" {
+		out.Spec.LoadBalancerClass = &c.Class
+	}
+	if c.Err != "" {
+		return out
+	}
+	s := c.LB()
+	out.CreationTimestamp = metav1.NewTime(time.UnixMilli(s.Created.Wall))
+	if s.Pool != "" {
+		out.Annotations = map[string]string{lb.PoolAnnotation: s.Pool}
+	}
+	sp := &out.Spec
+	sp.Type = corev1.ServiceType(s.Type)
+	if c.Class != "" && !c.Ours {
+		sp.Type = corev1.ServiceTypeLoadBalancer // translated as ClusterIP
+	}
+	sp.Selector = s.Selector
+	switch {
+	case s.Headless:
+		sp.ClusterIP, sp.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone}
+	case s.ClusterIP.IsValid():
+		sp.ClusterIP = s.ClusterIP.String()
+		sp.ClusterIPs = []string{sp.ClusterIP}
+	}
+	for _, p := range s.Ports {
+		sp.Ports = append(sp.Ports, corev1.ServicePort{Name: p.Name, Protocol: corev1.Protocol(p.Protocol), Port: int32(p.Port),
+			TargetPort: p.TargetPort, NodePort: int32(p.NodePort)})
+	}
+	for _, a := range s.ExternalIPs {
+		sp.ExternalIPs = append(sp.ExternalIPs, a.String())
+	}
+	if s.LoadBalancerIP.IsValid() {
+		sp.LoadBalancerIP = s.LoadBalancerIP.String()
+	}
+	for _, r := range s.SourceRanges {
+		sp.LoadBalancerSourceRanges = append(sp.LoadBalancerSourceRanges, r.String())
+	}
+	if s.SessionAffinity {
+		sp.SessionAffinity = corev1.ServiceAffinityClientIP
+		if s.AffinityTimeout > 0 {
+			t := int32(s.AffinityTimeout / time.Second)
+			sp.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: &t}}
+		}
+	}
+	sp.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicy(s.ExternalTrafficPolicy)
+	if s.InternalTrafficPolicy == lb.PolicyLocal {
+		local := corev1.ServiceInternalTrafficPolicyLocal
+		sp.InternalTrafficPolicy = &local
+	}
+	sp.PublishNotReadyAddresses = s.PublishNotReady
+	sp.HealthCheckNodePort = int32(s.HealthCheckNodePort)
+	if sp.Type == corev1.ServiceTypeLoadBalancer && !s.NodePorts {
+		no := false
+		sp.AllocateLoadBalancerNodePorts = &no
+	}
+	return out
+}
+
 // sameIngress reports whether the service's status holds vip alone (no
 // ingress when vip is invalid).
 func (c *CachedService) sameIngress(vip netip.Addr) bool {
@@ -132,6 +208,7 @@ func (c *CachedService) sameIngress(vip netip.Addr) bool {
 // cachedJSON is a CachedService in JSON.
 type cachedJSON struct {
 	Meta     Meta                         `json:"metadata"`
+	Class    string                       `json:"class,omitempty"`
 	LB       *lb.Service                  `json:"lb,omitempty"`
 	Err      string                       `json:"err,omitempty"`
 	Proxy    string                       `json:"proxy,omitempty"`
@@ -142,7 +219,7 @@ type cachedJSON struct {
 
 // MarshalJSON writes the service with its translation whole.
 func (c *CachedService) MarshalJSON() ([]byte, error) {
-	j := cachedJSON{Meta: c.Meta, Err: c.Err, Proxy: c.Proxy, Labelled: c.Labelled, Ours: c.Ours, Ingress: c.Ingress}
+	j := cachedJSON{Meta: c.Meta, Class: c.Class, Err: c.Err, Proxy: c.Proxy, Labelled: c.Labelled, Ours: c.Ours, Ingress: c.Ingress}
 	if c.Err == "" {
 		s := c.LB()
 		j.LB = &s
@@ -171,7 +248,7 @@ func (c *CachedService) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*c = CachedService{Meta: j.Meta, Err: j.Err, Proxy: j.Proxy, Labelled: j.Labelled, Ours: j.Ours, Ingress: j.Ingress}
+	*c = CachedService{Meta: j.Meta, Class: j.Class, Err: j.Err, Proxy: j.Proxy, Labelled: j.Labelled, Ours: j.Ours, Ingress: j.Ingress}
 	if j.LB != nil && j.Err == "" {
 		j.LB.Selector = labelMaps.intern(j.LB.Selector)
 		c.setLB(*j.LB)

@@ -51,6 +51,21 @@ func TestCachedServiceForms(t *testing.T) {
 			s.Spec.InternalTrafficPolicy = new(corev1.ServiceInternalTrafficPolicyLocal)
 			return s
 		}(), false},
+		"other class": {func() *corev1.Service {
+			s := lbService("l")
+			s.Spec.LoadBalancerClass = new("example.com/lb")
+			return s
+		}(), false},
+		"no node ports": {func() *corev1.Service {
+			s := lbService("m")
+			s.Spec.AllocateLoadBalancerNodePorts = new(false)
+			s.Spec.Ports[0].NodePort = 0
+			s.Spec.LoadBalancerSourceRanges = []string{"192.0.2.0/24"}
+			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			s.Spec.HealthCheckNodePort = 32000
+			s.Labels = map[string]string{ProxyNameLabel: "other"}
+			return s
+		}(), false},
 		"pool annotation": {func() *corev1.Service {
 			s := lbService("k")
 			s.Annotations = map[string]string{"netloom.io/address-pool": "lan"}
@@ -71,6 +86,10 @@ func TestCachedServiceForms(t *testing.T) {
 		}
 		if (c.full == nil) != tc.plain {
 			t.Errorf("%s: kept plain %v, want %v", name, c.full == nil, tc.plain)
+		}
+		// As an API object (netloom get) it caches back to the same.
+		if again := cacheService(c.API()); !reflect.DeepEqual(again, c) {
+			t.Errorf("%s: the API object %+v caches as %+v, want %+v", name, c.API(), again, c)
 		}
 		b, err := json.Marshal(c)
 		if err != nil {

@@ -686,7 +686,7 @@ func (s *Source) List(kind, ns string) []Object {
 		}
 	case "Service":
 		for _, o := range v.Services {
-			add("v1", o.Namespace, o.Name, o)
+			add("v1", o.Namespace, o.Name, o.API())
 		}
 	case "AddressPool":
 		for _, o := range v.AddressPools {

@@ -122,6 +122,14 @@ func TestSourceFollowsTheAPI(t *testing.T) {
 	if l := src.List("Pod", "default"); len(l) != 1 || !strings.Contains(string(l[0].JSON), `"kind":"Pod"`) {
 		t.Errorf("List(Pod) = %s", l)
 	}
+	// A service as the API object: its spec and status as the server has
+	// them (netloom get services -o json, the dashboard).
+	l := src.List("Service", "default")
+	var got corev1.Service
+	if len(l) != 1 || json.Unmarshal(l[0].JSON, &got) != nil || got.Kind != "Service" || got.Spec.ClusterIP != "10.96.0.20" ||
+		len(got.Spec.Ports) != 1 || got.Spec.Ports[0].NodePort != 31000 || got.Spec.Type != corev1.ServiceTypeLoadBalancer || IngressIP(&got) != netip.MustParseAddr("192.168.1.241") {
+		t.Errorf("List(Service) = %s", l)
+	}
 	// The view is saved for a start without the API server.
 	waitFor(t, "the saved view", func() bool {
 		v, err := LoadView(state)
