@@ -15,24 +15,24 @@ func same[V any](a, b map[string]V) bool {
 }
 
 func TestInterner(t *testing.T) {
-	var in interner[string]
-	a := in.intern(map[string]string{"app": "web", "tier": "front"})
-	b := in.intern(map[string]string{"tier": "front", "app": "web"})
+	var in interner[map[string]string]
+	a := internMap(&in, map[string]string{"app": "web", "tier": "front"})
+	b := internMap(&in, map[string]string{"tier": "front", "app": "web"})
 	if !same(a, b) {
 		t.Error("two maps of one content are two maps")
 	}
 	// Contents that would read alike without quoting stay apart.
 	for _, m := range []map[string]string{{"app": "webtier", "": "front"}, {"app": "web", "tier": "fron"}, {"app\"": "web", "tier": "front"}} {
-		if got := in.intern(m); same(got, a) || !reflect.DeepEqual(got, m) {
+		if got := internMap(&in, m); same(got, a) || !reflect.DeepEqual(got, m) {
 			t.Errorf("intern(%v) = %v, the map of %v", m, got, a)
 		}
 	}
-	if got := in.intern(map[string]string(nil)); got != nil {
+	if got := internMap(&in, map[string]string(nil)); got != nil {
 		t.Errorf("intern(nil) = %v", got)
 	}
 	// Full, it starts over: maps handed out stay as they were.
 	for i := range maxInterned {
-		in.intern(map[string]string{"n": string(rune('a' + i%26)), "i": string(rune(i))})
+		internMap(&in, map[string]string{"n": string(rune('a' + i%26)), "i": string(rune(i))})
 	}
 	if len(in.m) > maxInterned {
 		t.Errorf("the interner holds %d contents, more than %d", len(in.m), maxInterned)
@@ -45,11 +45,11 @@ func TestInterner(t *testing.T) {
 // Lists of one content are one list; lists that would read alike
 // without quoting, or differ in a port or a protocol, stay apart.
 func TestPortLists(t *testing.T) {
-	var in portLists
+	var in interner[[]policy.NamedPort]
 	mk := func(ps ...policy.NamedPort) []policy.NamedPort { return ps }
 	http := policy.NamedPort{Name: "http", Port: 8080, Protocol: policy.TCP}
-	a := in.intern(mk(http, policy.NamedPort{Name: "dns", Port: 53, Protocol: policy.UDP}))
-	b := in.intern(mk(http, policy.NamedPort{Name: "dns", Port: 53, Protocol: policy.UDP}))
+	a := internPorts(&in, mk(http, policy.NamedPort{Name: "dns", Port: 53, Protocol: policy.UDP}))
+	b := internPorts(&in, mk(http, policy.NamedPort{Name: "dns", Port: 53, Protocol: policy.UDP}))
 	if &a[0] != &b[0] {
 		t.Error("two lists of one content are two lists")
 	}
@@ -59,15 +59,15 @@ func TestPortLists(t *testing.T) {
 		mk(http, policy.NamedPort{Name: "dns", Port: 54, Protocol: policy.UDP}),
 		mk(policy.NamedPort{Name: "http8", Port: 80, Protocol: policy.TCP}),
 	} {
-		if got := in.intern(ps); &got[0] == &a[0] || !reflect.DeepEqual(got, ps) {
+		if got := internPorts(&in, ps); &got[0] == &a[0] || !reflect.DeepEqual(got, ps) {
 			t.Errorf("intern(%v) = %v, the list of %v", ps, got, a)
 		}
 	}
-	if got := in.intern(nil); got != nil {
+	if got := internPorts(&in, nil); got != nil {
 		t.Errorf("intern(nil) = %v", got)
 	}
 	for i := range maxInterned {
-		in.intern(mk(policy.NamedPort{Name: "p", Port: uint16(i)}))
+		internPorts(&in, mk(policy.NamedPort{Name: "p", Port: uint16(i)}))
 	}
 	if len(in.m) > maxInterned || a[0] != http || len(a) != 2 {
 		t.Errorf("full: %d contents held; a list handed out is now %v", len(in.m), a)

@@ -43,13 +43,13 @@ func cachePod(p *corev1.Pod) *Pod {
 		TypeMeta: p.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			Labels: labelMaps.intern(p.Labels), DeletionTimestamp: p.DeletionTimestamp, CreationTimestamp: p.CreationTimestamp,
+			Labels: internMap(&labelMaps, p.Labels), DeletionTimestamp: p.DeletionTimestamp, CreationTimestamp: p.CreationTimestamp,
 		},
 		NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork, Ready: ready, Phase: p.Status.Phase,
 		IP: statusIPv4(p),
 	}
 	if ports := cluster.NamedPorts(p); len(ports) > 0 {
-		out.Ports = podPorts.intern(slices.Clip(ports))
+		out.Ports = internPorts(&podPorts, slices.Clip(ports))
 	}
 	return out
 }

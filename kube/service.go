@@ -109,7 +109,7 @@ func cacheService(svc *corev1.Service) *CachedService {
 		out.Err = err.Error()
 		return out
 	}
-	s.Selector = labelMaps.intern(s.Selector)
+	s.Selector = internMap(&labelMaps, s.Selector)
 	out.setLB(s)
 	return out
 }
@@ -250,7 +250,7 @@ func (c *CachedService) UnmarshalJSON(b []byte) error {
 	}
 	*c = CachedService{Meta: j.Meta, Class: j.Class, Err: j.Err, Proxy: j.Proxy, Labelled: j.Labelled, Ours: j.Ours, Ingress: j.Ingress}
 	if j.LB != nil && j.Err == "" {
-		j.LB.Selector = labelMaps.intern(j.LB.Selector)
+		j.LB.Selector = internMap(&labelMaps, j.LB.Selector)
 		c.setLB(*j.LB)
 	}
 	return nil

@@ -80,7 +80,7 @@ func TestCachedServiceForms(t *testing.T) {
 		if err != nil || c.Err != "" {
 			t.Fatalf("%s: %v %q", name, err, c.Err)
 		}
-		want.Selector = labelMaps.intern(want.Selector)
+		want.Selector = internMap(&labelMaps, want.Selector)
 		if got := c.LB(); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: cached %+v, want %+v", name, got, want)
 		}

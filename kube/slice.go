@@ -66,7 +66,7 @@ func stripSlice(sl *discoveryv1.EndpointSlice) *Slice {
 			ports[name] = uint16(*p.Port)
 		}
 	}
-	ports = portMaps.intern(ports)
+	ports = internMap(&portMaps, ports)
 	// Sized once: the cache keeps this list, and append's doubling would
 	// leave it up to twice as long as it is.
 	eps := make([]lb.Endpoint, 0, len(sl.Endpoints))

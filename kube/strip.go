@@ -51,7 +51,7 @@ func strip(obj any) (any, error) {
 func internSelectors(spec *networkingv1.NetworkPolicySpec) {
 	one := func(sel *metav1.LabelSelector) {
 		if sel != nil {
-			sel.MatchLabels = labelMaps.intern(sel.MatchLabels)
+			sel.MatchLabels = internMap(&labelMaps, sel.MatchLabels)
 		}
 	}
 	peers := func(ps []networkingv1.NetworkPolicyPeer) {
