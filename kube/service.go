@@ -195,10 +195,9 @@ func (c *CachedService) API() *corev1.Service {
 	return out
 }
 
-// sameIngress reports whether the service's status holds vip alone (no
-// ingress when vip is invalid).
-func (c *CachedService) sameIngress(vip netip.Addr) bool {
-	in := c.Ingress
+// sameIngress reports whether status.loadBalancer.ingress in holds vip
+// alone (no ingress when vip is invalid).
+func sameIngress(in []corev1.LoadBalancerIngress, vip netip.Addr) bool {
 	if !vip.IsValid() {
 		return len(in) == 0
 	}

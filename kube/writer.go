@@ -91,11 +91,12 @@ func ingressPatch(rv string, vip netip.Addr) ([]byte, error) {
 // annotation: kubectl apply would lose it).
 func (w *Writer) writeIngress(k lb.ServiceKey, vip netip.Addr) error {
 	svc := w.Service(k)
-	if svc == nil || !svc.Ours || svc.sameIngress(vip) {
+	if svc == nil || !svc.Ours || sameIngress(svc.Ingress, vip) {
 		return nil
 	}
 	ctx, cancel := w.ctx()
 	defer cancel()
+	rv := svc.ResourceVersion
 	first := true
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if !first {
@@ -103,13 +104,13 @@ func (w *Writer) writeIngress(k lb.ServiceKey, vip netip.Addr) error {
 			if err := w.Client.Get(ctx, Ref{Resource: "services", Namespace: k.Namespace, Name: k.Name}, fresh); err != nil {
 				return err
 			}
-			svc = cacheService(fresh)
-			if !svc.Ours || svc.sameIngress(vip) {
+			if !OurLoadBalancer(fresh) || sameIngress(fresh.Status.LoadBalancer.Ingress, vip) {
 				return nil
 			}
+			rv = fresh.ResourceVersion
 		}
 		first = false
-		patch, err := ingressPatch(svc.ResourceVersion, vip)
+		patch, err := ingressPatch(rv, vip)
 		if err != nil {
 			return err
 		}
