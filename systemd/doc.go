@@ -11,4 +11,8 @@
 // through go-systemd's daemon package. Outside systemd (NOTIFY_SOCKET or
 // WATCHDOG_USEC unset) they do nothing and return nil, so the agent calls
 // them unconditionally.
+//
+// ReleaseStartupPages is the other half of finishing start-up: it hands the
+// binary's pages that only start-up used back to the page cache, so that
+// they stop counting in the resident memory of every netloom process.
 package systemd
