@@ -410,6 +410,7 @@ func (a *Agent) runReady(ctx context.Context) error {
 			a.ready.Store(true)
 			a.log.Info("node ready", "subnet", s.Node.Subnet)
 			_ = systemd.Ready()
+			a.releaseStartupPages()
 			return nil
 		}
 		select {

@@ -19,6 +19,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/netloom/netloom/systemd"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
@@ -142,6 +143,11 @@ func RunCompanion(ctx context.Context, iface string, mtu int, runDir string, pro
 	}
 
 	log.Info("wg-companion running", "uapi", uapiPath(iface), "pid_file", pidPath)
+	if released, err := systemd.ReleaseStartupPages(); err != nil {
+		log.Warn("the binary's start-up pages stay resident", "err", err)
+	} else {
+		log.Debug("released the binary's start-up pages", "MiB", float64(released)/(1<<20))
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
