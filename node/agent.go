@@ -410,7 +410,7 @@ func (a *Agent) runReady(ctx context.Context) error {
 			a.ready.Store(true)
 			a.log.Info("node ready", "subnet", s.Node.Subnet)
 			_ = systemd.Ready()
-			a.releaseStartupPages()
+			systemd.ReleaseStartupPagesLogged(a.log)
 			return nil
 		}
 		select {

@@ -5,8 +5,6 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
-
-	"github.com/netloom/netloom/systemd"
 )
 
 // Trimming the heap. The resident memory of a Go process is its heap at
@@ -74,15 +72,4 @@ func (a *Agent) runTrim(ctx context.Context) error {
 			a.log.Debug("returned free heap to the kernel", "slackMiB", s>>20, "liveMiB", live>>20)
 		}
 	})
-}
-
-// releaseStartupPages hands the binary's pages that only start-up used back
-// to the page cache, once the node is ready (systemd.ReleaseStartupPages).
-func (a *Agent) releaseStartupPages() {
-	released, err := systemd.ReleaseStartupPages()
-	if err != nil {
-		a.log.Warn("the binary's start-up pages stay resident", "err", err)
-		return
-	}
-	a.log.Debug("released the binary's start-up pages", "MiB", float64(released)/(1<<20))
 }

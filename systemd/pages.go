@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -23,9 +24,9 @@ import (
 // tables) with madvise(MADV_DONTNEED). For a mapping nobody wrote to that
 // discards nothing: the pages stay in the page cache, and whatever runs
 // again maps its page back from there with a minor fault, as at start. What
-// only start-up used is then plain page cache, which the kernel reclaims
-// before the mapped code of a running program, instead of counting in every
-// netloom process's resident memory.
+// only start-up used is then plain page cache, which the kernel can reclaim
+// without unmapping anything, instead of counting in every netloom
+// process's resident memory.
 //
 // A debugger's breakpoints are private copies of code pages; a release while
 // one is attached drops them.
@@ -104,6 +105,18 @@ func ReleaseStartupPages() (released int64, err error) {
 		return 0, fmt.Errorf("release start-up pages: %w", err)
 	}
 	return before - rssFile(), nil
+}
+
+// ReleaseStartupPagesLogged is ReleaseStartupPages for a process that
+// goes on when the release fails: it logs a warning then, and the amount
+// released at debug level.
+func ReleaseStartupPagesLogged(log *slog.Logger) {
+	released, err := ReleaseStartupPages()
+	if err != nil {
+		log.Warn("the binary's start-up pages stay resident", "err", err)
+		return
+	}
+	log.Debug("released the binary's start-up pages", "MiB", float64(released)/(1<<20))
 }
 
 // rssFile is the process's resident file-backed memory in bytes (RssFile

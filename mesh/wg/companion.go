@@ -143,11 +143,7 @@ func RunCompanion(ctx context.Context, iface string, mtu int, runDir string, pro
 	}
 
 	log.Info("wg-companion running", "uapi", uapiPath(iface), "pid_file", pidPath)
-	if released, err := systemd.ReleaseStartupPages(); err != nil {
-		log.Warn("the binary's start-up pages stay resident", "err", err)
-	} else {
-		log.Debug("released the binary's start-up pages", "MiB", float64(released)/(1<<20))
-	}
+	systemd.ReleaseStartupPagesLogged(log)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
