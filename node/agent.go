@@ -204,7 +204,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.kube != nil {
 		rooms = append(rooms, a.kube.Run, a.runKube)
 	}
-	for _, run := range append(rooms, a.hub.Run, a.runMeta, a.runReady, a.runAnnouncer, a.joinLoop, rejoin, a.runExpire, a.runTrim,
+	for _, run := range append(rooms, a.hub.Run, a.runMeta, a.runReady, a.runAnnouncer, a.joinLoop, rejoin, a.runExpire, a.runTrim, a.runStartupPages,
 		func(ctx context.Context) error { systemd.RunWatchdog(ctx); return nil }) {
 		wg.Add(1)
 		go func() {
@@ -410,7 +410,6 @@ func (a *Agent) runReady(ctx context.Context) error {
 			a.ready.Store(true)
 			a.log.Info("node ready", "subnet", s.Node.Subnet)
 			_ = systemd.Ready()
-			systemd.ReleaseStartupPagesLogged(a.log)
 			return nil
 		}
 		select {

@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
+
+	"github.com/netloom/netloom/systemd"
 )
 
 // Trimming the heap. The resident memory of a Go process is its heap at
@@ -72,4 +74,42 @@ func (a *Agent) runTrim(ctx context.Context) error {
 			a.log.Debug("returned free heap to the kernel", "slackMiB", s>>20, "liveMiB", live>>20)
 		}
 	})
+}
+
+// Start-up pages (systemd.ReleaseStartupPages). Start-up is over when the
+// node is ready and, in Kubernetes mode, once the API caches have synced
+// and the rooms have had startupSettle for their first passes over them:
+// there the API scheme is built on first contact and the first lists are
+// decoded and compiled, often after the node is ready.
+const startupSettle = 30 * time.Second
+
+// runStartupPages releases the binary's start-up pages when the node is
+// ready, and in Kubernetes mode once more when the start-up above is over.
+func (a *Agent) runStartupPages(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	wait := func(done func() bool) bool {
+		for !done() {
+			select {
+			case <-ctx.Done():
+				return false
+			case <-t.C:
+			}
+		}
+		return true
+	}
+	if !wait(a.ready.Load) {
+		return nil
+	}
+	systemd.ReleaseStartupPagesLogged(a.log)
+	if a.kube == nil || !wait(func() bool { return a.kube.Status().Synced }) {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(startupSettle):
+	}
+	systemd.ReleaseStartupPagesLogged(a.log)
+	return nil
 }
