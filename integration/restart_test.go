@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/netloom/netloom/node/demo"
+	"github.com/netloom/netloom/systemd"
 )
 
 // TestRestartKeepsSubnetAndTraffic: a SIGTERM'd and restarted agent keeps
@@ -304,6 +307,29 @@ func TestFirstPacketsAfterStart(t *testing.T) {
 		}
 		for _, l := range linesWith(n.LogPath, "level=ERROR") {
 			t.Errorf("%s logged an error during a clean start: %s", n.Name, l)
+		}
+	}
+	// Once ready, the agent and its companion hand the binary's start-up
+	// pages back (systemd.ReleaseStartupPages): each says how much of
+	// its resident memory that was.
+	for _, n := range x.c.Nodes {
+		logs := []string{n.LogPath}
+		comp := filepath.Join(n.RunDir, n.WGIface+".log") // userspace WireGuard only
+		if _, err := os.Stat(comp); err == nil {
+			logs = append(logs, comp)
+		}
+		for _, path := range logs {
+			eventually(t, 10*time.Second, n.Name+" releases its start-up pages ("+path+")", func() error {
+				l := linesWith(path, systemd.ReleasedLog)
+				if len(l) == 0 {
+					return fmt.Errorf("no %q in the log", systemd.ReleasedLog)
+				}
+				_, v, _ := strings.Cut(l[0], "MiB=")
+				if mib, err := strconv.ParseFloat(strings.Fields(v + " ")[0], 64); err != nil || mib <= 0 {
+					return fmt.Errorf("want a release of more than 0 MiB, got: %s", l[0])
+				}
+				return nil
+			})
 		}
 	}
 }

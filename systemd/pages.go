@@ -107,16 +107,19 @@ func ReleaseStartupPages() (released int64, err error) {
 	return before - rssFile(), nil
 }
 
+// ReleasedLog is the message logged after a release.
+const ReleasedLog = "released the binary's start-up pages"
+
 // ReleaseStartupPagesLogged is ReleaseStartupPages for a process that
-// goes on when the release fails: it logs a warning then, and the amount
-// released at debug level.
+// goes on when the release fails: it logs a warning then, and otherwise
+// the amount released (ReleasedLog, with the key MiB).
 func ReleaseStartupPagesLogged(log *slog.Logger) {
 	released, err := ReleaseStartupPages()
 	if err != nil {
 		log.Warn("the binary's start-up pages stay resident", "err", err)
 		return
 	}
-	log.Debug("released the binary's start-up pages", "MiB", float64(released)/(1<<20))
+	log.Info(ReleasedLog, "MiB", float64(released)/(1<<20))
 }
 
 // rssFile is the process's resident file-backed memory in bytes (RssFile
