@@ -1,15 +1,12 @@
 package systemd
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,47 +28,19 @@ import (
 // A debugger's breakpoints are private copies of code pages; a release while
 // one is attached drops them.
 
-// mapping is one address range of /proc/PID/maps.
-type mapping struct{ start, end uintptr }
-
-// fileID names a file as /proc/PID/maps does: device and inode.
-type fileID struct {
-	major, minor uint32
-	inode        uint64
-}
-
-// readOnlyMappings returns the mappings in maps (the text of /proc/PID/maps)
-// of the file id that the process cannot write: those a release may drop.
-// A writable mapping (the binary's data) would lose what was written to it
-// and is never returned; neither is a mapping of any other file.
-func readOnlyMappings(maps string, id fileID) ([]mapping, error) {
-	var out []mapping
-	sc := bufio.NewScanner(strings.NewReader(maps))
-	for sc.Scan() {
-		// address perms offset dev inode [path]
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 {
-			continue
+// releasable returns the mappings of maps (a process's /proc/PID/maps) that
+// map the file with device dev and inode ino privately without write
+// permission: those a release may drop. A writable mapping (the binary's
+// data) would lose what was written to it and is never returned; neither
+// is a mapping of any other file.
+func releasable(maps []*procfs.ProcMap, dev, ino uint64) []*procfs.ProcMap {
+	var out []*procfs.ProcMap
+	for _, m := range maps {
+		if m.Dev == dev && m.Inode == ino && m.Perms != nil && m.Perms.Read && !m.Perms.Write && m.Perms.Private {
+			out = append(out, m)
 		}
-		perms, dev, inode := f[1], f[3], f[4]
-		if len(perms) < 4 || perms[0] != 'r' || perms[1] != '-' || perms[3] != 'p' {
-			continue
-		}
-		if inode != strconv.FormatUint(id.inode, 10) || dev != fmt.Sprintf("%02x:%02x", id.major, id.minor) {
-			continue
-		}
-		lo, hi, ok := strings.Cut(f[0], "-")
-		if !ok {
-			return nil, fmt.Errorf("maps line %q: no address range", sc.Text())
-		}
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if err := errors.Join(err1, err2); err != nil || end <= start {
-			return nil, fmt.Errorf("maps line %q: bad address range", sc.Text())
-		}
-		out = append(out, mapping{uintptr(start), uintptr(end)})
 	}
-	return out, sc.Err()
+	return out
 }
 
 // ReleaseStartupPages drops this process's mappings of the pages of its own
@@ -83,28 +52,29 @@ func ReleaseStartupPages() (released int64, err error) {
 	if err := syscall.Stat("/proc/self/exe", &st); err != nil {
 		return 0, fmt.Errorf("release start-up pages: stat /proc/self/exe: %w", err)
 	}
-	maps, err := os.ReadFile("/proc/self/maps")
+	self, err := procfs.Self()
 	if err != nil {
 		return 0, fmt.Errorf("release start-up pages: %w", err)
 	}
-	ms, err := readOnlyMappings(string(maps), fileID{unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino})
+	maps, err := self.ProcMaps()
 	if err != nil {
 		return 0, fmt.Errorf("release start-up pages: /proc/self/maps: %w", err)
 	}
+	ms := releasable(maps, uint64(st.Dev), st.Ino)
 	if len(ms) == 0 {
 		return 0, errors.New("release start-up pages: /proc/self/maps shows no read-only mapping of the binary")
 	}
-	before := rssFile()
+	before := rssFile(self)
 	var errs []error
 	for _, m := range ms {
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); e != 0 {
-			errs = append(errs, fmt.Errorf("madvise %#x-%#x: %w", m.start, m.end, e))
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, m.StartAddr, m.EndAddr-m.StartAddr, unix.MADV_DONTNEED); e != 0 {
+			errs = append(errs, fmt.Errorf("madvise %#x-%#x: %w", m.StartAddr, m.EndAddr, e))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return 0, fmt.Errorf("release start-up pages: %w", err)
 	}
-	return before - rssFile(), nil
+	return before - rssFile(self), nil
 }
 
 // ReleasedLog is the message logged after a release.
@@ -123,17 +93,11 @@ func ReleaseStartupPagesLogged(log *slog.Logger) {
 }
 
 // rssFile is the process's resident file-backed memory in bytes (RssFile
-// of /proc/self/status), 0 when it cannot be read.
-func rssFile() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+// of /proc/PID/status), 0 when it cannot be read.
+func rssFile(p procfs.Proc) int64 {
+	st, err := p.NewStatus()
 	if err != nil {
 		return 0
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return int64(st.RssFile)
 }

@@ -4,36 +4,38 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 )
 
-func TestReadOnlyMappings(t *testing.T) {
-	maps := `00400000-012b0000 r-xp 00000000 08:01 4194321                            /usr/local/bin/netloom
-012b0000-0222a000 r--p 00eb0000 08:01 4194321                            /usr/local/bin/netloom
-0222a000-022bf000 rw-p 01e2a000 08:01 4194321                            /usr/local/bin/netloom
-022bf000-04308000 rw-p 00000000 00:00 0
-7f0000000000-7f0000021000 r-xp 00000000 08:01 4194322                    /usr/lib/other.so
-7f0000021000-7f0000022000 r--s 00000000 08:01 4194321                    /usr/local/bin/netloom
-7f0000030000-7f0000031000 r-xp 00000000 08:02 4194321                    /mnt/same-inode-other-disk
-7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]
-`
-	got, err := readOnlyMappings(maps, fileID{major: 8, minor: 1, inode: 4194321})
-	if err != nil {
-		t.Fatal(err)
+func TestReleasable(t *testing.T) {
+	dev := unix.Mkdev(8, 1)
+	perms := func(p string) *procfs.ProcMapPermissions {
+		return &procfs.ProcMapPermissions{Read: p[0] == 'r', Write: p[1] == 'w', Execute: p[2] == 'x', Shared: p[3] == 's', Private: p[3] == 'p'}
 	}
-	want := []mapping{{0x400000, 0x12b0000}, {0x12b0000, 0x222a000}}
-	if d := cmp.Diff(want, got, cmp.AllowUnexported(mapping{})); d != "" {
+	m := func(start, end uintptr, p string, dev, ino uint64, path string) *procfs.ProcMap {
+		return &procfs.ProcMap{StartAddr: start, EndAddr: end, Perms: perms(p), Dev: dev, Inode: ino, Pathname: path}
+	}
+	maps := []*procfs.ProcMap{
+		m(0x400000, 0x12b0000, "r-xp", dev, 4194321, "/usr/local/bin/netloom"),
+		m(0x12b0000, 0x222a000, "r--p", dev, 4194321, "/usr/local/bin/netloom"),
+		m(0x222a000, 0x22bf000, "rw-p", dev, 4194321, "/usr/local/bin/netloom"),
+		m(0x22bf000, 0x4308000, "rw-p", 0, 0, ""),
+		m(0x7f0000000000, 0x7f0000021000, "r-xp", dev, 4194322, "/usr/lib/other.so"),
+		m(0x7f0000021000, 0x7f0000022000, "r--s", dev, 4194321, "/usr/local/bin/netloom"),
+		m(0x7f0000030000, 0x7f0000031000, "r-xp", unix.Mkdev(8, 2), 4194321, "/mnt/same-inode-other-disk"),
+		m(0x7ffc00000000, 0x7ffc00021000, "rw-p", 0, 0, "[stack]"),
+	}
+	got := releasable(maps, dev, 4194321)
+	want := []*procfs.ProcMap{maps[0], maps[1]}
+	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("read-only mappings of the binary (-want +got):\n%s", d)
 	}
 
 	// A deleted binary (replaced by an upgrade) keeps its device and inode.
-	deleted := "00400000-012b0000 r-xp 00000000 00:2d 77 /usr/local/bin/netloom (deleted)\n"
-	got, err = readOnlyMappings(deleted, fileID{major: 0, minor: 0x2d, inode: 77})
-	if err != nil || len(got) != 1 {
-		t.Errorf("deleted binary: got %v, %v; want one mapping", got, err)
-	}
-
-	if _, err := readOnlyMappings("zz-00400000 r-xp 00000000 00:2d 77 /x\n", fileID{minor: 0x2d, inode: 77}); err == nil {
-		t.Error("a malformed address range of the binary gave no error")
+	deleted := []*procfs.ProcMap{m(0x400000, 0x12b0000, "r-xp", unix.Mkdev(0, 0x2d), 77, "/usr/local/bin/netloom (deleted)")}
+	if got := releasable(deleted, unix.Mkdev(0, 0x2d), 77); len(got) != 1 {
+		t.Errorf("deleted binary: got %v, want one mapping", got)
 	}
 }
 
@@ -41,7 +43,11 @@ func TestReadOnlyMappings(t *testing.T) {
 // code in every package it links), and the process goes on running what it
 // needs: the pages come back from the page cache.
 func TestReleaseStartupPages(t *testing.T) {
-	before := rssFile()
+	self, err := procfs.Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := rssFile(self)
 	if before == 0 {
 		t.Skip("no RssFile in /proc/self/status")
 	}
@@ -49,7 +55,7 @@ func TestReleaseStartupPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	after := rssFile()
+	after := rssFile(self)
 	if after >= before || released <= 0 {
 		t.Errorf("RssFile %d kB before the release, %d kB after (released %d kB): want it smaller", before>>10, after>>10, released>>10)
 	}
