@@ -266,6 +266,7 @@ func (a *Agent) rooms(k kernel) []func(context.Context) error {
 	}
 	a.lbc = lbctl.New(lbctl.Config{Name: c.Name, Log: a.log}, gate, as, a.events, lbctl.Hooks{Conflict: a.metrics.VIPConflict, Failover: a.metrics.VIPFailover})
 	a.lbLoop = loop("lb", a.lbc, 0)
+	a.lbc.After = func(d time.Duration) { time.AfterFunc(d, a.lbLoop.Kick) }
 	a.fwc = fwctl.New(fwctl.Config{Name: c.Name, ClusterCIDR: c.cidr, Bridge: c.Bridge, WGIface: c.WGIface, LogDrops: c.PolicyLogDrops,
 		NodePortAddresses: c.nodePortAddrs, Drain: c.drainConfig(), Log: a.log}, k.table, a.events)
 	a.fwc.Repaired = a.metrics.Repaired

@@ -48,7 +48,14 @@ type Config struct {
 	Name string
 	Now  func() time.Time
 	Log  *slog.Logger
+	// Settle is how long a write for a service another member created
+	// waits (see Held); zero means DefaultSettle.
+	Settle time.Duration
 }
+
+// DefaultSettle is one push/pull interval of the default gossip timers:
+// a record that gossip lost reaches every member by then.
+const DefaultSettle = 15 * time.Second
 
 // ConflictMemory is how long status keeps showing a resolved conflict.
 const ConflictMemory = 24 * time.Hour
@@ -63,10 +70,15 @@ type Controller struct {
 
 	again atomic.Bool
 
+	// After, when set, is asked to kick the loop after d: a held write is
+	// due then.
+	After func(d time.Duration)
+
 	// Only passes touch these.
 	prev      *cluster.LB
 	recorded  *cluster.LB // the state whose assignments were recorded
 	conflicts map[lb.ServiceKey]Conflict
+	held      map[lb.ServiceKey]time.Time // writes held back, since when
 
 	status atomic.Pointer[Status]
 }
@@ -96,7 +108,10 @@ func New(cfg Config, an Announcer, as Assignments, ev events.Sink, hooks Hooks) 
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	c := &Controller{cfg: cfg, an: an, as: as, events: ev, hooks: hooks, conflicts: map[lb.ServiceKey]Conflict{}}
+	if cfg.Settle <= 0 {
+		cfg.Settle = DefaultSettle
+	}
+	c := &Controller{cfg: cfg, an: an, as: as, events: ev, hooks: hooks, conflicts: map[lb.ServiceKey]Conflict{}, held: map[lb.ServiceKey]time.Time{}}
 	c.status.Store(&Status{})
 	return c
 }
@@ -154,6 +169,37 @@ func Writes(self string, s *cluster.Snapshot, deleted []lb.ServiceKey) (puts map
 	return puts, dels
 }
 
+// Held are the writes among puts that node self makes for another member:
+// services created by a member of the cluster that is not a candidate.
+// Such a write waits (Config.Settle) before it is made. After a partition
+// heals, the creator's service and its record arrive as separate gossip
+// messages, and its member state later still: a node that has the service
+// but not yet its record, and does not yet see the creator alive, would
+// otherwise record a fresh address that, being the newest write, replaces
+// the record on every node, and the older service would lose its address
+// to the younger one it conflicted with. Once the record arrives the
+// write is no longer in the plan. Services not created by a member (in
+// Kubernetes mode the creator is the object's UID) are not held: their
+// writer is always the lowest candidate.
+func Held(self string, s *cluster.Snapshot, puts map[lb.ServiceKey]lb.Assignment) []lb.ServiceKey {
+	if len(puts) == 0 {
+		return nil
+	}
+	members := make(map[string]bool, len(s.Members))
+	for _, m := range s.Members {
+		members[m.Name] = true
+	}
+	var out []lb.ServiceKey
+	for _, svc := range s.Services {
+		creator := svc.Created.Node
+		if _, ok := puts[svc.Key()]; ok && creator != self && members[creator] {
+			out = append(out, svc.Key())
+		}
+	}
+	slices.SortFunc(out, lb.ServiceKey.Compare)
+	return out
+}
+
 func lowest(set map[string]bool) string {
 	names := make([]string, 0, len(set))
 	for n, ok := range set {
@@ -178,13 +224,16 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 	worked := false
 	if s.Node.Joined && c.recorded != st {
 		puts, dels := Writes(c.cfg.Name, s, c.as.Deleted())
+		waiting := c.hold(s, puts)
 		if len(puts)+len(dels) > 0 {
 			worked = true
 			if err = c.as.Record(puts, dels); err != nil {
 				err = fmt.Errorf("record service addresses: %w", err)
+			} else {
+				c.logWrites(s, puts, dels)
 			}
 		}
-		if err == nil {
+		if err == nil && !waiting {
 			c.recorded = st
 		}
 	}
@@ -200,6 +249,54 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 	}
 	c.status.Store(&Status{Snapshot: s, Owned: owned, Conflicts: c.conflictsCopy()})
 	return worked, err
+}
+
+// hold takes out of puts the held writes (Held) that have not waited
+// Settle yet, and reports whether any is left waiting. The loop is kicked
+// when a write held first in this pass is due.
+func (c *Controller) hold(s *cluster.Snapshot, puts map[lb.ServiceKey]lb.Assignment) bool {
+	now := c.cfg.Now()
+	held := Held(c.cfg.Name, s, puts)
+	wanted := make(map[lb.ServiceKey]bool, len(held))
+	waiting, fresh := false, false
+	for _, k := range held {
+		wanted[k] = true
+		since, ok := c.held[k]
+		if !ok {
+			since, fresh = now, true
+			c.held[k] = now
+			c.cfg.Log.Debug("holding back a write for a service another member created", "service", k.String(), "for", c.cfg.Settle)
+		}
+		if now.Sub(since) < c.cfg.Settle {
+			delete(puts, k)
+			waiting = true
+		}
+	}
+	for k := range c.held {
+		if !wanted[k] {
+			delete(c.held, k) // written, or no longer wanted
+		}
+	}
+	if fresh && c.After != nil {
+		c.After(c.cfg.Settle)
+	}
+	return waiting
+}
+
+// logWrites logs (at debug level) the addresses this node recorded.
+func (c *Controller) logWrites(s *cluster.Snapshot, puts map[lb.ServiceKey]lb.Assignment, dels []lb.ServiceKey) {
+	if !c.cfg.Log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	for _, svc := range s.Services {
+		if a, ok := puts[svc.Key()]; ok {
+			c.cfg.Log.Debug("recorded service addresses", "service", svc.Key().String(), "vip", a.VIP, "clusterIP", a.ClusterIP,
+				"was", svc.Assigned.VIP, "created", svc.Created.Node, "candidates", len(s.LB.Candidates))
+		}
+	}
+	for _, k := range dels {
+		c.cfg.Log.Debug("deleted the addresses of a deleted service", "service", k.String())
+	}
 }
 
 func (c *Controller) conflictsCopy() map[lb.ServiceKey]Conflict {

@@ -157,3 +157,99 @@ func TestPass(t *testing.T) {
 		t.Errorf("leaving: owned %v, want none", an.owned)
 	}
 }
+
+// TestPassHoldsWritesForAnotherMember: after a heal, n1 has a service n2
+// created but not yet its record, and does not see n2 alive yet. n1 is the
+// writer then, but waits: the record that follows is kept, not replaced by
+// a fresh address. A service whose creator is not a member (Kubernetes
+// mode) is written at once, and a held write is made once it has waited.
+func TestPassHoldsWritesForAnotherMember(t *testing.T) {
+	now := time.UnixMilli(100_000)
+	an := &fakeAnnouncer{}
+	as := &fakeAssignments{recorded: map[lb.ServiceKey]lb.Assignment{}}
+	var kicks []time.Duration
+	c := New(Config{Name: "n1", Now: func() time.Time { return now }, Settle: 10 * time.Second}, an, as, events.NewLog("n1", 10), Hooks{})
+	c.After = func(d time.Duration) { kicks = append(kicks, d) }
+	ctx := context.Background()
+	// n2 created split-a and recorded 10.77.0.201 (the first of the pool
+	// goes to web, n1's).
+	web, a := svc("web", 1, "n1"), svc("split-a", 2, "n2")
+	snapDead := func(svcs ...lb.Service) *cluster.Snapshot {
+		s := snap(t, true, []string{"n1"}, as, svcs...)
+		s.Members = append(s.Members, mesh.Member{Name: "n2", State: mesh.StateDead})
+		s.LB = cluster.ComputeLB(lb.Config{}, s, cluster.Candidates(s))
+		return s
+	}
+	if _, err := c.Pass(ctx, snapDead(web), false); err != nil {
+		t.Fatal(err)
+	}
+	n2Record := lb.Assignment{VIP: netip.MustParseAddr("10.77.0.202"), Pool: "lan", ClusterIP: netip.MustParseAddr("10.96.0.3")}
+
+	// The service arrives, its record not yet.
+	s := snapDead(web, a)
+	if w := s.LB.Plan.Writes; len(w) != 1 || w[0].Writer != "n1" {
+		t.Fatalf("plan writes %+v, want n1 to write split-a (n2 is dead)", w)
+	}
+	if _, err := c.Pass(ctx, s, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := as.recorded[a.Key()]; ok {
+		t.Fatalf("n1 recorded %v for split-a at once, want the write held", as.recorded[a.Key()])
+	}
+	if !slices.Equal(kicks, []time.Duration{10 * time.Second}) {
+		t.Errorf("kicks %v, want one after the settle time", kicks)
+	}
+	// The record arrives: nothing to write, nothing held any more.
+	now = now.Add(time.Second)
+	as.recorded[a.Key()] = n2Record
+	if _, err := c.Pass(ctx, snapDead(web, a), false); err != nil {
+		t.Fatal(err)
+	}
+	if got := as.recorded[a.Key()]; !got.Equal(n2Record) || len(c.held) != 0 {
+		t.Errorf("split-a recorded %+v (held %v), want n2's record %+v kept", got, c.held, n2Record)
+	}
+
+	// A service created by a member that never sends its record: held
+	// until the settle time is over, then written.
+	b := svc("lost", 3, "n2")
+	if _, err := c.Pass(ctx, snapDead(web, a, b), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := as.recorded[b.Key()]; ok {
+		t.Fatalf("recorded %s at once, want it held", b.Key())
+	}
+	now = now.Add(10 * time.Second)
+	if _, err := c.Pass(ctx, snapDead(web, a, b), false); err != nil {
+		t.Fatal(err)
+	}
+	if got := as.recorded[b.Key()]; !got.VIP.IsValid() {
+		t.Errorf("after the settle time %s is recorded as %+v, want a VIP", b.Key(), got)
+	}
+
+	// Kubernetes mode: the creator is the object's UID, not a member; the
+	// lowest candidate writes at once.
+	k := svc("from-api", 4, "6f1c2a4e-uid")
+	if _, err := c.Pass(ctx, snapDead(web, a, b, k), false); err != nil {
+		t.Fatal(err)
+	}
+	if got := as.recorded[k.Key()]; !got.VIP.IsValid() {
+		t.Errorf("%s (created by a UID) recorded as %+v, want written at once", k.Key(), got)
+	}
+}
+
+func TestHeld(t *testing.T) {
+	as := &fakeAssignments{recorded: map[lb.ServiceKey]lb.Assignment{}}
+	s := snap(t, true, []string{"n1", "n3"}, as, svc("mine", 1, "n1"), svc("theirs", 2, "n2"), svc("api", 3, "uid-1"), svc("not-put", 4, "n2"))
+	s.Members = append(s.Members, mesh.Member{Name: "n2", State: mesh.StateLeft})
+	puts := map[lb.ServiceKey]lb.Assignment{}
+	for _, n := range []string{"mine", "theirs", "api"} {
+		puts[lb.ServiceKey{Namespace: "default", Name: n}] = lb.Assignment{}
+	}
+	got := Held("n1", s, puts)
+	if want := []lb.ServiceKey{{Namespace: "default", Name: "theirs"}}; !slices.Equal(got, want) {
+		t.Errorf("Held = %v, want %v", got, want)
+	}
+	if got := Held("n1", s, nil); got != nil {
+		t.Errorf("Held with no puts = %v, want nil", got)
+	}
+}
