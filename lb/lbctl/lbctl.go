@@ -111,7 +111,7 @@ func New(cfg Config, an Announcer, as Assignments, ev events.Sink, hooks Hooks) 
 	if cfg.Settle <= 0 {
 		cfg.Settle = DefaultSettle
 	}
-	c := &Controller{cfg: cfg, an: an, as: as, events: ev, hooks: hooks, conflicts: map[lb.ServiceKey]Conflict{}, held: map[lb.ServiceKey]time.Time{}}
+	c := &Controller{cfg: cfg, an: an, as: as, events: ev, hooks: hooks, conflicts: map[lb.ServiceKey]Conflict{}}
 	c.status.Store(&Status{})
 	return c
 }
@@ -257,26 +257,21 @@ func (c *Controller) Pass(ctx context.Context, s *cluster.Snapshot, repair bool)
 func (c *Controller) hold(s *cluster.Snapshot, puts map[lb.ServiceKey]lb.Assignment) bool {
 	now := c.cfg.Now()
 	held := Held(c.cfg.Name, s, puts)
-	wanted := make(map[lb.ServiceKey]bool, len(held))
+	still := make(map[lb.ServiceKey]time.Time, len(held)) // the rest are written, or no longer wanted
 	waiting, fresh := false, false
 	for _, k := range held {
-		wanted[k] = true
 		since, ok := c.held[k]
 		if !ok {
 			since, fresh = now, true
-			c.held[k] = now
 			c.cfg.Log.Debug("holding back a write for a service another member created", "service", k.String(), "for", c.cfg.Settle)
 		}
+		still[k] = since
 		if now.Sub(since) < c.cfg.Settle {
 			delete(puts, k)
 			waiting = true
 		}
 	}
-	for k := range c.held {
-		if !wanted[k] {
-			delete(c.held, k) // written, or no longer wanted
-		}
-	}
+	c.held = still
 	if fresh && c.After != nil {
 		c.After(c.cfg.Settle)
 	}
